@@ -1,0 +1,342 @@
+//! How a process starts: as the master (the process the user started) or as a
+//! worker (re-executed by the master, with a control socket).
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io::IsTerminal;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Builder;
+use crate::control::{self, ControlSocket, Message};
+use crate::listener::{self, Listeners};
+use crate::nodes::{Identity, Nodes};
+use crate::supervisor::Supervisor;
+
+/// Private variables that mark a process as worker `k` and name its inherited
+/// control socket. Removed from the environment before user code runs.
+pub(crate) const ENV_WORKER: &str = "MULTINODE_WORKER";
+pub(crate) const ENV_CONTROL_FD: &str = "MULTINODE_CONTROL_FD";
+
+/// How long a new worker waits for its identity and listener from the master.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `main`'s body may return: `()`, or `Result<(), E>` with `E: Debug`. An
+/// `Err` is logged and makes the process exit with code 1.
+///
+/// ```
+/// use multinode::MainResult;
+/// assert_eq!(().exit_code(), 0);
+/// assert_eq!(Err::<(), _>("boom").exit_code(), 1);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`main` must return `()` or `Result<(), E>` where `E: Debug`",
+    label = "this return type"
+)]
+pub trait MainResult {
+    /// The process exit code for this value; reports an error on the way.
+    fn exit_code(self) -> i32;
+}
+
+impl MainResult for () {
+    fn exit_code(self) -> i32 {
+        0
+    }
+}
+
+impl<E: Debug> MainResult for Result<(), E> {
+    fn exit_code(self) -> i32 {
+        match self {
+            Ok(()) => 0,
+            Err(error) => {
+                tracing::error!("main returned an error: {error:?}");
+                1
+            }
+        }
+    }
+}
+
+/// The entry point behind [`Builder::run`]: never returns.
+pub(crate) fn run<F, Fut>(builder: Builder, body: F) -> !
+where
+    F: FnOnce(Nodes) -> Fut,
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let started = Instant::now();
+    init_tracing();
+    let code = match take_worker_env() {
+        Ok(None) => run_master(&builder, body, started),
+        Ok(Some((slot, control))) => run_worker(&builder, slot, control, body),
+        Err(message) => {
+            eprintln!("multinode: {message}");
+            2
+        }
+    };
+    std::process::exit(code)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Reads and removes the private worker variables. `Ok(None)`: this is the master.
+fn take_worker_env() -> Result<Option<(usize, OwnedFd)>, String> {
+    let worker = std::env::var_os(ENV_WORKER);
+    let control = std::env::var_os(ENV_CONTROL_FD);
+    // Still single-threaded here: nothing else reads the environment concurrently.
+    std::env::remove_var(ENV_WORKER);
+    std::env::remove_var(ENV_CONTROL_FD);
+    let (worker, control) = match (worker, control) {
+        (None, None) => return Ok(None),
+        (worker, control) => (worker.unwrap_or_default(), control.unwrap_or_default()),
+    };
+    let not_started_by_master = "this process has the variables of a multinode worker, \
+        but was not started by a multinode master";
+    let slot = worker
+        .to_str()
+        .and_then(|s| s.parse::<usize>().ok())
+        .ok_or_else(|| {
+            format!("{ENV_WORKER}={worker:?}: not a node id; {not_started_by_master}")
+        })?;
+    let fd = control
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+        .ok_or_else(|| {
+            format!(
+                "{ENV_CONTROL_FD}={control:?}: not a descriptor number; {not_started_by_master}"
+            )
+        })?;
+    let control = control::inherit(fd)
+        .map_err(|e| format!("{ENV_CONTROL_FD}={fd}: {e}; {not_started_by_master}"))?;
+    Ok(Some((slot, control)))
+}
+
+fn run_master<F, Fut>(builder: &Builder, body: F, started: Instant) -> i32
+where
+    F: FnOnce(Nodes) -> Fut,
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let config = match builder
+        .resolve(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("multinode: {error}");
+            return 2;
+        }
+    };
+    let listeners = match Listeners::bind(&config) {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            eprintln!("multinode: cannot listen on {}: {error}", config.addr);
+            return 1;
+        }
+    };
+    let runtime = match builder.runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("multinode: cannot start the tokio runtime: {error}");
+            return 1;
+        }
+    };
+    let master_listener = match config.master_listen {
+        true => match listeners.for_slot(0).try_clone() {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                eprintln!("multinode: cannot share the listener: {error}");
+                return 1;
+            }
+        },
+        false => None,
+    };
+    tracing::info!(
+        pid = std::process::id(),
+        nodes = config.nodes,
+        balance = ?config.balance,
+        "listening on http://{}",
+        listeners.addr
+    );
+    let identity = Identity {
+        id: 0,
+        generation: 1,
+        count: config.nodes,
+        shutdown_timeout: config.shutdown_timeout,
+    };
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (body_done_tx, body_done_rx) = oneshot::channel();
+    let supervisor = Supervisor::new(config, listeners, shutdown.clone(), started);
+    let supervisor = match std::thread::Builder::new()
+        .name("multinode-supervisor".into())
+        .spawn(move || supervisor.run(ready_rx, body_done_rx))
+    {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("multinode: cannot start the supervisor thread: {error}");
+            return 1;
+        }
+    };
+    let span = tracing::info_span!("node", id = 0);
+    let code = runtime.block_on(
+        async move {
+            match Nodes::new(identity, master_listener, shutdown, ready_tx) {
+                Ok(nodes) => body(nodes).await.exit_code(),
+                Err(error) => {
+                    tracing::error!("cannot register the listener: {error}");
+                    1
+                }
+            }
+        }
+        .instrument(span),
+    );
+    let _ = body_done_tx.send(code);
+    let supervised = supervisor.join().unwrap_or(1);
+    if code != 0 {
+        code
+    } else {
+        supervised
+    }
+}
+
+fn run_worker<F, Fut>(builder: &Builder, slot: usize, control: OwnedFd, body: F) -> i32
+where
+    F: FnOnce(Nodes) -> Fut,
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let runtime = match builder.runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("multinode: node {slot}: cannot start the tokio runtime: {error}");
+            return 1;
+        }
+    };
+    let span = tracing::info_span!("node", id = slot);
+    runtime
+        .block_on(
+            async move {
+                let control = Arc::new(ControlSocket::new(control)?);
+                let (identity, listener) =
+                    match tokio::time::timeout(GREETING_TIMEOUT, greeting(&control, slot)).await {
+                        Ok(greeted) => greeted?,
+                        Err(_) => {
+                            return Err(format!(
+                                "no greeting from the master in {GREETING_TIMEOUT:?}"
+                            )
+                            .into())
+                        }
+                    };
+                let shutdown = CancellationToken::new();
+                let (ready_tx, ready_rx) = oneshot::channel();
+                tokio::spawn(follow_master(control, shutdown.clone(), ready_rx));
+                tokio::spawn(on_signals(shutdown.clone()));
+                let nodes = Nodes::new(identity, listener, shutdown, ready_tx)?;
+                Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
+            }
+            .instrument(span.clone()),
+        )
+        .unwrap_or_else(|error| {
+            let _entered = span.enter();
+            tracing::error!("cannot start: {error}");
+            1
+        })
+}
+
+/// A worker's first messages: who it is, and its listener.
+async fn greeting(
+    control: &ControlSocket,
+    slot: usize,
+) -> std::io::Result<(Identity, Option<std::net::TcpListener>)> {
+    let unexpected = |what: &str| std::io::Error::other(format!("expected {what} from the master"));
+    let identity = match control.recv().await? {
+        Some((
+            Message::Hello {
+                id,
+                generation,
+                count,
+                shutdown_timeout_ms,
+            },
+            None,
+        )) if id == slot => Identity {
+            id,
+            generation,
+            count,
+            shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
+        },
+        _ => return Err(unexpected(&format!("a greeting for node {slot}"))),
+    };
+    let listener = match control.recv().await? {
+        Some((Message::Listener, Some(fd))) => listener::adopt(fd)?,
+        _ => return Err(unexpected("the listener")),
+    };
+    Ok((identity, Some(listener)))
+}
+
+/// A worker's side of the control socket once its body runs: reports ready, obeys
+/// the master, and exits when the master is gone (its end reads EOF).
+async fn follow_master(
+    control: Arc<ControlSocket>,
+    shutdown: CancellationToken,
+    ready: oneshot::Receiver<()>,
+) {
+    let report_ready = {
+        let control = control.clone();
+        async move {
+            if ready.await.is_ok() {
+                if let Err(error) = control.send(&Message::Ready, None).await {
+                    tracing::warn!("cannot report ready: {error}");
+                }
+            }
+        }
+    };
+    tokio::spawn(report_ready.in_current_span());
+    loop {
+        match control.recv().await {
+            Ok(Some((Message::Shutdown, _))) => shutdown.cancel(),
+            Ok(Some((message, _))) => tracing::warn!("unexpected control message {message:?}"),
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!("{error}")
+            }
+            Ok(None) | Err(_) => {
+                tracing::error!("the master is gone; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// A worker's signals. SIGTERM drains this worker (the master then replaces it, as
+/// gunicorn does). SIGINT is left to the master: Ctrl-C reaches the whole process
+/// group, and the master tells every node to drain, so nothing stops twice.
+async fn on_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining this node");
+                shutdown.cancel();
+            }
+            _ = int.recv() => tracing::debug!("SIGINT: waiting for the master's word"),
+        }
+    }
+}

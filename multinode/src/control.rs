@@ -1,0 +1,290 @@
+//! The control protocol between the master and each worker.
+//!
+//! One anonymous `AF_UNIX` `SOCK_SEQPACKET` socketpair per worker: nothing on the
+//! filesystem, message boundaries kept by the kernel, and EOF when the other end
+//! dies. Every message is one packet: a JSON-encoded [`Message`] plus, for the
+//! variants that name one, exactly one `SCM_RIGHTS` descriptor sent in the same
+//! `sendmsg`. A descriptor therefore always arrives with the message that labels it
+//! and can never be mistaken for another.
+//!
+//! `nix` does the `sendmsg`/`recvmsg` rather than `sendfd`, because receiving must
+//! pass `MSG_CMSG_CLOEXEC` (no window in which a concurrent `exec` in user code
+//! inherits the descriptor) and must see `MSG_TRUNC`/`MSG_CTRUNC`; `sendfd` 0.4 does
+//! neither.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    getsockopt, recvmsg, sendmsg, socketpair, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+/// The largest control message, in bytes. Messages are small; a larger packet is a
+/// protocol error.
+const MAX_MESSAGE: usize = 16 * 1024;
+
+/// Everything the master and a worker say to each other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Message {
+    /// master → worker, first: who this incarnation is.
+    Hello {
+        id: usize,
+        generation: u64,
+        count: usize,
+        shutdown_timeout_ms: u64,
+    },
+    /// master → worker; carries the listening socket of the worker's slot.
+    Listener,
+    /// master → worker: stop accepting, finish in-flight work, exit.
+    Shutdown,
+    /// worker → master: the body is running and has taken its listener.
+    Ready,
+}
+
+impl Message {
+    /// Whether this message travels with a descriptor: the label and the descriptor
+    /// are one packet.
+    fn carries_fd(&self) -> bool {
+        matches!(self, Message::Listener)
+    }
+}
+
+/// One end of a control socketpair, registered with the tokio reactor.
+#[derive(Debug)]
+pub(crate) struct ControlSocket {
+    fd: AsyncFd<OwnedFd>,
+}
+
+/// Makes a control socketpair: both ends close-on-exec and non-blocking. The
+/// spawner clears close-on-exec on the worker's end in the child only.
+pub(crate) fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?)
+}
+
+impl ControlSocket {
+    /// Wraps an end of a control socketpair, registered with the current runtime.
+    pub(crate) fn new(fd: OwnedFd) -> io::Result<Self> {
+        // SAFETY: an `OwnedFd` stays open, and is the same descriptor, for as long as
+        // the `AsyncFd` owns it.
+        let fd = unsafe { AsyncFd::register(fd) }?;
+        Ok(ControlSocket { fd })
+    }
+
+    /// Sends one message, with its descriptor when the message names one.
+    pub(crate) async fn send(
+        &self,
+        message: &Message,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> io::Result<()> {
+        assert_eq!(
+            message.carries_fd(),
+            fd.is_some(),
+            "{message:?} must travel with exactly the descriptor it names"
+        );
+        let bytes = serde_json::to_vec(message)?;
+        let raw: Vec<RawFd> = fd.iter().map(|fd| fd.as_raw_fd()).collect();
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+        loop {
+            let mut guard = self.fd.writable().await?;
+            let sent = guard.try_io(|fd| {
+                sendmsg::<()>(
+                    fd.as_raw_fd(),
+                    &[IoSlice::new(&bytes)],
+                    cmsgs,
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(result) => return result.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Receives the next message and the descriptor it carries. `Ok(None)` is EOF:
+    /// the other process is gone.
+    pub(crate) async fn recv(&self) -> io::Result<Option<(Message, Option<OwnedFd>)>> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let (len, fds) = loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|fd| receive(fd.as_raw_fd(), &mut buf)) {
+                Ok(result) => break result?,
+                Err(_would_block) => continue,
+            }
+        };
+        if len == 0 && fds.is_empty() {
+            return Ok(None);
+        }
+        let message: Message = serde_json::from_slice(&buf[..len]).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad control message: {e}"),
+            )
+        })?;
+        let mut fds = fds.into_iter();
+        let fd = fds.next();
+        if message.carries_fd() != fd.is_some() || fds.next().is_some() {
+            // The descriptors are dropped, and so closed, here.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("control message {message:?} arrived with the wrong descriptors"),
+            ));
+        }
+        Ok(Some((message, fd)))
+    }
+
+    /// The raw descriptor, for tests of the protocol.
+    #[cfg(test)]
+    fn raw(&self) -> RawFd {
+        self.fd.get_ref().as_raw_fd()
+    }
+}
+
+/// Takes ownership of the control socket a worker inherited as descriptor `raw`,
+/// after checking that it is one: a process started with the worker variables by
+/// anything but a master may name any descriptor, even its own stderr.
+pub(crate) fn inherit(raw: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: only borrowed for the checks; ownership is taken once they pass.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+    let kind = getsockopt(&fd, sockopt::SockType).map_err(|e| match e {
+        nix::errno::Errno::EBADF => io::Error::other("no such open descriptor"),
+        e => io::Error::other(format!("not a socket ({e})")),
+    })?;
+    if kind != SockType::SeqPacket {
+        return Err(io::Error::other(format!(
+            "a {kind:?} socket, not the SeqPacket control socket"
+        )));
+    }
+    // SAFETY: the checks passed, and by protocol this descriptor is ours alone.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    let flags = OFlag::from_bits_retain(fcntl(&fd, FcntlArg::F_GETFL)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(fd)
+}
+
+/// One `recvmsg`: the bytes and every descriptor that came with them, owned so
+/// that any surplus is closed.
+fn receive(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    // Room for more descriptors than any message carries, so that a wrong count is
+    // seen (and those descriptors closed) rather than truncated away.
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel just installed these descriptors for us.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if msg
+        .flags
+        .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC)
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "control message truncated (too large, or too many descriptors)",
+        ));
+    }
+    Ok((msg.bytes, fds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn sockets() -> (ControlSocket, ControlSocket) {
+        let (a, b) = pair().unwrap();
+        (
+            ControlSocket::new(a).unwrap(),
+            ControlSocket::new(b).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_descriptor_arrives_with_its_message() {
+        let (a, b) = sockets();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        a.send(&Message::Shutdown, None).await.unwrap();
+        a.send(&Message::Listener, Some(listener.as_fd()))
+            .await
+            .unwrap();
+        let (message, fd) = b.recv().await.unwrap().unwrap();
+        assert_eq!(message, Message::Shutdown);
+        assert!(fd.is_none());
+        let (message, fd) = b.recv().await.unwrap().unwrap();
+        assert_eq!(message, Message::Listener);
+        let fd = fd.expect("the listener's descriptor");
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(
+            nix::fcntl::FdFlag::from_bits_retain(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        );
+        drop(a);
+        assert!(
+            b.recv().await.unwrap().is_none(),
+            "EOF once the other end is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn garbage_and_unlabelled_descriptors_are_errors() {
+        let (a, b) = sockets();
+        nix::sys::socket::send(a.raw(), b"not json", MsgFlags::empty()).unwrap();
+        assert_eq!(
+            b.recv().await.unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // A descriptor on a message that names none is refused (and closed).
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let raw = [file.as_raw_fd()];
+        let bytes = serde_json::to_vec(&Message::Ready).unwrap();
+        sendmsg::<()>(
+            a.raw(),
+            &[IoSlice::new(&bytes)],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            b.recv().await.unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // The stream goes on after a bad message.
+        a.send(&Message::Ready, None).await.unwrap();
+        assert_eq!(b.recv().await.unwrap().unwrap().0, Message::Ready);
+    }
+
+    #[test]
+    fn only_control_sockets_are_inherited() {
+        let (stream, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = inherit(stream.as_raw_fd()).unwrap_err();
+        assert!(err.to_string().contains("not the SeqPacket"), "{err}");
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = inherit(file.as_raw_fd()).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        let err = inherit(9999).unwrap_err();
+        assert!(err.to_string().contains("no such open descriptor"), "{err}");
+        let (ours, theirs) = pair().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(theirs);
+        inherit(raw).unwrap();
+        drop(ours);
+    }
+}

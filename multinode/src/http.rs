@@ -1,0 +1,204 @@
+//! Serving HTTP on a node's listener: hyper-util's automatic HTTP/1.1 and HTTP/2
+//! connection builder, with a header-read timeout and graceful drain.
+
+use std::borrow::BorrowMut;
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+
+use crate::Nodes;
+
+/// The default limit on how long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves `service` on this node's listener until its shutdown fires, then stops
+/// accepting and lets in-flight requests finish within `shutdown_timeout`.
+///
+/// HTTP/1.1 with keep-alive, and HTTP/2 by prior knowledge, on the same port; a
+/// client that takes longer than 30 s to send its headers is disconnected. Takes
+/// `Nodes` by value or as `&mut Nodes` (to keep using it afterwards). For other
+/// settings, see [`Server`].
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use http_body_util::Full;
+/// use hyper::{body::{Bytes, Incoming}, Request, Response};
+///
+/// async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+///     Ok(Response::new(Full::new(Bytes::from("hello\n"))))
+/// }
+///
+/// #[multinode::main(port = 8080, nodes = 4)]
+/// async fn main(nodes: multinode::Nodes) -> std::io::Result<()> {
+///     multinode::http::serve(nodes, hyper::service::service_fn(hello)).await
+/// }
+/// ```
+pub async fn serve<N, S, B>(nodes: N, service: S) -> io::Result<()>
+where
+    N: BorrowMut<Nodes>,
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new(service).serve(nodes).await
+}
+
+/// An HTTP server for a node, with settings; [`serve`] is `Server::new(service).serve(nodes)`.
+///
+/// ```no_run
+/// # use std::convert::Infallible;
+/// # use http_body_util::Full;
+/// # use hyper::{body::{Bytes, Incoming}, Request, Response};
+/// # async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// #     Ok(Response::new(Full::new(Bytes::from("hello\n"))))
+/// # }
+/// use std::time::Duration;
+///
+/// #[multinode::main]
+/// async fn main(nodes: multinode::Nodes) -> std::io::Result<()> {
+///     multinode::http::Server::new(hyper::service::service_fn(hello))
+///         .header_read_timeout(Duration::from_secs(5))
+///         .serve(nodes)
+///         .await
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Server<S> {
+    service: S,
+    header_read_timeout: Duration,
+}
+
+impl<S> Server<S> {
+    /// A server for `service` with the default settings.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// let server = multinode::http::Server::new(hyper::service::service_fn(
+    ///     |_req: hyper::Request<hyper::body::Incoming>| async {
+    ///         Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
+    ///     },
+    /// ));
+    /// # let _ = server;
+    /// ```
+    pub fn new(service: S) -> Self {
+        Server {
+            service,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+
+    /// How long an HTTP/1 client may take to send a request's headers (default 30 s)
+    /// before it is disconnected, so that slow clients cannot hold connections.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+    /// #     Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
+    /// # });
+    /// let server = multinode::http::Server::new(service)
+    ///     .header_read_timeout(std::time::Duration::from_secs(5));
+    /// # let _ = server;
+    /// ```
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// Serves until the node's shutdown fires, then drains (see [`serve`]). Fails
+    /// at once if the node has no listener (taken already, or the master with
+    /// `master_listen = false`).
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use hyper::{body::Incoming, Request, Response};
+    ///
+    /// async fn hi(_: Request<Incoming>) -> Result<Response<String>, Infallible> {
+    ///     Ok(Response::new("hi\n".into()))
+    /// }
+    ///
+    /// #[multinode::main]
+    /// async fn main(mut nodes: multinode::Nodes) -> std::io::Result<()> {
+    ///     let server = multinode::http::Server::new(hyper::service::service_fn(hi));
+    ///     server.serve(&mut nodes).await?;
+    ///     println!("node {} drained", nodes.id());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn serve<N, B>(self, mut nodes: N) -> io::Result<()>
+    where
+        N: BorrowMut<Nodes>,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let nodes = nodes.borrow_mut();
+        let listener = nodes.take_listener().ok_or_else(|| {
+            io::Error::other(format!(
+                "node {} has no listener: taken already, or master_listen = false",
+                nodes.id()
+            ))
+        })?;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = GracefulShutdown::new();
+        let shutdown = nodes.shutdown();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), self.service.clone())
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!("connection ended with an error: {error}");
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        // EMFILE and the like: pause instead of spinning.
+                        tracing::warn!("accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let open = graceful.count();
+        tracing::info!(connections = open, "draining");
+        if tokio::time::timeout(nodes.shutdown_timeout(), graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "connections still open after shutdown_timeout ({:?}); cutting them",
+                nodes.shutdown_timeout()
+            );
+        }
+        Ok(())
+    }
+}

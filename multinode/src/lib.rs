@@ -1,0 +1,57 @@
+//! multinode: N processes serving one port, from one attribute on `main`.
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use http_body_util::Full;
+//! use hyper::{body::{Bytes, Incoming}, Request, Response};
+//!
+//! async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+//!     Ok(Response::new(Full::new(Bytes::from(format!("hello from pid {}\n", std::process::id())))))
+//! }
+//!
+//! #[multinode::main(port = 8080, nodes = 4)]
+//! async fn main(nodes: multinode::Nodes) -> std::io::Result<()> {
+//!     if nodes.is_master() {
+//!         println!("the master is node {}", nodes.id());
+//!     }
+//!     multinode::http::serve(nodes, hyper::service::service_fn(hello)).await
+//! }
+//! ```
+//!
+//! The process the user starts is the master, node 0: it binds the port, then
+//! starts the workers by re-executing its own binary, hands each its listening
+//! socket over a private control socket, restarts the ones that die, and stops them
+//! all gracefully on SIGTERM or SIGINT. The body of `main` runs in every process;
+//! [`Nodes`] tells it which one it is.
+
+#[cfg(not(unix))]
+compile_error!(
+    "multinode runs on Unix only (Linux is what it is tested on): it passes sockets \
+     between processes with SCM_RIGHTS"
+);
+
+mod bootstrap;
+mod config;
+mod control;
+pub mod http;
+mod listener;
+mod nodes;
+mod supervisor;
+
+pub use bootstrap::MainResult;
+pub use config::{Balance, Builder, Flavor};
+/// Turns `async fn main(nodes: Nodes)` into a multi-process server.
+///
+/// Every key is a [`Builder`] method of the same name: `port`, `host`, `nodes`,
+/// `master_listen`, `restart`, `shutdown_timeout` (seconds), `flavor`
+/// (`"current_thread"` or `"multi_thread"`), `worker_threads`, `backlog`, `balance`
+/// (`"reuse_port"` or `"shared"`).
+///
+/// ```no_run
+/// #[multinode::main(port = 8080, nodes = 4, shutdown_timeout = 10)]
+/// async fn main(nodes: multinode::Nodes) {
+///     nodes.shutdown().await;
+/// }
+/// ```
+pub use multinode_macros::main;
+pub use nodes::Nodes;

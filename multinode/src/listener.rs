@@ -1,0 +1,144 @@
+//! The listening sockets: bound once by the master, kept open for the whole run,
+//! and handed to each incarnation of each serving slot.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Balance, Config};
+
+/// The master's listening sockets: one per serving slot ([`Balance::ReusePort`]) or
+/// one for all ([`Balance::Shared`]).
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    sockets: Vec<TcpListener>,
+    first_slot: usize,
+    /// The bound address, with the real port when port 0 was asked for.
+    pub addr: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds the configured address. Fails, naming nothing but the OS error, when the
+    /// address is taken, even by a group of `SO_REUSEPORT` sockets that would
+    /// otherwise let us join it and silently share the port.
+    pub fn bind(config: &Config) -> io::Result<Self> {
+        // The probe binds without SO_REUSEPORT, so it conflicts with every holder
+        // of the address, and learns the port when 0 was asked for.
+        let probe = socket(config.addr, false)?;
+        probe.bind(&config.addr.into())?;
+        let addr = probe
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
+        let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
+        let sockets = match config.balance {
+            Balance::Shared => {
+                probe.listen(backlog)?;
+                vec![probe.into()]
+            }
+            Balance::ReusePort => {
+                drop(probe);
+                config
+                    .serving_slots()
+                    .map(|_| {
+                        let socket = socket(addr, true)?;
+                        socket.bind(&addr.into())?;
+                        socket.listen(backlog)?;
+                        Ok(socket.into())
+                    })
+                    .collect::<io::Result<_>>()?
+            }
+        };
+        Ok(Listeners {
+            sockets,
+            first_slot: config.serving_slots().start,
+            addr,
+        })
+    }
+
+    /// The listening socket that serving slot `slot` accepts from.
+    pub fn for_slot(&self, slot: usize) -> &TcpListener {
+        &self.sockets[(slot - self.first_slot) % self.sockets.len()]
+    }
+}
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    // socket2 creates sockets close-on-exec: a worker gets its listener only as an
+    // SCM_RIGHTS message, never by inheritance.
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(false).ok();
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Takes a descriptor received from the master as this node's listener, after
+/// checking that it is a listening TCP socket. It arrived close-on-exec
+/// (`MSG_CMSG_CLOEXEC`); that is checked too.
+pub(crate) fn adopt(fd: OwnedFd) -> io::Result<TcpListener> {
+    let socket = Socket::from(fd);
+    let is_tcp = socket.r#type()? == Type::STREAM
+        && matches!(socket.domain()?, d if d == Domain::IPV4 || d == Domain::IPV6);
+    if !is_tcp || !socket.is_listener()? {
+        return Err(io::Error::other(
+            "the descriptor received as listener is not a listening TCP socket",
+        ));
+    }
+    socket.set_cloexec(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Builder;
+
+    fn config(balance: Balance, nodes: usize) -> Config {
+        Builder::new()
+            .port(0)
+            .nodes(nodes)
+            .balance(balance)
+            .resolve(|_| None)
+            .unwrap()
+    }
+
+    #[test]
+    fn one_listener_per_slot_on_one_port() {
+        let listeners = Listeners::bind(&config(Balance::ReusePort, 3)).unwrap();
+        let ports: Vec<_> = (0..3)
+            .map(|slot| listeners.for_slot(slot).local_addr().unwrap().port())
+            .collect();
+        assert_eq!(ports, vec![listeners.addr.port(); 3]);
+        assert_ne!(listeners.for_slot(0).local_addr().unwrap().port(), 0);
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_even_to_reuse_port() {
+        let first = Listeners::bind(&config(Balance::ReusePort, 2)).unwrap();
+        let mut again = config(Balance::ReusePort, 2);
+        again.addr = first.addr;
+        let err = Listeners::bind(&again).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn adopt_checks_for_a_listening_tcp_socket() {
+        let listeners = Listeners::bind(&config(Balance::Shared, 2)).unwrap();
+        let fd: OwnedFd = listeners.for_slot(1).try_clone().unwrap().into();
+        adopt(fd).unwrap();
+        let unbound: OwnedFd = socket("127.0.0.1:0".parse().unwrap(), false)
+            .unwrap()
+            .into();
+        assert!(adopt(unbound).is_err());
+        let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        assert!(adopt(file).is_err());
+    }
+}

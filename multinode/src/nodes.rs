@@ -1,0 +1,185 @@
+//! [`Nodes`]: what the body of `main` gets in every process.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Who this process is among the nodes, its listener, and when it must stop.
+///
+/// The body of `#[multinode::main]` runs in every process with its own `Nodes`.
+///
+/// ```no_run
+/// #[multinode::main(port = 8080, nodes = 4)]
+/// async fn main(mut nodes: multinode::Nodes) {
+///     if nodes.is_master() {
+///         println!("master: node {} of {}", nodes.id(), nodes.count());
+///     }
+///     let listener = nodes.take_listener().expect("every node serves by default");
+///     let shutdown = nodes.shutdown();
+///     tokio::select! {
+///         _ = async { loop { let _ = listener.accept().await; } } => {}
+///         _ = shutdown => {}
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Nodes {
+    id: usize,
+    generation: u64,
+    count: usize,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+    shutdown_timeout: Duration,
+    ready: Option<oneshot::Sender<()>>,
+}
+
+/// What a process learns about itself before its body starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Identity {
+    pub id: usize,
+    pub generation: u64,
+    pub count: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Nodes {
+    pub(crate) fn new(
+        identity: Identity,
+        listener: Option<std::net::TcpListener>,
+        shutdown: CancellationToken,
+        ready: oneshot::Sender<()>,
+    ) -> std::io::Result<Self> {
+        Ok(Nodes {
+            id: identity.id,
+            generation: identity.generation,
+            count: identity.count,
+            listener: listener.map(TcpListener::from_std).transpose()?,
+            shutdown,
+            shutdown_timeout: identity.shutdown_timeout,
+            ready: Some(ready),
+        })
+    }
+
+    /// Whether this is the process the user started (node 0), which also supervises
+    /// the others. Code that must run once, such as a console or a periodic job,
+    /// goes here.
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// if nodes.is_master() {
+    ///     println!("only in the master");
+    /// }
+    /// # }
+    /// ```
+    pub fn is_master(&self) -> bool {
+        self.id == 0
+    }
+
+    /// This node's id: its slot, kept by every replacement of the process. `0` is
+    /// the master; workers are `1..count()` (or `1..=count()` with
+    /// `master_listen = false`).
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// println!("hello from node {}", nodes.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// How many nodes serve, as configured (`nodes`).
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// println!("one of {} nodes", nodes.count());
+    /// # }
+    /// ```
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Which incarnation of its slot this process is: 1 for the first, one more for
+    /// each replacement.
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// if nodes.generation() > 1 {
+    ///     println!("node {} was restarted", nodes.id());
+    /// }
+    /// # }
+    /// ```
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How long this node may take to finish in-flight requests once
+    /// [`shutdown`](Self::shutdown) fires (`shutdown_timeout`).
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// println!("drains within {:?}", nodes.shutdown_timeout());
+    /// # }
+    /// ```
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Takes this node's listening socket: the shared port, ready to `accept`.
+    /// `None` when it was taken already, and in the master with
+    /// `master_listen = false`. Taking it tells the master this node is ready.
+    ///
+    /// It is a plain `tokio::net::TcpListener`, so `axum::serve` takes it directly:
+    ///
+    /// ```no_run
+    /// #[multinode::main]
+    /// async fn main(mut nodes: multinode::Nodes) {
+    ///     let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+    ///     let listener = nodes.take_listener().expect("this node serves");
+    ///     axum::serve(listener, app)
+    ///         .with_graceful_shutdown(nodes.shutdown())
+    ///         .await
+    ///         .unwrap();
+    /// }
+    /// ```
+    pub fn take_listener(&mut self) -> Option<TcpListener> {
+        let listener = self.listener.take();
+        if listener.is_some() {
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(());
+            }
+        }
+        listener
+    }
+
+    /// A future that resolves when this node must stop: SIGTERM or SIGINT to the
+    /// master, the master's body returning, or this worker being replaced. Stop
+    /// accepting then, finish what is in flight within
+    /// [`shutdown_timeout`](Self::shutdown_timeout), and return from the body.
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// nodes.shutdown().await;
+    /// println!("node {} stopping", nodes.id());
+    /// # }
+    /// ```
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shutdown.clone().cancelled_owned()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has fired.
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// while !nodes.is_shutting_down() {
+    ///     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    /// }
+    /// # }
+    /// ```
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}

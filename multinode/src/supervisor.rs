@@ -1,0 +1,523 @@
+//! The master's supervision: starts a worker process per slot, restarts the ones
+//! that exit, and stops every node on SIGTERM/SIGINT.
+//!
+//! It runs on its own thread with its own runtime, so that a busy master body never
+//! delays it, and that thread lives as long as the master: `PR_SET_PDEATHSIG`
+//! watches the thread that forked, not the process.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::bootstrap::{ENV_CONTROL_FD, ENV_WORKER};
+use crate::config::Config;
+use crate::control::{self, ControlSocket, Message};
+use crate::listener::Listeners;
+
+/// How long a worker must have run for its exit not to count as a crash loop.
+const STABLE_UPTIME: Duration = Duration::from_secs(2);
+/// The first and the largest delay before restarting a crash-looping worker.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Consecutive failures to boot (exit before reporting ready) that stop everything.
+const MAX_BOOT_FAILURES: u32 = 5;
+/// What stragglers get beyond `shutdown_timeout` before they are killed.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+pub(crate) struct Supervisor {
+    config: Config,
+    listeners: Listeners,
+    /// Fires the master node's own shutdown future.
+    master_shutdown: CancellationToken,
+    started: Instant,
+    exe: PathBuf,
+    slots: BTreeMap<usize, Slot>,
+    events: mpsc::UnboundedSender<Event>,
+    /// Set once everything is stopping: when it must be over.
+    deadline: Option<tokio::time::Instant>,
+    exit_code: i32,
+    master_ready: bool,
+    all_ready_logged: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    worker: Option<Worker>,
+    /// Consecutive quick exits: the backoff exponent.
+    crashes: u32,
+    /// Consecutive exits before reporting ready.
+    boot_failures: u32,
+}
+
+/// A live incarnation of a slot. Its process is owned by its task, which alone
+/// waits for and signals it, so no pid is ever signalled after it was reaped.
+struct Worker {
+    generation: u64,
+    pid: u32,
+    started: Instant,
+    ready: bool,
+    commands: mpsc::UnboundedSender<Order>,
+}
+
+/// What the supervisor orders a worker's task to do.
+enum Order {
+    Send(Message),
+    Kill,
+}
+
+/// What a worker's task tells the supervisor.
+enum Event {
+    Message {
+        slot: usize,
+        generation: u64,
+        message: Message,
+    },
+    Exited {
+        slot: usize,
+        generation: u64,
+        status: io::Result<ExitStatus>,
+    },
+    Respawn {
+        slot: usize,
+    },
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        config: Config,
+        listeners: Listeners,
+        master_shutdown: CancellationToken,
+        started: Instant,
+    ) -> Self {
+        // Resolved once: after a rebuild, /proc/self/exe names the deleted file,
+        // while this path names the new binary, which replacements then run.
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let (events, _) = mpsc::unbounded_channel();
+        Supervisor {
+            config,
+            listeners,
+            master_shutdown,
+            started,
+            exe,
+            slots: BTreeMap::new(),
+            events,
+            deadline: None,
+            exit_code: 0,
+            master_ready: false,
+            all_ready_logged: false,
+        }
+    }
+
+    /// Supervises until every node has stopped; returns the master's exit code.
+    pub(crate) fn run(
+        self,
+        master_ready: oneshot::Receiver<()>,
+        body_done: oneshot::Receiver<i32>,
+    ) -> i32 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(runtime) => runtime.block_on(self.supervise(master_ready, body_done)),
+            Err(error) => {
+                error!("cannot start the supervisor's runtime: {error}");
+                1
+            }
+        }
+    }
+
+    async fn supervise(
+        mut self,
+        mut master_ready: oneshot::Receiver<()>,
+        mut body_done: oneshot::Receiver<i32>,
+    ) -> i32 {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        self.events = events_tx;
+        let (Ok(mut sigint), Ok(mut sigterm)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            error!("cannot install signal handlers");
+            return 1;
+        };
+        if !self.config.master_listen {
+            self.master_ready = true; // the master does not serve: nothing to wait for
+        }
+        for slot in self.config.worker_slots() {
+            self.slots.insert(slot, Slot::default());
+            self.start(slot);
+        }
+        let mut master_ready_pending = self.config.master_listen;
+        let mut body_finished = false;
+        loop {
+            let deadline = self.deadline;
+            tokio::select! {
+                _ = sigint.recv() => {
+                    if self.deadline.is_some() {
+                        warn!("second SIGINT: stopping at once");
+                        self.kill_all_and_exit(130).await;
+                    }
+                    self.stop("SIGINT");
+                }
+                _ = sigterm.recv() => self.stop("SIGTERM"),
+                Some(event) = events.recv() => self.on_event(event),
+                ready = &mut master_ready, if master_ready_pending => {
+                    master_ready_pending = false;
+                    if ready.is_ok() {
+                        self.master_ready = true;
+                        info!(node = 0, generation = 1, pid = std::process::id(), "node ready");
+                        self.log_all_ready();
+                    }
+                }
+                code = &mut body_done, if !body_finished => {
+                    body_finished = true;
+                    let reason = match code {
+                        Ok(0) => "the master's body returned",
+                        _ => "the master's body failed",
+                    };
+                    self.stop(reason);
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let left: Vec<usize> = self.live_slots().collect();
+                    error!(
+                        "nodes {left:?} still running {:?} after the stop; killing them",
+                        self.config.shutdown_timeout + KILL_GRACE,
+                    );
+                    self.kill_all_and_exit(1).await;
+                }
+            }
+            if self.deadline.is_some() && body_finished && self.live_slots().next().is_none() {
+                info!("every node stopped");
+                return self.exit_code;
+            }
+        }
+    }
+
+    /// Starts an incarnation of `slot`.
+    fn start(&mut self, slot: usize) {
+        let generation = self.slots.get(&slot).map_or(0, |s| s.generation) + 1;
+        let started = self.spawn(slot, generation);
+        let Some(state) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        state.generation = generation;
+        match started {
+            Ok(worker) => {
+                info!(node = slot, generation, pid = worker.pid, "node started");
+                state.worker = Some(worker);
+            }
+            Err(error) => {
+                error!(
+                    node = slot,
+                    generation, "cannot start a worker process: {error}"
+                );
+                self.after_exit(slot, false, Duration::ZERO, "could not start".into());
+            }
+        }
+    }
+
+    fn spawn(&self, slot: usize, generation: u64) -> io::Result<Worker> {
+        let (ours, theirs) = control::pair()?;
+        let theirs_raw = theirs.as_raw_fd();
+        let master = nix::unistd::getpid();
+        let mut command = Command::new(&self.exe);
+        command
+            .args(std::env::args_os().skip(1))
+            .env(ENV_WORKER, slot.to_string())
+            .env(ENV_CONTROL_FD, theirs_raw.to_string())
+            .stdin(Stdio::null());
+        // SAFETY: runs in the child between fork and exec, and calls only
+        // async-signal-safe functions (fcntl, prctl, getppid), allocating nothing.
+        unsafe {
+            command.pre_exec(move || {
+                use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+                let fd = std::os::fd::BorrowedFd::borrow_raw(theirs_raw);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+                #[cfg(target_os = "linux")]
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+                if nix::unistd::getppid() != master {
+                    // The master died before the death signal was armed.
+                    return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        drop(theirs);
+        let pid = child.id().unwrap_or_default();
+        let control = ControlSocket::new(ours)?;
+        let listener: OwnedFd = self.listeners.for_slot(slot).try_clone()?.into();
+        let hello = Message::Hello {
+            id: slot,
+            generation,
+            count: self.config.nodes,
+            shutdown_timeout_ms: self.config.shutdown_timeout.as_millis() as u64,
+        };
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        tokio::spawn(watch_worker(
+            child,
+            control,
+            [hello, Message::Listener],
+            listener,
+            (slot, generation),
+            commands_rx,
+            self.events.clone(),
+        ));
+        Ok(Worker {
+            generation,
+            pid,
+            started: Instant::now(),
+            ready: false,
+            commands,
+        })
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message {
+                slot,
+                generation,
+                message: Message::Ready,
+            } => {
+                let Some(worker) = self.current(slot, generation) else {
+                    return;
+                };
+                worker.ready = true;
+                info!(node = slot, generation, pid = worker.pid, "node ready");
+                self.log_all_ready();
+            }
+            Event::Message { slot, message, .. } => {
+                warn!(node = slot, "unexpected control message {message:?}");
+            }
+            Event::Exited {
+                slot,
+                generation,
+                status,
+            } => {
+                let Some(worker) = self
+                    .slots
+                    .get_mut(&slot)
+                    .and_then(|s| s.worker.take_if(|w| w.generation == generation))
+                else {
+                    return;
+                };
+                let status = match status {
+                    Ok(status) => status.to_string(),
+                    Err(error) => format!("unknown status ({error})"),
+                };
+                if self.deadline.is_some() {
+                    info!(node = slot, generation, pid = worker.pid, %status, "node stopped");
+                    return;
+                }
+                warn!(node = slot, generation, pid = worker.pid, %status, "node exited");
+                self.after_exit(slot, worker.ready, worker.started.elapsed(), status);
+            }
+            Event::Respawn { slot } => {
+                if self.deadline.is_none() {
+                    self.start(slot);
+                }
+            }
+        }
+    }
+
+    /// Decides what follows the end of a worker: a restart after a backoff, or,
+    /// after too many failed boots in a row, the end of everything.
+    fn after_exit(&mut self, slot: usize, was_ready: bool, uptime: Duration, status: String) {
+        if !self.config.restart {
+            info!(node = slot, "not restarted (restart = false)");
+            return;
+        }
+        let Some(state) = self.slots.get_mut(&slot) else {
+            return;
+        };
+        state.boot_failures = if was_ready {
+            0
+        } else {
+            state.boot_failures + 1
+        };
+        state.crashes = if uptime >= STABLE_UPTIME {
+            0
+        } else {
+            state.crashes + 1
+        };
+        if state.boot_failures >= MAX_BOOT_FAILURES {
+            error!(
+                node = slot,
+                "failed to start {MAX_BOOT_FAILURES} times in a row (last: {status}); stopping"
+            );
+            self.exit_code = 1;
+            self.stop("a node cannot start");
+            return;
+        }
+        let delay = backoff(state.crashes);
+        info!(
+            node = slot,
+            delay_ms = delay.as_millis() as u64,
+            "restarting node"
+        );
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Respawn { slot });
+        });
+    }
+
+    /// Starts a graceful stop of every node: each stops accepting, drains within
+    /// `shutdown_timeout`, and exits.
+    fn stop(&mut self, reason: &str) {
+        if self.deadline.is_some() {
+            return;
+        }
+        let nodes = self.live_slots().count() + usize::from(self.config.master_listen);
+        info!("{reason}: stopping {nodes} nodes gracefully");
+        self.deadline =
+            Some(tokio::time::Instant::now() + self.config.shutdown_timeout + KILL_GRACE);
+        self.master_shutdown.cancel();
+        for worker in self.slots.values().filter_map(|s| s.worker.as_ref()) {
+            let _ = worker.commands.send(Order::Send(Message::Shutdown));
+        }
+    }
+
+    /// Kills every worker, waits (briefly) until they are reaped, and exits.
+    async fn kill_all_and_exit(&mut self, code: i32) -> ! {
+        for worker in self.slots.values().filter_map(|s| s.worker.as_ref()) {
+            let _ = worker.commands.send(Order::Kill);
+        }
+        // Each task reaps its process right after the kill; yield until they have.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self
+            .slots
+            .values()
+            .any(|s| s.worker.as_ref().is_some_and(|w| !w.commands.is_closed()))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::process::exit(code)
+    }
+
+    fn current(&mut self, slot: usize, generation: u64) -> Option<&mut Worker> {
+        self.slots
+            .get_mut(&slot)?
+            .worker
+            .as_mut()
+            .filter(|w| w.generation == generation)
+    }
+
+    fn live_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.worker.is_some())
+            .map(|(slot, _)| *slot)
+    }
+
+    fn log_all_ready(&mut self) {
+        let workers_ready = self
+            .slots
+            .values()
+            .all(|s| s.worker.as_ref().is_some_and(|w| w.ready));
+        if !self.all_ready_logged && self.master_ready && workers_ready {
+            self.all_ready_logged = true;
+            info!(
+                elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+                "all {} nodes ready", self.config.nodes
+            );
+        }
+    }
+}
+
+/// The delay before restarting a worker after `crashes` quick exits in a row.
+fn backoff(crashes: u32) -> Duration {
+    match crashes {
+        0 => Duration::ZERO,
+        n => BACKOFF_FIRST
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(BACKOFF_MAX),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One worker incarnation's task: greets it, relays its messages and the
+/// supervisor's commands, and reaps it.
+async fn watch_worker(
+    mut child: Child,
+    control: ControlSocket,
+    greeting: [Message; 2],
+    listener: OwnedFd,
+    (slot, generation): (usize, u64),
+    mut commands: mpsc::UnboundedReceiver<Order>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let [hello, listener_label] = greeting;
+    let greeted = async {
+        control.send(&hello, None).await?;
+        control.send(&listener_label, Some(listener.as_fd())).await
+    };
+    if let Err(error) = greeted.await {
+        warn!(
+            node = slot,
+            generation, "cannot greet the new worker: {error}"
+        );
+    }
+    drop(listener);
+    let mut reading = true;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            received = control.recv(), if reading => match received {
+                Ok(Some((message, _))) => {
+                    let _ = events.send(Event::Message { slot, generation, message });
+                }
+                Ok(None) => reading = false, // the worker is exiting
+                Err(error) => {
+                    warn!(node = slot, generation, "{error}");
+                    reading = error.kind() == io::ErrorKind::InvalidData;
+                }
+            },
+            Some(command) = commands.recv() => match command {
+                Order::Send(message) => {
+                    if let Err(error) = control.send(&message, None).await {
+                        warn!(node = slot, generation, "cannot send {message:?}: {error}");
+                    }
+                }
+                Order::Kill => {
+                    let _ = child.start_kill();
+                }
+            },
+        }
+    };
+    let _ = events.send(Event::Exited {
+        slot,
+        generation,
+        status,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(3), Duration::from_millis(400));
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+}
