@@ -2,10 +2,10 @@
 //! `multinode::Builder` call chain around the user's body.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, MetaNameValue, ReturnType, Token, Type};
+use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, Meta, MetaNameValue, ReturnType, Token, Type};
 
 /// Every key, in the order the error message lists them.
 const KEYS: &[&str] = &[
@@ -38,10 +38,20 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn expand(args: TokenStream, function: ItemFn) -> syn::Result<TokenStream> {
-    let keys = syn::parse::Parser::parse2(
-        Punctuated::<MetaNameValue, Token![,]>::parse_terminated,
-        args,
-    )?;
+    let metas = syn::parse::Parser::parse2(Punctuated::<Meta, Token![,]>::parse_terminated, args)?;
+    let keys = metas
+        .into_iter()
+        .map(|meta| match meta {
+            Meta::NameValue(pair) => Ok(pair),
+            other => Err(syn::Error::new_spanned(
+                other.path(),
+                format!(
+                    "`{}` needs a value, as in `port = 8080`",
+                    other.path().to_token_stream()
+                ),
+            )),
+        })
+        .collect::<syn::Result<Vec<_>>>()?;
     let calls = builder_calls(&keys)?;
     check_signature(&function)?;
 
@@ -70,7 +80,7 @@ fn expand(args: TokenStream, function: ItemFn) -> syn::Result<TokenStream> {
 }
 
 /// One `.key(value)` call per key, each value checked at its token.
-fn builder_calls(keys: &Punctuated<MetaNameValue, Token![,]>) -> syn::Result<Vec<TokenStream>> {
+fn builder_calls(keys: &[MetaNameValue]) -> syn::Result<Vec<TokenStream>> {
     let mut seen: Vec<String> = Vec::new();
     let mut calls = Vec::new();
     let mut flavor_multi_thread = false;

@@ -1,0 +1,23 @@
+//! The listener of every node handed to `axum::serve`, with graceful shutdown.
+//!
+//! ```text
+//! cargo run --example axum
+//! curl http://127.0.0.1:3000/    # hello from axum on node 1
+//! ```
+
+use axum::routing::get;
+use axum::Router;
+use multinode::Nodes;
+
+#[multinode::main(port = 3000, nodes = 2)]
+async fn main(mut nodes: Nodes) -> std::io::Result<()> {
+    let id = nodes.id();
+    let app = Router::new().route(
+        "/",
+        get(move || async move { format!("hello from axum on node {id}\n") }),
+    );
+    let listener = nodes.take_listener().expect("every node serves");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(nodes.shutdown())
+        .await
+}

@@ -1,0 +1,274 @@
+//! Helpers for the integration tests: start a built example as a real process
+//! group on an ephemeral loopback port, talk HTTP to it, and look at its processes
+//! from outside through /proc. Every wait is a bounded poll.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// Polls `check` every 10 ms until it gives a value or `timeout` passes.
+pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The path of a built example (`cargo test` builds the examples).
+pub fn example(name: &str) -> PathBuf {
+    let dir = std::env::current_exe().unwrap();
+    let path = dir
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --examples`",
+        path.display()
+    );
+    path
+}
+
+/// A unique marker put in a program's environment, so that every process it
+/// started can be found (and counted) through /proc, even after the master exited.
+pub fn marker() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("MULTINODE_TEST_MARKER={}-{n}", std::process::id())
+}
+
+/// The live (not zombie) processes whose environment holds `marker`.
+pub fn processes_with(marker: &str) -> BTreeSet<u32> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == marker.as_bytes())
+            && is_alive(pid)
+        {
+            found.insert(pid);
+        }
+    }
+    found
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|rest| rest.chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// The live children of `pid`.
+pub fn children(pid: u32) -> BTreeSet<u32> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit(") ")
+            .next()
+            .and_then(|rest| rest.split(' ').nth(1));
+        if ppid == Some(pid.to_string().as_str()) && is_alive(child) {
+            found.insert(child);
+        }
+    }
+    found
+}
+
+/// A started example: its master process (leader of its own process group) and
+/// everything it wrote on stderr.
+pub struct Program {
+    pub child: Child,
+    pub marker: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Program {
+    /// Starts `example` with `env` (plus `MULTINODE_PORT=0` unless given).
+    pub fn start(example_name: &str, env: &[(&str, &str)]) -> Program {
+        let marker = marker();
+        let (key, value) = marker.split_once('=').unwrap();
+        let mut command = Command::new(example(example_name));
+        command
+            .env("MULTINODE_PORT", "0")
+            .env("RUST_LOG", "info")
+            .env(key, value)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command.spawn().expect("start the example");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  | {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Program { child, marker, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line written on stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// How many stderr lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until `n` stderr lines contain `needle`.
+    pub fn wait_for(&self, needle: &str, n: usize, timeout: Duration) {
+        if poll(timeout, || (self.count(needle) >= n).then_some(())).is_none() {
+            panic!(
+                "no {n} lines with {needle:?} within {timeout:?}; log:\n{}",
+                self.log().join("\n")
+            );
+        }
+    }
+
+    /// The address from the master's `listening on http://ADDR` line.
+    pub fn addr(&self) -> SocketAddr {
+        self.wait_for("listening on http://", 1, Duration::from_secs(10));
+        let log = self.log();
+        let line = log
+            .iter()
+            .find(|l| l.contains("listening on http://"))
+            .unwrap();
+        let rest =
+            &line[line.find("listening on http://").unwrap() + "listening on http://".len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Waits until the master logged every node ready; returns the address.
+    pub fn ready(&self) -> SocketAddr {
+        let addr = self.addr();
+        self.wait_for("nodes ready", 1, Duration::from_secs(20));
+        addr
+    }
+
+    /// The live worker processes.
+    pub fn workers(&self) -> BTreeSet<u32> {
+        children(self.pid())
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// Waits for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        poll(timeout, || child.try_wait().unwrap())
+            .unwrap_or_else(|| panic!("the master did not exit within {timeout:?}"))
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // Only what this test started: the program's own process group.
+        let _ = killpg(Pid::from_raw(self.pid() as i32), Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The pid in a `hello` or `probe` answer (`... pid N ...`).
+pub fn pid_in(body: &str) -> u32 {
+    let after = body
+        .split("pid ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no pid in {body:?}"));
+    after
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Fresh connections until every pid of `expected` answered (at most 400).
+pub fn pids_answering(addr: SocketAddr, expected: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..400 {
+        let (status, body) = get(addr, "/").expect("GET /");
+        assert_eq!(status, 200, "{body}");
+        seen.insert(pid_in(&body));
+        if expected.is_subset(&seen) {
+            break;
+        }
+    }
+    seen
+}

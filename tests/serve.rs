@@ -1,0 +1,134 @@
+//! Serving: every node answers on the one port, HTTP/1.1 and HTTP/2, slow clients
+//! are cut off, axum takes the listener, and the body's children see no private
+//! variable. Real processes on an ephemeral loopback port.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{get, pid_in, pids_answering, Program};
+
+#[test]
+fn four_processes_all_answer_on_one_port() {
+    let program = Program::start("hello", &[("MULTINODE_NODES", "4")]);
+    let addr = program.ready();
+    let workers = program.workers();
+    assert_eq!(
+        workers.len(),
+        3,
+        "three workers beside the master: {workers:?}"
+    );
+    let mut expected = workers.clone();
+    expected.insert(program.pid());
+    let seen = pids_answering(addr, &expected);
+    assert_eq!(seen, expected, "every node answers over fresh connections");
+    let (status, body) = get(addr, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("hello from node "), "{body}");
+    assert_eq!(get(addr, "/nowhere").unwrap().0, 404);
+}
+
+#[test]
+fn the_shared_balance_mode_serves_from_every_node_too() {
+    let program = Program::start("probe", &[("PROBE_BALANCE", "shared")]);
+    let addr = program.ready();
+    program.wait_for("balance=Shared", 1, Duration::from_secs(1));
+    let mut expected = program.workers();
+    assert_eq!(expected.len(), 1);
+    expected.insert(program.pid());
+    assert_eq!(pids_answering(addr, &expected), expected);
+}
+
+#[test]
+fn http2_with_prior_knowledge() {
+    let program = Program::start("hello", &[("MULTINODE_NODES", "2")]);
+    let addr = program.ready();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body, version) = runtime.block_on(async {
+        use http_body_util::{BodyExt, Empty};
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        let request = hyper::Request::get(format!("http://{addr}/"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let (status, version) = (response.status(), response.version());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned(), version)
+    });
+    assert_eq!((status.as_u16(), version), (200, hyper::Version::HTTP_2));
+    assert!(body.starts_with("hello from node "), "{body}");
+}
+
+#[test]
+fn a_client_slow_to_send_headers_is_disconnected() {
+    let program = Program::start("probe", &[]);
+    let addr = program.ready();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n")
+        .unwrap(); // never finished
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the server closes the connection instead of waiting forever");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // The node is still serving.
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+}
+
+#[test]
+fn axum_serves_on_the_shared_listener() {
+    let program = Program::start("axum", &[]);
+    let addr = program.ready();
+    let (status, body) = get(addr, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("hello from axum on node "), "{body}");
+}
+
+#[test]
+fn child_processes_never_see_the_private_variables() {
+    let program = Program::start("probe", &[]);
+    let addr = program.ready();
+    let master = program.pid();
+    // Ask until a worker (not the master) answers; then look at its child's env.
+    let mut checked = BTreeSet::new();
+    for _ in 0..200 {
+        let (_, whoami) = get(addr, "/").unwrap();
+        let (status, env) = get(addr, "/child-env").unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            env.contains("MULTINODE_TEST_MARKER="),
+            "a child's environment: {env}"
+        );
+        assert!(!env.contains("MULTINODE_WORKER"), "{env}");
+        assert!(!env.contains("MULTINODE_CONTROL_FD"), "{env}");
+        checked.insert(pid_in(&whoami));
+        if checked.iter().any(|pid| *pid != master) && checked.contains(&master) {
+            return;
+        }
+    }
+    panic!("never reached both the master and a worker: {checked:?}");
+}

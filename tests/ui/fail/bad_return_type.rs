@@ -1,0 +1,4 @@
+#[multinode::main]
+async fn main() -> i32 {
+    0
+}

@@ -1,0 +1,2 @@
+#[multinode::main(restart = 1)]
+async fn main() {}

@@ -1,0 +1,6 @@
+struct NotDebug;
+
+#[multinode::main]
+async fn main() -> Result<(), NotDebug> {
+    Ok(())
+}

@@ -1,0 +1,2 @@
+#[multinode::main(nodes)]
+async fn main() {}

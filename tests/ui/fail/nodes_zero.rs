@@ -1,0 +1,2 @@
+#[multinode::main(nodes = 0)]
+async fn main() {}

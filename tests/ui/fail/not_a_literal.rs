@@ -1,0 +1,3 @@
+const PORT: u16 = 8080;
+#[multinode::main(port = PORT)]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[multinode::main]
+fn main() {}

@@ -1,0 +1,2 @@
+#[multinode::main(port = 70000)]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[multinode::main(port = "8080")]
+async fn main() {}

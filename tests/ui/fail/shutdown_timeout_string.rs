@@ -1,0 +1,2 @@
+#[multinode::main(shutdown_timeout = "30s")]
+async fn main() {}

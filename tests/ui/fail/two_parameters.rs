@@ -1,0 +1,2 @@
+#[multinode::main]
+async fn main(nodes: multinode::Nodes, extra: u32) {}

@@ -1,0 +1,2 @@
+#[multinode::main(flavor = "multi-thread")]
+async fn main() {}

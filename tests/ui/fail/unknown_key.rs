@@ -1,0 +1,2 @@
+#[multinode::main(prot = 8080)]
+async fn main() {}

@@ -1,0 +1,2 @@
+#[multinode::main(worker_threads = 4)]
+async fn main() {}
