@@ -21,6 +21,8 @@ const KEYS: &[&str] = &[
     "balance",
 ];
 
+const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
+
 pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     let function: ItemFn = match syn::parse2(item) {
         Ok(function) => function,
@@ -157,9 +159,10 @@ fn builder_calls(keys: &[MetaNameValue]) -> syn::Result<Vec<TokenStream>> {
                 quote_spanned!(span=> .backlog(#backlog))
             }
             "balance" => {
-                let variant = match string(value, &name, "\"reuse_port\" or \"shared\"")?.as_str() {
+                let variant = match string(value, &name, BALANCES)?.as_str() {
                     "reuse_port" => quote!(ReusePort),
                     "shared" => quote!(Shared),
+                    "least_conn" => quote!(LeastConn),
                     other => {
                         return Err(syn::Error::new(
                             span,

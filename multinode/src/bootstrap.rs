@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::balance::LoadTable;
 use crate::config::Builder;
 use crate::control::{self, ControlSocket, Message};
 use crate::listener::{self, Listeners};
@@ -152,6 +153,13 @@ where
             return 1;
         }
     };
+    let table = match LoadTable::create() {
+        Ok(table) => Arc::new(table),
+        Err(error) => {
+            eprintln!("multinode: cannot create the load table: {error}");
+            return 1;
+        }
+    };
     let master_listener = match config.master_listen {
         true => match listeners.for_slot(0).try_clone() {
             Ok(listener) => Some(listener),
@@ -174,11 +182,13 @@ where
         generation: 1,
         count: config.nodes,
         shutdown_timeout: config.shutdown_timeout,
+        balance: config.balance,
+        serving_slots: config.serving_slots(),
     };
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = oneshot::channel();
     let (body_done_tx, body_done_rx) = oneshot::channel();
-    let supervisor = Supervisor::new(config, listeners, shutdown.clone(), started);
+    let supervisor = Supervisor::new(config, listeners, table.clone(), shutdown.clone(), started);
     let supervisor = match std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx))
@@ -192,13 +202,8 @@ where
     let span = tracing::info_span!("node", id = 0);
     let code = runtime.block_on(
         async move {
-            match Nodes::new(identity, master_listener, shutdown, ready_tx) {
-                Ok(nodes) => body(nodes).await.exit_code(),
-                Err(error) => {
-                    tracing::error!("cannot register the listener: {error}");
-                    1
-                }
-            }
+            let nodes = Nodes::new(identity, master_listener, table, shutdown, ready_tx);
+            body(nodes).await.exit_code()
         }
         .instrument(span),
     );
@@ -229,7 +234,7 @@ where
         .block_on(
             async move {
                 let control = Arc::new(ControlSocket::new(control)?);
-                let (identity, listener) =
+                let (identity, listener, table) =
                     match tokio::time::timeout(GREETING_TIMEOUT, greeting(&control, slot)).await {
                         Ok(greeted) => greeted?,
                         Err(_) => {
@@ -243,7 +248,7 @@ where
                 let (ready_tx, ready_rx) = oneshot::channel();
                 tokio::spawn(follow_master(control, shutdown.clone(), ready_rx));
                 tokio::spawn(on_signals(shutdown.clone()));
-                let nodes = Nodes::new(identity, listener, shutdown, ready_tx)?;
+                let nodes = Nodes::new(identity, listener, table, shutdown, ready_tx);
                 Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
             }
             .instrument(span.clone()),
@@ -255,11 +260,11 @@ where
         })
 }
 
-/// A worker's first messages: who it is, and its listener.
+/// A worker's first messages: who it is, its listener, and the load table.
 async fn greeting(
     control: &ControlSocket,
     slot: usize,
-) -> std::io::Result<(Identity, Option<std::net::TcpListener>)> {
+) -> std::io::Result<(Identity, Option<std::net::TcpListener>, Arc<LoadTable>)> {
     let unexpected = |what: &str| std::io::Error::other(format!("expected {what} from the master"));
     let identity = match control.recv().await? {
         Some((
@@ -268,6 +273,8 @@ async fn greeting(
                 generation,
                 count,
                 shutdown_timeout_ms,
+                balance,
+                serving_slots,
             },
             None,
         )) if id == slot => Identity {
@@ -275,6 +282,8 @@ async fn greeting(
             generation,
             count,
             shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
+            balance,
+            serving_slots,
         },
         _ => return Err(unexpected(&format!("a greeting for node {slot}"))),
     };
@@ -282,7 +291,11 @@ async fn greeting(
         Some((Message::Listener, Some(fd))) => listener::adopt(fd)?,
         _ => return Err(unexpected("the listener")),
     };
-    Ok((identity, Some(listener)))
+    let table = match control.recv().await? {
+        Some((Message::LoadTable, Some(fd))) => LoadTable::open(fd)?,
+        _ => return Err(unexpected("the load table")),
+    };
+    Ok((identity, Some(listener), Arc::new(table)))
 }
 
 /// A worker's side of the control socket once its body runs: reports ready, obeys

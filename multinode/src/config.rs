@@ -33,7 +33,7 @@ pub enum Flavor {
 /// let builder = multinode::Builder::new().balance(multinode::Balance::Shared);
 /// # let _ = builder;
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Balance {
     /// One `SO_REUSEPORT` listener per slot, opened by the master and kept open for
     /// the whole run: the kernel spreads new connections over the slots by hash, and a
@@ -43,21 +43,40 @@ pub enum Balance {
     /// One listening socket shared by every process (Node's `cluster` and the seed's
     /// way): whichever process wakes first accepts.
     Shared,
+    /// One shared listening socket, and a node that has more open connections than
+    /// the least busy live node leaves a pending connection to it (for at most
+    /// 20 ms): the least busy process accepts first. Needs
+    /// [`http::serve`](crate::http::serve); a listener taken with
+    /// [`Nodes::take_listener`](crate::Nodes::take_listener) accepts as `Shared`.
+    LeastConn,
+}
+
+impl Balance {
+    /// The mode named as in the attribute and `MULTINODE_BALANCE`.
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "least_conn" => Some(Balance::LeastConn),
+            "reuse_port" => Some(Balance::ReusePort),
+            "shared" => Some(Balance::Shared),
+            _ => None,
+        }
+    }
 }
 
 /// Environment variables that override the code's settings at run time.
 pub(crate) const ENV_PORT: &str = "MULTINODE_PORT";
 pub(crate) const ENV_HOST: &str = "MULTINODE_HOST";
 pub(crate) const ENV_NODES: &str = "MULTINODE_NODES";
+pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
 
 /// The most processes one master will supervise.
-const MAX_NODES: usize = 1024;
+pub(crate) const MAX_NODES: usize = 1024;
 
 /// Settings for a multinode program: what `#[multinode::main(...)]` expands to.
 ///
 /// Every attribute key is a method of the same name. `MULTINODE_PORT`,
-/// `MULTINODE_HOST` and `MULTINODE_NODES` override `port`, `host` and `nodes` when the
-/// program starts; a bad value stops it with exit code 2 before any process starts.
+/// `MULTINODE_HOST`, `MULTINODE_NODES` and `MULTINODE_BALANCE` override `port`,
+/// `host`, `nodes` and `balance` when the program starts; a bad value stops it with exit code 2 before any process starts.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -299,6 +318,16 @@ impl Builder {
                 &format!("{host:?}: not an IP address or a host name that resolves"),
             ),
         })?;
+        let balance = match env(ENV_BALANCE) {
+            Some(value) => Balance::from_name(value.trim()).ok_or_else(|| {
+                ConfigError::env(
+                    ENV_BALANCE,
+                    &value,
+                    "expected least_conn, reuse_port or shared",
+                )
+            })?,
+            None => self.balance,
+        };
         if self.worker_threads == Some(0) {
             return Err(ConfigError::key("worker_threads", "0: expected at least 1"));
         }
@@ -318,7 +347,7 @@ impl Builder {
             restart: self.restart,
             shutdown_timeout: self.shutdown_timeout,
             backlog: self.backlog,
-            balance: self.balance,
+            balance,
         })
     }
 
@@ -407,9 +436,15 @@ mod tests {
     fn environment_overrides_the_code() {
         let config = resolve(
             Builder::new().port(1).nodes(2),
-            &[(ENV_PORT, "9000"), (ENV_NODES, "3"), (ENV_HOST, "::1")],
+            &[
+                (ENV_PORT, "9000"),
+                (ENV_NODES, "3"),
+                (ENV_HOST, "::1"),
+                (ENV_BALANCE, "shared"),
+            ],
         )
         .unwrap();
+        assert_eq!(config.balance, Balance::Shared);
         assert_eq!(config.addr, "[::1]:9000".parse().unwrap());
         assert_eq!(config.nodes, 3);
     }
@@ -422,6 +457,8 @@ mod tests {
         assert!(err.starts_with("MULTINODE_NODES=\"0\""), "{err}");
         let err = resolve(Builder::new(), &[(ENV_HOST, "no such host.invalid")]).unwrap_err();
         assert!(err.starts_with("MULTINODE_HOST="), "{err}");
+        let err = resolve(Builder::new(), &[(ENV_BALANCE, "random")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_BALANCE=\"random\""), "{err}");
         let err = resolve(Builder::new().nodes(0), &[]).unwrap_err();
         assert!(err.starts_with("`nodes`"), "{err}");
         let err = resolve(Builder::new().worker_threads(2), &[]).unwrap_err();

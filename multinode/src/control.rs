@@ -22,6 +22,8 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
+use crate::config::Balance;
+
 /// The largest control message, in bytes. Messages are small; a larger packet is a
 /// protocol error.
 const MAX_MESSAGE: usize = 16 * 1024;
@@ -35,9 +37,13 @@ pub(crate) enum Message {
         generation: u64,
         count: usize,
         shutdown_timeout_ms: u64,
+        balance: Balance,
+        serving_slots: std::ops::Range<usize>,
     },
     /// master → worker; carries the listening socket of the worker's slot.
     Listener,
+    /// master → worker; carries the shared load table (a memfd).
+    LoadTable,
     /// master → worker: stop accepting, finish in-flight work, exit.
     Shutdown,
     /// worker → master: the body is running and has taken its listener.
@@ -48,7 +54,7 @@ impl Message {
     /// Whether this message travels with a descriptor: the label and the descriptor
     /// are one packet.
     fn carries_fd(&self) -> bool {
-        matches!(self, Message::Listener)
+        matches!(self, Message::Listener | Message::LoadTable)
     }
 }
 

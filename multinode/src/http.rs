@@ -4,6 +4,7 @@
 use std::borrow::BorrowMut;
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 
+use crate::balance::Tally;
 use crate::Nodes;
 
 /// The default limit on how long a client may take to send a request's headers.
@@ -147,12 +149,12 @@ impl<S> Server<S> {
         B::Error: Into<BoxError>,
     {
         let nodes = nodes.borrow_mut();
-        let listener = nodes.take_listener().ok_or_else(|| {
+        let acceptor = nodes.take_acceptor().ok_or_else(|| {
             io::Error::other(format!(
                 "node {} has no listener: taken already, or master_listen = false",
                 nodes.id()
             ))
-        })?;
+        })??;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -165,11 +167,12 @@ impl<S> Server<S> {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
+                accepted = acceptor.accept() => match accepted {
+                    Ok((stream, tally)) => {
                         let _ = stream.set_nodelay(true);
+                        let service = Counted { inner: self.service.clone(), tally: Arc::new(tally) };
                         let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), self.service.clone())
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
                         let connection = graceful.watch(connection);
                         tokio::spawn(async move {
@@ -187,7 +190,7 @@ impl<S> Server<S> {
                 _ = &mut shutdown => break,
             }
         }
-        drop(listener);
+        drop(acceptor);
         let open = graceful.count();
         tracing::info!(connections = open, "draining");
         if tokio::time::timeout(nodes.shutdown_timeout(), graceful.shutdown())
@@ -200,5 +203,26 @@ impl<S> Server<S> {
             );
         }
         Ok(())
+    }
+}
+
+/// The user's service, counting each request in this node's line of the load table.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    tally: Arc<Tally>,
+}
+
+impl<S, R> Service<R> for Counted<S>
+where
+    S: Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.tally.request();
+        self.inner.call(request)
     }
 }

@@ -30,6 +30,7 @@ compile_error!(
      between processes with SCM_RIGHTS"
 );
 
+mod balance;
 mod bootstrap;
 mod config;
 mod control;

@@ -34,7 +34,7 @@ impl Listeners {
             .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
         let sockets = match config.balance {
-            Balance::Shared => {
+            Balance::Shared | Balance::LeastConn => {
                 probe.listen(backlog)?;
                 vec![probe.into()]
             }

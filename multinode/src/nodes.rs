@@ -1,11 +1,15 @@
 //! [`Nodes`]: what the body of `main` gets in every process.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+
+use crate::balance::{Acceptor, LoadTable};
+use crate::config::Balance;
 
 /// Who this process is among the nodes, its listener, and when it must stop.
 ///
@@ -30,37 +34,46 @@ pub struct Nodes {
     id: usize,
     generation: u64,
     count: usize,
-    listener: Option<TcpListener>,
+    listener: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
     shutdown_timeout: Duration,
     ready: Option<oneshot::Sender<()>>,
+    table: Arc<LoadTable>,
+    balance: Balance,
+    serving_slots: std::ops::Range<usize>,
 }
 
 /// What a process learns about itself before its body starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub id: usize,
     pub generation: u64,
     pub count: usize,
     pub shutdown_timeout: Duration,
+    pub balance: Balance,
+    pub serving_slots: std::ops::Range<usize>,
 }
 
 impl Nodes {
     pub(crate) fn new(
         identity: Identity,
         listener: Option<std::net::TcpListener>,
+        table: Arc<LoadTable>,
         shutdown: CancellationToken,
         ready: oneshot::Sender<()>,
-    ) -> std::io::Result<Self> {
-        Ok(Nodes {
+    ) -> Self {
+        Nodes {
             id: identity.id,
             generation: identity.generation,
             count: identity.count,
-            listener: listener.map(TcpListener::from_std).transpose()?,
+            listener,
             shutdown,
             shutdown_timeout: identity.shutdown_timeout,
             ready: Some(ready),
-        })
+            table,
+            balance: identity.balance,
+            serving_slots: identity.serving_slots,
+        }
     }
 
     /// Whether this is the process the user started (node 0), which also supervises
@@ -145,14 +158,28 @@ impl Nodes {
     ///         .unwrap();
     /// }
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the body of `main` is inside one).
     pub fn take_listener(&mut self) -> Option<TcpListener> {
-        let listener = self.listener.take();
-        if listener.is_some() {
-            if let Some(ready) = self.ready.take() {
-                let _ = ready.send(());
-            }
+        let listener = self.take_std_listener()?;
+        Some(TcpListener::from_std(listener).expect("take_listener needs a tokio runtime"))
+    }
+
+    /// The listener with this node's line in the load table, for `http::serve`.
+    pub(crate) fn take_acceptor(&mut self) -> Option<std::io::Result<Acceptor>> {
+        let listener = self.take_std_listener()?;
+        let (table, slots) = (self.table.clone(), self.serving_slots.clone());
+        Some(Acceptor::new(listener, table, self.id, self.balance, slots))
+    }
+
+    fn take_std_listener(&mut self) -> Option<std::net::TcpListener> {
+        let listener = self.listener.take()?;
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
         }
-        listener
+        Some(listener)
     }
 
     /// A future that resolves when this node must stop: SIGTERM or SIGINT to the

@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::balance::LoadTable;
 use crate::bootstrap::{ENV_CONTROL_FD, ENV_WORKER};
 use crate::config::Config;
 use crate::control::{self, ControlSocket, Message};
@@ -36,6 +38,7 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Supervisor {
     config: Config,
     listeners: Listeners,
+    table: Arc<LoadTable>,
     /// Fires the master node's own shutdown future.
     master_shutdown: CancellationToken,
     started: Instant,
@@ -96,6 +99,7 @@ impl Supervisor {
     pub(crate) fn new(
         config: Config,
         listeners: Listeners,
+        table: Arc<LoadTable>,
         master_shutdown: CancellationToken,
         started: Instant,
     ) -> Self {
@@ -106,6 +110,7 @@ impl Supervisor {
         Supervisor {
             config,
             listeners,
+            table,
             master_shutdown,
             started,
             exe,
@@ -175,6 +180,7 @@ impl Supervisor {
                     master_ready_pending = false;
                     if ready.is_ok() {
                         self.master_ready = true;
+                        self.table.set_live(0, true);
                         info!(node = 0, generation = 1, pid = std::process::id(), "node ready");
                         self.log_all_ready();
                     }
@@ -197,6 +203,7 @@ impl Supervisor {
                 }
             }
             if self.deadline.is_some() && body_finished && self.live_slots().next().is_none() {
+                self.log_totals();
                 info!("every node stopped");
                 return self.exit_code;
             }
@@ -257,18 +264,24 @@ impl Supervisor {
         let pid = child.id().unwrap_or_default();
         let control = ControlSocket::new(ours)?;
         let listener: OwnedFd = self.listeners.for_slot(slot).try_clone()?.into();
+        let table = self.table.fd().try_clone_to_owned()?;
         let hello = Message::Hello {
             id: slot,
             generation,
             count: self.config.nodes,
             shutdown_timeout_ms: self.config.shutdown_timeout.as_millis() as u64,
+            balance: self.config.balance,
+            serving_slots: self.config.serving_slots(),
         };
         let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(watch_worker(
             child,
             control,
-            [hello, Message::Listener],
-            listener,
+            [
+                (hello, None),
+                (Message::Listener, Some(listener)),
+                (Message::LoadTable, Some(table)),
+            ],
             (slot, generation),
             commands_rx,
             self.events.clone(),
@@ -294,6 +307,7 @@ impl Supervisor {
                 };
                 worker.ready = true;
                 info!(node = slot, generation, pid = worker.pid, "node ready");
+                self.table.set_live(slot, true);
                 self.log_all_ready();
             }
             Event::Message { slot, message, .. } => {
@@ -311,6 +325,7 @@ impl Supervisor {
                 else {
                     return;
                 };
+                self.table.set_live(slot, false);
                 let status = match status {
                     Ok(status) => status.to_string(),
                     Err(error) => format!("unknown status ({error})"),
@@ -421,6 +436,15 @@ impl Supervisor {
             .map(|(slot, _)| *slot)
     }
 
+    /// What every serving slot did since the start, from the load table: what the
+    /// benchmark reads, one line per node.
+    fn log_totals(&self) {
+        for slot in self.config.serving_slots() {
+            let (connections, requests) = self.table.totals(slot);
+            info!(node = slot, connections, requests, "node totals");
+        }
+    }
+
     fn log_all_ready(&mut self) {
         let workers_ready = self
             .slots
@@ -458,16 +482,18 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 async fn watch_worker(
     mut child: Child,
     control: ControlSocket,
-    greeting: [Message; 2],
-    listener: OwnedFd,
+    greeting: [(Message, Option<OwnedFd>); 3],
     (slot, generation): (usize, u64),
     mut commands: mpsc::UnboundedReceiver<Order>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let [hello, listener_label] = greeting;
     let greeted = async {
-        control.send(&hello, None).await?;
-        control.send(&listener_label, Some(listener.as_fd())).await
+        for (message, fd) in &greeting {
+            control
+                .send(message, fd.as_ref().map(|fd| fd.as_fd()))
+                .await?;
+        }
+        io::Result::Ok(())
     };
     if let Err(error) = greeted.await {
         warn!(
@@ -475,7 +501,7 @@ async fn watch_worker(
             generation, "cannot greet the new worker: {error}"
         );
     }
-    drop(listener);
+    drop(greeting); // our copies of the descriptors
     let mut reading = true;
     let status = loop {
         tokio::select! {

@@ -1,0 +1,278 @@
+//! Load-aware accepting: a table in shared memory that every node updates as it
+//! opens and closes connections, and the accept loop that consults it.
+//!
+//! The master creates the table (an anonymous `memfd`, one cache line per slot)
+//! and sends it to each worker as a labelled descriptor. Every mode keeps the
+//! per-node totals there, which the master reports when it stops. With
+//! [`Balance::LeastConn`] a node that has more open connections than the least
+//! busy live node leaves a pending connection to it for a moment (at most
+//! [`MAX_DEFER`]), in the style of Puma's `wait_for_less_busy_worker`: the shared
+//! queue then fills the least busy process first.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+use nix::sys::socket::{accept4, SockFlag};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
+
+use crate::config::Balance;
+
+/// Slots the table has room for: every node a master can run, so that scaling up
+/// never needs a new table.
+pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
+
+/// How long a busier node leaves a pending connection to the less busy ones.
+const MAX_DEFER: Duration = Duration::from_millis(20);
+/// How often a deferring node looks at the table again.
+const DEFER_STEP: Duration = Duration::from_millis(1);
+
+/// One slot's line in the table.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Entry {
+    /// Connections open now.
+    active: AtomicU32,
+    /// 1 while an incarnation of the slot is serving (set by the master).
+    live: AtomicU32,
+    /// Connections accepted since the start, over every incarnation.
+    connections: AtomicU64,
+    /// Requests served since the start, over every incarnation.
+    requests: AtomicU64,
+}
+
+/// The shared table, mapped in this process.
+pub(crate) struct LoadTable {
+    entries: NonNull<Entry>,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics, and lives as long as
+// the `LoadTable`.
+unsafe impl Send for LoadTable {}
+unsafe impl Sync for LoadTable {}
+
+const TABLE_BYTES: usize = TABLE_SLOTS * std::mem::size_of::<Entry>();
+
+impl LoadTable {
+    /// A new, zeroed table (the master's).
+    pub(crate) fn create() -> io::Result<Self> {
+        let fd = nix::sys::memfd::memfd_create(
+            c"multinode-load",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+        )?;
+        nix::unistd::ftruncate(&fd, TABLE_BYTES as i64)?;
+        Self::map(fd)
+    }
+
+    /// Maps the table received from the master, after checking its size.
+    pub(crate) fn open(fd: OwnedFd) -> io::Result<Self> {
+        let size = nix::sys::stat::fstat(&fd)?.st_size;
+        if usize::try_from(size).ok() != Some(TABLE_BYTES) {
+            return Err(io::Error::other(format!(
+                "the load table received is {size} bytes, not {TABLE_BYTES}"
+            )));
+        }
+        Self::map(fd)
+    }
+
+    fn map(fd: OwnedFd) -> io::Result<Self> {
+        let length = NonZeroUsize::new(TABLE_BYTES).expect("the table is not empty");
+        // SAFETY: a fresh shared mapping of a file of exactly this size, accessed
+        // only through atomics; unmapped on drop.
+        let ptr = unsafe {
+            mmap(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok(LoadTable {
+            entries: ptr.cast(),
+            fd,
+        })
+    }
+
+    /// The descriptor, to send to a worker.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn entry(&self, slot: usize) -> &Entry {
+        assert!(slot < TABLE_SLOTS, "slot {slot} is beyond the table");
+        // SAFETY: in bounds (checked), and the mapping outlives `&self`.
+        unsafe { &*self.entries.as_ptr().add(slot) }
+    }
+
+    /// Marks a slot serving or not (the master, on ready and on exit).
+    pub(crate) fn set_live(&self, slot: usize, live: bool) {
+        let entry = self.entry(slot);
+        entry.live.store(u32::from(live), Relaxed);
+        if !live {
+            // Its connections died with it.
+            entry.active.store(0, Relaxed);
+        }
+    }
+
+    /// Whether `slot` is among the least busy live nodes of `slots`.
+    fn least_busy(&self, slot: usize, slots: std::ops::Range<usize>) -> bool {
+        let mine = self.entry(slot).active.load(Relaxed);
+        slots
+            .map(|other| self.entry(other))
+            .filter(|entry| entry.live.load(Relaxed) == 1)
+            .all(|entry| entry.active.load(Relaxed) >= mine)
+    }
+
+    /// (connections, requests) served by `slot` since the start.
+    pub(crate) fn totals(&self, slot: usize) -> (u64, u64) {
+        let entry = self.entry(slot);
+        (
+            entry.connections.load(Relaxed),
+            entry.requests.load(Relaxed),
+        )
+    }
+}
+
+impl std::fmt::Debug for LoadTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadTable")
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LoadTable {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `map` with this length, and no reference outlives self.
+        unsafe {
+            let _ = munmap(self.entries.cast(), TABLE_BYTES);
+        }
+    }
+}
+
+/// A node's accept loop: its listener, its line in the table, and the mode.
+pub(crate) struct Acceptor {
+    listener: AsyncFd<std::net::TcpListener>,
+    table: Arc<LoadTable>,
+    slot: usize,
+    /// The serving slots, when accepting defers to less busy nodes.
+    least_conn: Option<std::ops::Range<usize>>,
+}
+
+impl Acceptor {
+    pub(crate) fn new(
+        listener: std::net::TcpListener,
+        table: Arc<LoadTable>,
+        slot: usize,
+        balance: Balance,
+        slots: std::ops::Range<usize>,
+    ) -> io::Result<Self> {
+        // SAFETY: the listener owns its descriptor for as long as the AsyncFd lives.
+        let listener = unsafe { AsyncFd::register(listener) }?;
+        Ok(Acceptor {
+            listener,
+            table,
+            slot,
+            least_conn: (balance == Balance::LeastConn).then_some(slots),
+        })
+    }
+
+    /// Accepts the next connection, counted in the table until its [`Tally`] drops.
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, Tally)> {
+        loop {
+            let mut ready = self.listener.readable().await?;
+            // A connection is pending: when busier than another node, leave it to
+            // that node for a moment.
+            if let Some(slots) = &self.least_conn {
+                let since = Instant::now();
+                while !self.table.least_busy(self.slot, slots.clone())
+                    && since.elapsed() < MAX_DEFER
+                {
+                    tokio::time::sleep(DEFER_STEP).await;
+                }
+            }
+            let accepted = ready.try_io(|listener| {
+                let fd = accept4(
+                    listener.as_raw_fd(),
+                    SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                )?;
+                // SAFETY: accept4 just returned this new descriptor.
+                Ok(std::net::TcpStream::from(unsafe {
+                    OwnedFd::from_raw_fd(fd)
+                }))
+            });
+            match accepted {
+                Ok(Ok(stream)) => {
+                    let entry = self.table.entry(self.slot);
+                    entry.active.fetch_add(1, Relaxed);
+                    entry.connections.fetch_add(1, Relaxed);
+                    let tally = Tally {
+                        table: self.table.clone(),
+                        slot: self.slot,
+                    };
+                    return Ok((TcpStream::from_std(stream)?, tally));
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_would_block) => continue, // another node took it
+            }
+        }
+    }
+}
+
+/// One open connection in the table: counts its requests, and closes it in the
+/// table when dropped.
+pub(crate) struct Tally {
+    table: Arc<LoadTable>,
+    slot: usize,
+}
+
+impl Tally {
+    pub(crate) fn request(&self) {
+        self.table.entry(self.slot).requests.fetch_add(1, Relaxed);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let active = &self.table.entry(self.slot).active;
+        // Never below zero: the master zeroes the line of a slot that died.
+        let _ = active.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_shared_through_its_descriptor() {
+        let table = LoadTable::create().unwrap();
+        let other = LoadTable::open(table.fd().try_clone_to_owned().unwrap()).unwrap();
+        table.set_live(0, true);
+        other.set_live(1, true);
+        other.entry(1).active.store(3, Relaxed);
+        table.entry(0).requests.fetch_add(5, Relaxed);
+        assert_eq!(other.totals(0), (0, 5));
+        assert!(table.least_busy(0, 0..2));
+        assert!(!other.least_busy(1, 0..2));
+        table.set_live(0, false); // a dead node does not count
+        assert!(other.least_busy(1, 0..2));
+    }
+
+    #[test]
+    fn a_table_of_the_wrong_size_is_refused() {
+        let fd =
+            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, 64).unwrap();
+        assert!(LoadTable::open(fd).is_err());
+    }
+}
