@@ -9,7 +9,9 @@ use axum::routing::get;
 use axum::Router;
 use multinode::Nodes;
 
-#[multinode::main(port = 3000, nodes = 2)]
+// A listener handed to axum accepts on its own, so spread connections with one
+// SO_REUSEPORT queue per node (the default, least_conn, needs multinode::http).
+#[multinode::main(port = 3000, nodes = 2, balance = "reuse_port")]
 async fn main(mut nodes: Nodes) -> std::io::Result<()> {
     let id = nodes.id();
     let app = Router::new().route(

@@ -5,7 +5,8 @@
 //! - `GET /child-env` answers the environment a child process of the body sees;
 //! - headers must arrive within 500 ms;
 //! - `PROBE_FAIL_IN_MASTER=1` makes the master's body return an error at once;
-//! - `PROBE_BALANCE=shared` selects `Balance::Shared` (one accept queue for all).
+//! - `PROBE_BALANCE=shared` or `reuse_port` selects that `Balance` (default
+//!   `least_conn`); `MULTINODE_BALANCE` would override the code the same way.
 //!
 //! It uses `multinode::Builder` directly, which is what the attribute expands to.
 
@@ -18,7 +19,8 @@ use multinode::{Balance, Nodes};
 fn main() {
     let balance = match std::env::var("PROBE_BALANCE").as_deref() {
         Ok("shared") => Balance::Shared,
-        _ => Balance::ReusePort,
+        Ok("reuse_port") => Balance::ReusePort,
+        _ => Balance::LeastConn,
     };
     multinode::Builder::new()
         .port(0)

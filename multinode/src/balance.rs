@@ -5,9 +5,10 @@
 //! and sends it to each worker as a labelled descriptor. Every mode keeps the
 //! per-node totals there, which the master reports when it stops. With
 //! [`Balance::LeastConn`] a node that has more open connections than the least
-//! busy live node leaves a pending connection to it for a moment (at most
-//! [`MAX_DEFER`]), in the style of Puma's `wait_for_less_busy_worker`: the shared
-//! queue then fills the least busy process first.
+//! busy live node lets each arriving connection go to the others, looking again at
+//! the next arrival (or after [`MAX_DEFER`], should the others be stuck), in the
+//! spirit of Puma's `wait_for_less_busy_worker` but without sleeping: the shared
+//! queue then fills the least busy processes first.
 
 use std::io;
 use std::num::NonZeroUsize;
@@ -15,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::socket::{accept4, SockFlag};
@@ -28,10 +29,12 @@ use crate::config::Balance;
 /// never needs a new table.
 pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
 
-/// How long a busier node leaves a pending connection to the less busy ones.
+/// How long a busier node leaves pending connections to the less busy ones
+/// before it takes one itself.
 const MAX_DEFER: Duration = Duration::from_millis(20);
-/// How often a deferring node looks at the table again.
-const DEFER_STEP: Duration = Duration::from_millis(1);
+/// How many more open connections than the least busy node a node may have and
+/// still accept at once: counts of short connections jitter by one or two.
+const SLACK: u32 = 1;
 
 /// One slot's line in the table.
 #[repr(C, align(64))]
@@ -129,7 +132,7 @@ impl LoadTable {
         slots
             .map(|other| self.entry(other))
             .filter(|entry| entry.live.load(Relaxed) == 1)
-            .all(|entry| entry.active.load(Relaxed) >= mine)
+            .all(|entry| entry.active.load(Relaxed) + SLACK >= mine)
     }
 
     /// (connections, requests) served by `slot` since the start.
@@ -190,14 +193,21 @@ impl Acceptor {
     pub(crate) async fn accept(&self) -> io::Result<(TcpStream, Tally)> {
         loop {
             let mut ready = self.listener.readable().await?;
-            // A connection is pending: when busier than another node, leave it to
-            // that node for a moment.
+            // A connection is pending. When busier than another node, leave it to
+            // that node: look again at the next arrival, or after MAX_DEFER in case
+            // the less busy node is stuck.
             if let Some(slots) = &self.least_conn {
-                let since = Instant::now();
-                while !self.table.least_busy(self.slot, slots.clone())
-                    && since.elapsed() < MAX_DEFER
-                {
-                    tokio::time::sleep(DEFER_STEP).await;
+                if !self.table.least_busy(self.slot, slots.clone()) {
+                    ready.clear_ready();
+                    drop(ready);
+                    let next = tokio::time::timeout(MAX_DEFER, self.listener.readable()).await;
+                    match next {
+                        Ok(next) => {
+                            drop(next?);
+                            continue;
+                        }
+                        Err(_elapsed) => ready = self.listener.readable().await?,
+                    }
                 }
             }
             let accepted = ready.try_io(|listener| {

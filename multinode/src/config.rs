@@ -37,8 +37,8 @@ pub enum Flavor {
 pub enum Balance {
     /// One `SO_REUSEPORT` listener per slot, opened by the master and kept open for
     /// the whole run: the kernel spreads new connections over the slots by hash, and a
-    /// restarting slot's queue waits for its replacement.
-    #[default]
+    /// restarting slot's queue waits for its replacement. The choice for a listener
+    /// taken with [`Nodes::take_listener`](crate::Nodes::take_listener) (axum).
     ReusePort,
     /// One listening socket shared by every process (Node's `cluster` and the seed's
     /// way): whichever process wakes first accepts.
@@ -48,6 +48,8 @@ pub enum Balance {
     /// 20 ms): the least busy process accepts first. Needs
     /// [`http::serve`](crate::http::serve); a listener taken with
     /// [`Nodes::take_listener`](crate::Nodes::take_listener) accepts as `Shared`.
+    /// The default: the fairest, measured side by side with the others.
+    #[default]
     LeastConn,
 }
 
@@ -115,7 +117,7 @@ impl Default for Builder {
             flavor: Flavor::CurrentThread,
             worker_threads: None,
             backlog: 1024,
-            balance: Balance::ReusePort,
+            balance: Balance::LeastConn,
         }
     }
 }
@@ -242,7 +244,7 @@ impl Builder {
     }
 
     /// How connections are spread over the processes (default
-    /// [`Balance::ReusePort`]).
+    /// [`Balance::LeastConn`]; with `axum`, use [`Balance::ReusePort`]).
     ///
     /// ```
     /// let builder = multinode::Builder::new().balance(multinode::Balance::Shared);

@@ -46,7 +46,7 @@ pub use config::{Balance, Builder, Flavor};
 /// Every key is a [`Builder`] method of the same name: `port`, `host`, `nodes`,
 /// `master_listen`, `restart`, `shutdown_timeout` (seconds), `flavor`
 /// (`"current_thread"` or `"multi_thread"`), `worker_threads`, `backlog`, `balance`
-/// (`"reuse_port"` or `"shared"`).
+/// (`"least_conn"`, `"reuse_port"` or `"shared"`).
 ///
 /// ```no_run
 /// #[multinode::main(port = 8080, nodes = 4, shutdown_timeout = 10)]
