@@ -5,7 +5,7 @@
 //! and sends it to each worker as a labelled descriptor. Every mode keeps the
 //! per-node totals there, which the master reports when it stops. With
 //! [`Balance::LeastConn`] a node that has more open connections than the least
-//! busy live node lets each arriving connection go to the others, looking again at
+//! busy live node lets arriving connections go to the others, looking again at
 //! the next arrival (or after [`MAX_DEFER`], should the others be stuck), in the
 //! spirit of Puma's `wait_for_less_busy_worker` but without sleeping: the shared
 //! queue then fills the least busy processes first.
@@ -32,9 +32,6 @@ pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
 /// How long a busier node leaves pending connections to the less busy ones
 /// before it takes one itself.
 const MAX_DEFER: Duration = Duration::from_millis(20);
-/// How many more open connections than the least busy node a node may have and
-/// still accept at once: counts of short connections jitter by one or two.
-const SLACK: u32 = 1;
 
 /// One slot's line in the table.
 #[repr(C, align(64))]
@@ -132,7 +129,7 @@ impl LoadTable {
         slots
             .map(|other| self.entry(other))
             .filter(|entry| entry.live.load(Relaxed) == 1)
-            .all(|entry| entry.active.load(Relaxed) + SLACK >= mine)
+            .all(|entry| entry.active.load(Relaxed) >= mine)
     }
 
     /// (connections, requests) served by `slot` since the start.
@@ -192,49 +189,63 @@ impl Acceptor {
     /// Accepts the next connection, counted in the table until its [`Tally`] drops.
     pub(crate) async fn accept(&self) -> io::Result<(TcpStream, Tally)> {
         loop {
-            let mut ready = self.listener.readable().await?;
-            // A connection is pending. When busier than another node, leave it to
-            // that node: look again at the next arrival, or after MAX_DEFER in case
-            // the less busy node is stuck.
-            if let Some(slots) = &self.least_conn {
-                if !self.table.least_busy(self.slot, slots.clone()) {
-                    ready.clear_ready();
-                    drop(ready);
-                    let next = tokio::time::timeout(MAX_DEFER, self.listener.readable()).await;
-                    match next {
-                        Ok(next) => {
-                            drop(next?);
-                            continue;
+            if !self.my_turn() {
+                // Busier than another node: let arrivals go to the others, and look
+                // again at the next one; after MAX_DEFER take one anyway, in case
+                // the less busy nodes are stuck.
+                match tokio::time::timeout(MAX_DEFER, self.listener.readable()).await {
+                    Ok(ready) => ready?.clear_ready(),
+                    Err(_elapsed) => {
+                        if let Some(stream) = self.try_accept()? {
+                            return self.counted(stream);
                         }
-                        Err(_elapsed) => ready = self.listener.readable().await?,
                     }
                 }
+                continue;
             }
-            let accepted = ready.try_io(|listener| {
-                let fd = accept4(
-                    listener.as_raw_fd(),
-                    SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-                )?;
-                // SAFETY: accept4 just returned this new descriptor.
-                Ok(std::net::TcpStream::from(unsafe {
-                    OwnedFd::from_raw_fd(fd)
-                }))
-            });
-            match accepted {
-                Ok(Ok(stream)) => {
-                    let entry = self.table.entry(self.slot);
-                    entry.active.fetch_add(1, Relaxed);
-                    entry.connections.fetch_add(1, Relaxed);
-                    let tally = Tally {
-                        table: self.table.clone(),
-                        slot: self.slot,
-                    };
-                    return Ok((TcpStream::from_std(stream)?, tally));
-                }
-                Ok(Err(error)) => return Err(error),
-                Err(_would_block) => continue, // another node took it
+            // Whatever is queued first (readiness may have been cleared above while
+            // connections waited), then the next arrival.
+            if let Some(stream) = self.try_accept()? {
+                return self.counted(stream);
+            }
+            let mut ready = self.listener.readable().await?;
+            if let Ok(accepted) =
+                ready.try_io(|_| self.try_accept()?.ok_or(io::ErrorKind::WouldBlock.into()))
+            {
+                return self.counted(accepted?);
             }
         }
+    }
+
+    /// Whether this node may accept now: always, but in `LeastConn` mode only when
+    /// it is among the least busy live nodes.
+    fn my_turn(&self) -> bool {
+        match &self.least_conn {
+            Some(slots) => self.table.least_busy(self.slot, slots.clone()),
+            None => true,
+        }
+    }
+
+    /// One `accept4`, without waiting: `None` when nothing is queued.
+    fn try_accept(&self) -> io::Result<Option<std::net::TcpStream>> {
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        match accept4(self.listener.get_ref().as_raw_fd(), flags) {
+            // SAFETY: accept4 just returned this new descriptor.
+            Ok(fd) => Ok(Some(unsafe { std::net::TcpStream::from_raw_fd(fd) })),
+            Err(nix::errno::Errno::EAGAIN) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn counted(&self, stream: std::net::TcpStream) -> io::Result<(TcpStream, Tally)> {
+        let entry = self.table.entry(self.slot);
+        entry.active.fetch_add(1, Relaxed);
+        entry.connections.fetch_add(1, Relaxed);
+        let tally = Tally {
+            table: self.table.clone(),
+            slot: self.slot,
+        };
+        Ok((TcpStream::from_std(stream)?, tally))
     }
 }
 

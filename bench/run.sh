@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The benchmark in one command: installs wrk and Node.js if missing (Debian
+# packages), builds in release mode, runs bench/run.py. QUICK=1: a smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v node >/dev/null || need+=(nodejs)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}"
+fi
+cargo build --release --example hello --example bare_hyper
+exec python3 bench/run.py
