@@ -185,14 +185,18 @@ def startup(command, env, expected, tries):
 
 
 def rss_mib(command, env):
+    """Median (RSS, private RSS) of the worker processes after a short load, MiB.
+    Private (RssAnon) excludes the binary's and libraries' pages, which the page
+    cache shares between processes."""
     server = Server(command, env)
     wrk(server.port, 64, 1)
-    rss = []
+    rss, private = [], []
     for pid in server.pids()[1:]:
         status = open(f"/proc/{pid}/status").read()
         rss.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024)
+        private.append(int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024)
     server.stop()
-    return statistics.median(rss) if rss else float("nan")
+    return statistics.median(rss), statistics.median(private)
 
 
 def spread(values):
@@ -260,7 +264,8 @@ def main():
     lines += ["", "## Other figures", "",
               f"- exec to 4 nodes answering (median of {tries}): multinode {up_mn:.1f} ms, "
               f"node cluster {up_node:.1f} ms",
-              f"- RSS per worker process (median): multinode {rss_mn:.1f} MiB, node cluster {rss_node:.1f} MiB",
+              f"- RSS per worker process (median): multinode {rss_mn[0]:.1f} MiB ({rss_mn[1]:.2f} MiB private), "
+              f"node cluster {rss_node[0]:.1f} MiB ({rss_node[1]:.2f} MiB private)",
               f"- ratios at c={c} (medians): multinode n=1 / bare hyper = "
               f"{medians[('multinode n=1', c)] / medians[('bare hyper', c)]:.3f}; "
               f"multinode n=2 / node cluster w=2 = "
