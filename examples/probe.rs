@@ -5,6 +5,8 @@
 //! - `GET /child-env` answers the environment a child process of the body sees;
 //! - headers must arrive within 500 ms;
 //! - `PROBE_FAIL_IN_MASTER=1` makes the master's body return an error at once;
+//! - `PROBE_FAIL_REPLACEMENTS=1` makes every incarnation after the first of a
+//!   worker fail at once, before it is ready (a deploy that cannot boot);
 //! - `PROBE_BALANCE=shared` or `reuse_port` selects that `Balance` (default
 //!   `least_conn`); `MULTINODE_BALANCE` would override the code the same way.
 //!
@@ -33,6 +35,9 @@ fn main() {
 async fn body(nodes: Nodes) -> Result<(), String> {
     if nodes.is_master() && std::env::var_os("PROBE_FAIL_IN_MASTER").is_some() {
         return Err("failure requested by PROBE_FAIL_IN_MASTER".into());
+    }
+    if nodes.generation() > 1 && std::env::var_os("PROBE_FAIL_REPLACEMENTS").is_some() {
+        return Err("replacement failure requested by PROBE_FAIL_REPLACEMENTS".into());
     }
     let (id, generation) = (nodes.id(), nodes.generation());
     let service = hyper::service::service_fn(

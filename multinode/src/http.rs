@@ -4,6 +4,7 @@
 use std::borrow::BorrowMut;
 use std::error::Error as StdError;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,10 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::balance::Tally;
 use crate::Nodes;
@@ -162,24 +166,19 @@ impl<S> Server<S> {
             .header_read_timeout(self.header_read_timeout)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
-        let graceful = GracefulShutdown::new();
-        let shutdown = nodes.shutdown();
-        tokio::pin!(shutdown);
+        let shutdown = nodes.shutdown_token();
+        let connections = TaskTracker::new();
         loop {
             tokio::select! {
                 accepted = acceptor.accept() => match accepted {
                     Ok((stream, tally)) => {
                         let _ = stream.set_nodelay(true);
-                        let service = Counted { inner: self.service.clone(), tally: Arc::new(tally) };
+                        let state = Arc::new(PerConnection { tally, started: AtomicBool::new(false), first_request: Notify::new() });
+                        let service = Counted { inner: self.service.clone(), connection: state.clone() };
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!("connection ended with an error: {error}");
-                            }
-                        });
+                        connections.spawn(drive(connection, state, shutdown.clone()));
                     }
                     Err(error) => {
                         // EMFILE and the like: pause instead of spinning.
@@ -187,13 +186,13 @@ impl<S> Server<S> {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                _ = &mut shutdown => break,
+                _ = shutdown.cancelled() => break,
             }
         }
         drop(acceptor);
-        let open = graceful.count();
-        tracing::info!(connections = open, "draining");
-        if tokio::time::timeout(nodes.shutdown_timeout(), graceful.shutdown())
+        connections.close();
+        tracing::info!(connections = connections.len(), "draining");
+        if tokio::time::timeout(nodes.shutdown_timeout(), connections.wait())
             .await
             .is_err()
         {
@@ -206,11 +205,58 @@ impl<S> Server<S> {
     }
 }
 
+/// How long, once the node stops, a connection it accepted may take to send its
+/// first request (it is served, then closed).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs one connection to its end; when the node stops, lets it finish what it
+/// serves and closes it. hyper-util's `GracefulShutdown` would cancel a connection
+/// whose first bytes are not read yet (it is still telling HTTP/1 from HTTP/2), and
+/// closing a socket with an unread request resets it: a connection accepted just
+/// before the stop must still get its answer.
+async fn drive<C>(connection: C, state: Arc<PerConnection>, shutdown: CancellationToken)
+where
+    C: GracefulConnection,
+    C::Error: Into<BoxError>,
+{
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = &mut connection => result,
+        _ = shutdown.cancelled() => {
+            if !state.started.load(Ordering::Acquire) {
+                let first = tokio::time::timeout(FIRST_REQUEST_GRACE, state.first_request.notified());
+                tokio::select! {
+                    result = &mut connection => return report(result),
+                    _ = first => {}
+                }
+            }
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    report(result)
+}
+
+fn report<E: Into<BoxError>>(result: Result<(), E>) {
+    if let Err(error) = result {
+        tracing::debug!("connection ended with an error: {}", error.into());
+    }
+}
+
+/// What a connection's service shares with the task that drives it.
+struct PerConnection {
+    /// Its line in the load table.
+    tally: Tally,
+    /// Whether its first request has arrived.
+    started: AtomicBool,
+    first_request: Notify,
+}
+
 /// The user's service, counting each request in this node's line of the load table.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
-    tally: Arc<Tally>,
+    connection: Arc<PerConnection>,
 }
 
 impl<S, R> Service<R> for Counted<S>
@@ -222,7 +268,10 @@ where
     type Future = S::Future;
 
     fn call(&self, request: R) -> Self::Future {
-        self.tally.request();
+        self.connection.tally.request();
+        if !self.connection.started.swap(true, Ordering::AcqRel) {
+            self.connection.first_request.notify_one();
+        }
         self.inner.call(request)
     }
 }

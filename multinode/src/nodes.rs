@@ -197,6 +197,11 @@ impl Nodes {
         self.shutdown.clone().cancelled_owned()
     }
 
+    /// The token behind [`shutdown`](Self::shutdown), for `http::serve`'s tasks.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Whether [`shutdown`](Self::shutdown) has fired.
     ///
     /// ```no_run

@@ -1,5 +1,6 @@
 //! The master's supervision: starts a worker process per slot, restarts the ones
-//! that exit, and stops every node on SIGTERM/SIGINT.
+//! that exit, replaces them one at a time on SIGHUP, and stops every node on
+//! SIGTERM/SIGINT.
 //!
 //! It runs on its own thread with its own runtime, so that a busy master body never
 //! delays it, and that thread lives as long as the master: `PR_SET_PDEATHSIG`
@@ -34,6 +35,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const MAX_BOOT_FAILURES: u32 = 5;
 /// What stragglers get beyond `shutdown_timeout` before they are killed.
 const KILL_GRACE: Duration = Duration::from_secs(1);
+/// How long a replacement may take to report ready during a rolling restart.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Supervisor {
     config: Config,
@@ -50,12 +53,19 @@ pub(crate) struct Supervisor {
     exit_code: i32,
     master_ready: bool,
     all_ready_logged: bool,
+    /// Slots still to replace in the rolling restart under way (next last).
+    reload_queue: Vec<usize>,
+    /// The slot being replaced now.
+    reloading: Option<usize>,
 }
 
 #[derive(Default)]
 struct Slot {
     generation: u64,
     worker: Option<Worker>,
+    /// The incarnation being replaced in a rolling restart: serving until its
+    /// replacement is ready, then draining.
+    retiring: Option<Worker>,
     /// Consecutive quick exits: the backoff exponent.
     crashes: u32,
     /// Consecutive exits before reporting ready.
@@ -93,6 +103,10 @@ enum Event {
     Respawn {
         slot: usize,
     },
+    ReadyTimeout {
+        slot: usize,
+        generation: u64,
+    },
 }
 
 impl Supervisor {
@@ -120,6 +134,8 @@ impl Supervisor {
             exit_code: 0,
             master_ready: false,
             all_ready_logged: false,
+            reload_queue: Vec::new(),
+            reloading: None,
         }
     }
 
@@ -148,9 +164,10 @@ impl Supervisor {
     ) -> i32 {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events = events_tx;
-        let (Ok(mut sigint), Ok(mut sigterm)) = (
+        let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
         ) else {
             error!("cannot install signal handlers");
             return 1;
@@ -160,7 +177,9 @@ impl Supervisor {
         }
         for slot in self.config.worker_slots() {
             self.slots.insert(slot, Slot::default());
-            self.start(slot);
+            if !self.start(slot) {
+                self.after_exit(slot, false, Duration::ZERO, "could not start".into());
+            }
         }
         let mut master_ready_pending = self.config.master_listen;
         let mut body_finished = false;
@@ -175,6 +194,7 @@ impl Supervisor {
                     self.stop("SIGINT");
                 }
                 _ = sigterm.recv() => self.stop("SIGTERM"),
+                _ = sighup.recv() => self.reload(),
                 Some(event) = events.recv() => self.on_event(event),
                 ready = &mut master_ready, if master_ready_pending => {
                     master_ready_pending = false;
@@ -210,27 +230,88 @@ impl Supervisor {
         }
     }
 
-    /// Starts an incarnation of `slot`.
-    fn start(&mut self, slot: usize) {
+    /// Starts an incarnation of `slot`; false if its process could not start.
+    fn start(&mut self, slot: usize) -> bool {
         let generation = self.slots.get(&slot).map_or(0, |s| s.generation) + 1;
         let started = self.spawn(slot, generation);
         let Some(state) = self.slots.get_mut(&slot) else {
-            return;
+            return false;
         };
         state.generation = generation;
         match started {
             Ok(worker) => {
                 info!(node = slot, generation, pid = worker.pid, "node started");
                 state.worker = Some(worker);
+                true
             }
             Err(error) => {
                 error!(
                     node = slot,
                     generation, "cannot start a worker process: {error}"
                 );
-                self.after_exit(slot, false, Duration::ZERO, "could not start".into());
+                false
             }
         }
+    }
+
+    /// SIGHUP: replaces every worker, one at a time, from the executable's path (a
+    /// rebuilt binary is picked up). The master's own node, if it serves, is not
+    /// re-executed.
+    fn reload(&mut self) {
+        if self.deadline.is_some() {
+            return;
+        }
+        if self.reloading.is_some() {
+            warn!("SIGHUP: a rolling restart is already under way");
+            return;
+        }
+        self.reload_queue = self.slots.keys().rev().copied().collect();
+        info!(nodes = self.reload_queue.len(), "SIGHUP: rolling restart");
+        self.next_reload();
+    }
+
+    /// Starts the replacement of the next slot of the rolling restart; its old
+    /// incarnation keeps serving until the replacement is ready.
+    fn next_reload(&mut self) {
+        while let Some(slot) = self.reload_queue.pop() {
+            let Some(state) = self.slots.get_mut(&slot) else {
+                continue;
+            };
+            if state.worker.is_none() {
+                continue; // restarting by itself, from the same path
+            }
+            state.retiring = state.worker.take();
+            self.reloading = Some(slot);
+            if !self.start(slot) {
+                self.abort_reload(slot, "its process could not start");
+                return;
+            }
+            let generation = self.slots[&slot].generation;
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(READY_TIMEOUT).await;
+                let _ = events.send(Event::ReadyTimeout { slot, generation });
+            });
+            return;
+        }
+        if self.reloading.take().is_some() {
+            info!("rolling restart done");
+        }
+    }
+
+    /// A replacement failed before it was ready: the old incarnation, which never
+    /// stopped serving, stays; the rolling restart stops here.
+    fn abort_reload(&mut self, slot: usize, why: &str) {
+        error!(node = slot, "the replacement failed: {why}; the old incarnation keeps serving; rolling restart stopped");
+        if let Some(state) = self.slots.get_mut(&slot) {
+            if let Some(old) = state.retiring.take() {
+                state.generation = state.generation.max(old.generation);
+                state.worker = Some(old);
+            }
+        }
+        self.table.set_live(slot, true);
+        self.reload_queue.clear();
+        self.reloading = None;
     }
 
     fn spawn(&self, slot: usize, generation: u64) -> io::Result<Worker> {
@@ -309,6 +390,15 @@ impl Supervisor {
                 info!(node = slot, generation, pid = worker.pid, "node ready");
                 self.table.set_live(slot, true);
                 self.log_all_ready();
+                if let Some(old) = self.slots.get(&slot).and_then(|s| s.retiring.as_ref()) {
+                    info!(
+                        node = slot,
+                        generation = old.generation,
+                        pid = old.pid,
+                        "draining the old incarnation"
+                    );
+                    let _ = old.commands.send(Order::Send(Message::Shutdown));
+                }
             }
             Event::Message { slot, message, .. } => {
                 warn!(node = slot, "unexpected control message {message:?}");
@@ -318,28 +408,47 @@ impl Supervisor {
                 generation,
                 status,
             } => {
-                let Some(worker) = self
-                    .slots
-                    .get_mut(&slot)
-                    .and_then(|s| s.worker.take_if(|w| w.generation == generation))
-                else {
-                    return;
-                };
-                self.table.set_live(slot, false);
                 let status = match status {
                     Ok(status) => status.to_string(),
                     Err(error) => format!("unknown status ({error})"),
+                };
+                let Some(state) = self.slots.get_mut(&slot) else {
+                    return;
+                };
+                if let Some(old) = state.retiring.take_if(|w| w.generation == generation) {
+                    info!(node = slot, generation, pid = old.pid, %status, "old incarnation exited");
+                    if self.reloading == Some(slot) && self.deadline.is_none() {
+                        self.next_reload();
+                    }
+                    return;
+                }
+                let Some(worker) = state.worker.take_if(|w| w.generation == generation) else {
+                    return;
                 };
                 if self.deadline.is_some() {
                     info!(node = slot, generation, pid = worker.pid, %status, "node stopped");
                     return;
                 }
+                if !worker.ready && self.reloading == Some(slot) {
+                    self.abort_reload(slot, &format!("it exited before it was ready ({status})"));
+                    return;
+                }
+                self.table.set_live(slot, false);
                 warn!(node = slot, generation, pid = worker.pid, %status, "node exited");
                 self.after_exit(slot, worker.ready, worker.started.elapsed(), status);
             }
             Event::Respawn { slot } => {
-                if self.deadline.is_none() {
-                    self.start(slot);
+                if self.deadline.is_none() && !self.start(slot) {
+                    self.after_exit(slot, false, Duration::ZERO, "could not start".into());
+                }
+            }
+            Event::ReadyTimeout { slot, generation } => {
+                if let Some(worker) = self.current(slot, generation).filter(|w| !w.ready) {
+                    warn!(
+                        node = slot,
+                        generation, "not ready after {READY_TIMEOUT:?}; killing it"
+                    );
+                    let _ = worker.commands.send(Order::Kill);
                 }
             }
         }
@@ -398,24 +507,20 @@ impl Supervisor {
         self.deadline =
             Some(tokio::time::Instant::now() + self.config.shutdown_timeout + KILL_GRACE);
         self.master_shutdown.cancel();
-        for worker in self.slots.values().filter_map(|s| s.worker.as_ref()) {
+        self.reload_queue.clear();
+        for worker in self.workers() {
             let _ = worker.commands.send(Order::Send(Message::Shutdown));
         }
     }
 
     /// Kills every worker, waits (briefly) until they are reaped, and exits.
     async fn kill_all_and_exit(&mut self, code: i32) -> ! {
-        for worker in self.slots.values().filter_map(|s| s.worker.as_ref()) {
+        for worker in self.workers() {
             let _ = worker.commands.send(Order::Kill);
         }
         // Each task reaps its process right after the kill; yield until they have.
         let deadline = Instant::now() + Duration::from_millis(500);
-        while self
-            .slots
-            .values()
-            .any(|s| s.worker.as_ref().is_some_and(|w| !w.commands.is_closed()))
-            && Instant::now() < deadline
-        {
+        while self.workers().any(|w| !w.commands.is_closed()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         std::process::exit(code)
@@ -432,8 +537,15 @@ impl Supervisor {
     fn live_slots(&self) -> impl Iterator<Item = usize> + '_ {
         self.slots
             .iter()
-            .filter(|(_, s)| s.worker.is_some())
+            .filter(|(_, s)| s.worker.is_some() || s.retiring.is_some())
             .map(|(slot, _)| *slot)
+    }
+
+    /// Every live worker process, the retiring ones included.
+    fn workers(&self) -> impl Iterator<Item = &Worker> + '_ {
+        self.slots
+            .values()
+            .flat_map(|s| s.worker.iter().chain(s.retiring.iter()))
     }
 
     /// What every serving slot did since the start, from the load table: what the
