@@ -1,5 +1,5 @@
-//! SIGHUP: a rolling restart under load replaces every worker without a single
-//! failed request, and a replacement that cannot boot leaves the old one serving.
+//! SIGHUP: a rolling restart under load (fresh connections and keep-alive ones)
+//! replaces every worker without a single failed request, and a replacement that cannot boot leaves the old one serving.
 
 mod common;
 
@@ -8,17 +8,26 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{get, poll, Program};
+use common::{get, poll, KeepAlive, Program};
 use nix::sys::signal::Signal;
 
-/// A client sending requests on fresh connections until told to stop (at most
-/// 50 000): (answered 200, failed).
-fn load(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<(u32, u32)> {
+/// A client sending requests until told to stop (at most 50 000), on fresh
+/// connections or on a keep-alive one: (answered 200, failed).
+fn load(
+    addr: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+    keep_alive: bool,
+) -> JoinHandle<(u32, u32)> {
     std::thread::spawn(move || {
         let (mut ok, mut failed) = (0, 0);
+        let mut connection = KeepAlive::new(addr);
         while !stop.load(Ordering::Relaxed) && ok + failed < 50_000 {
-            match get(addr, "/") {
-                Ok((200, _)) => ok += 1,
+            let status = match keep_alive {
+                true => connection.get("/"),
+                false => get(addr, "/").map(|(status, _)| status),
+            };
+            match status {
+                Ok(200) => ok += 1,
                 other => {
                     eprintln!("failed request: {other:?}");
                     failed += 1
@@ -40,7 +49,9 @@ fn sighup_replaces_every_worker_without_a_failed_request() {
         let before = program.workers();
         assert_eq!(before.len(), 2);
         let stop = Arc::new(AtomicBool::new(false));
-        let clients: Vec<_> = (0..4).map(|_| load(addr, stop.clone())).collect();
+        let clients: Vec<_> = (0..4)
+            .map(|i| load(addr, stop.clone(), i % 2 == 0))
+            .collect();
         for reload in 1..=2 {
             program.signal(Signal::SIGHUP);
             program.wait_for("rolling restart done", reload, Duration::from_secs(30));

@@ -3,18 +3,21 @@
 
 use std::borrow::BorrowMut;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
+use hyper::header::HeaderValue;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -173,8 +176,12 @@ impl<S> Server<S> {
                 accepted = acceptor.accept() => match accepted {
                     Ok((stream, tally)) => {
                         let _ = stream.set_nodelay(true);
-                        let state = Arc::new(PerConnection { tally, started: AtomicBool::new(false), first_request: Notify::new() });
-                        let service = Counted { inner: self.service.clone(), connection: state.clone() };
+                        let state = Arc::new(PerConnection { tally, requests: AtomicU64::new(0) });
+                        let service = Counted {
+                            inner: self.service.clone(),
+                            connection: state.clone(),
+                            shutdown: shutdown.clone(),
+                        };
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
@@ -205,15 +212,19 @@ impl<S> Server<S> {
     }
 }
 
-/// How long, once the node stops, a connection it accepted may take to send its
-/// first request (it is served, then closed).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// How long, once the node stops, a connection may stay quiet before it is closed.
+const QUIET_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs one connection to its end; when the node stops, lets it finish what it
-/// serves and closes it. hyper-util's `GracefulShutdown` would cancel a connection
-/// whose first bytes are not read yet (it is still telling HTTP/1 from HTTP/2), and
-/// closing a socket with an unread request resets it: a connection accepted just
-/// before the stop must still get its answer.
+/// serves and closes it without losing a request:
+///
+/// - requests that still arrive are answered, with `Connection: close`, so the
+///   client reconnects (to a live node) instead of finding the connection gone;
+/// - the connection is closed only once no request has started for
+///   [`QUIET_GRACE`]. hyper would close an idle keep-alive connection at once, racing
+///   the client's next request, and hyper-util's `GracefulShutdown` cancels a
+///   connection whose first bytes it has not read yet: closing a socket with an
+///   unread request resets it.
 async fn drive<C>(connection: C, state: Arc<PerConnection>, shutdown: CancellationToken)
 where
     C: GracefulConnection,
@@ -222,22 +233,18 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         result = &mut connection => result,
-        _ = shutdown.cancelled() => {
-            if !state.started.load(Ordering::Acquire) {
-                let first = tokio::time::timeout(FIRST_REQUEST_GRACE, state.first_request.notified());
-                tokio::select! {
-                    result = &mut connection => return report(result),
-                    _ = first => {}
-                }
+        _ = shutdown.cancelled() => loop {
+            let served = state.requests.load(Ordering::Acquire);
+            tokio::select! {
+                result = &mut connection => break result,
+                _ = tokio::time::sleep(QUIET_GRACE) => {}
             }
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+            if state.requests.load(Ordering::Acquire) == served {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+        },
     };
-    report(result)
-}
-
-fn report<E: Into<BoxError>>(result: Result<(), E>) {
     if let Err(error) = result {
         tracing::debug!("connection ended with an error: {}", error.into());
     }
@@ -247,31 +254,65 @@ fn report<E: Into<BoxError>>(result: Result<(), E>) {
 struct PerConnection {
     /// Its line in the load table.
     tally: Tally,
-    /// Whether its first request has arrived.
-    started: AtomicBool,
-    first_request: Notify,
+    /// Requests started on it.
+    requests: AtomicU64,
 }
 
-/// The user's service, counting each request in this node's line of the load table.
+/// The user's service, counting each request (in the connection and in this
+/// node's line of the load table), and asking HTTP/1 clients to reconnect once the
+/// node stops.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     connection: Arc<PerConnection>,
+    shutdown: CancellationToken,
 }
 
-impl<S, R> Service<R> for Counted<S>
+impl<S, B, R> Service<Request<R>> for Counted<S>
 where
-    S: Service<R>,
+    S: Service<Request<R>, Response = Response<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = CloseWhenStopping<S::Future>;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, request: Request<R>) -> Self::Future {
         self.connection.tally.request();
-        if !self.connection.started.swap(true, Ordering::AcqRel) {
-            self.connection.first_request.notify_one();
+        self.connection.requests.fetch_add(1, Ordering::AcqRel);
+        // HTTP/2 has no `Connection` header: GOAWAY does that job.
+        let http1 = request.version() < hyper::Version::HTTP_2;
+        CloseWhenStopping {
+            inner: self.inner.call(request),
+            shutdown: http1.then(|| self.shutdown.clone()),
         }
-        self.inner.call(request)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that adds `Connection: close` when the node is stopping.
+    struct CloseWhenStopping<F> {
+        #[pin]
+        inner: F,
+        shutdown: Option<CancellationToken>,
+    }
+}
+
+impl<F, B, E> Future for CloseWhenStopping<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(shutdown)) = (&mut result, this.shutdown) {
+            if shutdown.is_cancelled() {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
+        Poll::Ready(result)
     }
 }

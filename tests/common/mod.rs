@@ -272,3 +272,56 @@ pub fn pids_answering(addr: SocketAddr, expected: &BTreeSet<u32>) -> BTreeSet<u3
     }
     seen
 }
+
+/// An HTTP/1.1 client on one keep-alive connection, which reconnects when a
+/// response says `Connection: close` (as browsers and wrk do).
+pub struct KeepAlive {
+    addr: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> Self {
+        KeepAlive { addr, stream: None }
+    }
+
+    /// `GET path`: the status.
+    pub fn get(&mut self, path: &str) -> std::io::Result<u16> {
+        if self.stream.is_none() {
+            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            self.stream = Some(BufReader::new(stream));
+        }
+        let reader = self.stream.as_mut().unwrap();
+        write!(
+            reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"
+        )?;
+        let (mut status, mut length, mut close) = (0, 0usize, false);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed mid-response",
+                ));
+            }
+            let lower = line.trim_end().to_ascii_lowercase();
+            if lower.is_empty() {
+                break;
+            } else if lower.starts_with("http/1.1 ") {
+                status = lower[9..12].parse().unwrap_or(0);
+            } else if let Some(value) = lower.strip_prefix("content-length:") {
+                length = value.trim().parse().unwrap_or(0);
+            } else if lower == "connection: close" {
+                close = true;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        if close {
+            self.stream = None;
+        }
+        Ok(status)
+    }
+}
