@@ -57,12 +57,24 @@ fn sigterm_drains_requests_in_flight_and_exits_zero() {
     );
 }
 
+/// Starts `hello` with `nodes` and one `/slow?ms=…` request in flight.
+fn with_a_slow_request(
+    nodes: &str,
+    ms: u32,
+) -> (
+    Program,
+    std::thread::JoinHandle<std::io::Result<(u16, String)>>,
+) {
+    let program = Program::start("hello", &[("MULTINODE_NODES", nodes)]);
+    let addr = program.ready();
+    let request = std::thread::spawn(move || get(addr, &format!("/slow?ms={ms}")));
+    program.wait_for("slow request started", 1, Duration::from_secs(10));
+    (program, request)
+}
+
 #[test]
 fn ctrl_c_to_the_process_group_stops_everything_gracefully() {
-    let mut program = Program::start("hello", &[("MULTINODE_NODES", "3")]);
-    let addr = program.ready();
-    let request = std::thread::spawn(move || get(addr, "/slow?ms=1000"));
-    program.wait_for("slow request started", 1, Duration::from_secs(10));
+    let (mut program, request) = with_a_slow_request("3", 1000);
     killpg(Pid::from_raw(program.pid() as i32), Signal::SIGINT).unwrap();
     let (status, _) = request.join().unwrap().expect("the request completes");
     assert_eq!(status, 200);
@@ -75,10 +87,7 @@ fn ctrl_c_to_the_process_group_stops_everything_gracefully() {
 
 #[test]
 fn a_second_sigint_stops_at_once() {
-    let mut program = Program::start("hello", &[("MULTINODE_NODES", "2")]);
-    let addr = program.ready();
-    let _request = std::thread::spawn(move || get(addr, "/slow?ms=20000"));
-    program.wait_for("slow request started", 1, Duration::from_secs(10));
+    let (mut program, _request) = with_a_slow_request("2", 20_000);
     program.signal(Signal::SIGINT);
     program.wait_for("stopping 2 nodes gracefully", 1, Duration::from_secs(5));
     let started = Instant::now();
@@ -86,14 +95,7 @@ fn a_second_sigint_stops_at_once() {
     let status = program.wait_exit(Duration::from_secs(5));
     assert_ne!(status.code(), Some(0), "stopped, not drained");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let marker = program.marker.clone();
-    assert!(
-        poll(Duration::from_secs(2), || processes_with(&marker)
-            .is_empty()
-            .then_some(()))
-        .is_some(),
-        "no process left"
-    );
+    program.assert_no_process_left();
 }
 
 #[test]
@@ -126,12 +128,5 @@ fn an_error_from_the_body_exits_one_and_stops_the_workers() {
         1,
         Duration::from_secs(2),
     );
-    let marker = program.marker.clone();
-    assert!(
-        poll(Duration::from_secs(2), || processes_with(&marker)
-            .is_empty()
-            .then_some(()))
-        .is_some(),
-        "no process left"
-    );
+    program.assert_no_process_left();
 }

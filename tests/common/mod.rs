@@ -56,25 +56,27 @@ pub fn marker() -> String {
     format!("MULTINODE_TEST_MARKER={}-{n}", std::process::id())
 }
 
-/// The live (not zombie) processes whose environment holds `marker`.
+/// The live (not zombie) processes for which `matches(pid)` holds.
+fn live_processes(matches: impl Fn(&std::path::Path) -> bool) -> BTreeSet<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            (matches(&entry.path()) && is_alive(pid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// The live processes whose environment holds `marker`.
 pub fn processes_with(marker: &str) -> BTreeSet<u32> {
-    let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == marker.as_bytes())
-            && is_alive(pid)
-        {
-            found.insert(pid);
-        }
-    }
-    found
+    live_processes(|proc| {
+        std::fs::read(proc.join("environ")).is_ok_and(|environ| {
+            environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+        })
+    })
 }
 
 /// Whether `pid` exists and is not a zombie.
@@ -93,23 +95,15 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// The live children of `pid`.
 pub fn children(pid: u32) -> BTreeSet<u32> {
-    let mut found = BTreeSet::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit(") ")
-            .next()
-            .and_then(|rest| rest.split(' ').nth(1));
-        if ppid == Some(pid.to_string().as_str()) && is_alive(child) {
-            found.insert(child);
-        }
-    }
-    found
+    let parent = pid.to_string();
+    live_processes(|proc| {
+        std::fs::read_to_string(proc.join("stat")).is_ok_and(|stat| {
+            stat.rsplit(") ")
+                .next()
+                .and_then(|rest| rest.split(' ').nth(1))
+                == Some(parent.as_str())
+        })
+    })
 }
 
 /// A started example: its master process (leader of its own process group) and
@@ -204,6 +198,19 @@ impl Program {
 
     pub fn signal(&self, signal: Signal) {
         kill(Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+
+    /// Asserts that every process of the program is gone (within 2 s: a worker
+    /// may still be exiting when the master has).
+    pub fn assert_no_process_left(&self) {
+        let gone = poll(Duration::from_secs(2), || {
+            processes_with(&self.marker).is_empty().then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "processes left: {:?}",
+            processes_with(&self.marker)
+        );
     }
 
     /// Waits for the master to exit.
