@@ -30,7 +30,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves `service` on this node's listener until its shutdown fires, then stops
-/// accepting and lets in-flight requests finish within `shutdown_timeout`.
+/// accepting and lets in-flight requests finish within `shutdown_timeout`: requests
+/// that still arrive on open connections are answered with `Connection: close`,
+/// and a connection is closed once it has been quiet for half a second, so that no
+/// client loses a request to the stop.
 ///
 /// HTTP/1.1 with keep-alive, and HTTP/2 by prior knowledge, on the same port; a
 /// client that takes longer than 30 s to send its headers is disconnected. Takes

@@ -398,6 +398,8 @@ impl Supervisor {
                         "draining the old incarnation"
                     );
                     let _ = old.commands.send(Order::Send(Message::Shutdown));
+                } else if self.reloading == Some(slot) {
+                    self.next_reload(); // the old one is gone already
                 }
             }
             Event::Message { slot, message, .. } => {
@@ -417,7 +419,8 @@ impl Supervisor {
                 };
                 if let Some(old) = state.retiring.take_if(|w| w.generation == generation) {
                     info!(node = slot, generation, pid = old.pid, %status, "old incarnation exited");
-                    if self.reloading == Some(slot) && self.deadline.is_none() {
+                    let replaced = state.worker.as_ref().is_some_and(|w| w.ready);
+                    if self.reloading == Some(slot) && replaced && self.deadline.is_none() {
                         self.next_reload();
                     }
                     return;
