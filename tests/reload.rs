@@ -111,3 +111,40 @@ fn a_replacement_that_cannot_boot_leaves_the_old_worker_serving() {
     .then_some(()))
     .is_none());
 }
+
+#[test]
+fn twenty_replacements_leak_no_descriptor_and_leave_no_zombie() {
+    let program = Program::start("probe", &[("MULTINODE_NODES", "2")]);
+    let addr = program.ready();
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{}/fd", program.pid()))
+            .unwrap()
+            .count()
+    };
+    // One reload first, so that every lazily opened descriptor exists already.
+    program.signal(Signal::SIGHUP);
+    program.wait_for("rolling restart done", 1, Duration::from_secs(30));
+    let before = descriptors();
+    for reload in 2..=21 {
+        program.signal(Signal::SIGHUP);
+        program.wait_for("rolling restart done", reload, Duration::from_secs(30));
+    }
+    assert_eq!(program.count("old incarnation exited"), 21);
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    assert_eq!(
+        descriptors(),
+        before,
+        "the master's descriptors after 20 more replacements"
+    );
+    let zombies = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            fields.first() == Some(&"Z")
+                && fields.get(1) == Some(&program.pid().to_string().as_str())
+        })
+        .count();
+    assert_eq!(zombies, 0, "every child reaped");
+}
