@@ -132,3 +132,36 @@ fn every_mode_serves_across_a_restart_without_refusing() {
         assert!(ok > 0, "{mode}");
     }
 }
+
+/// Opens 64 keep-alive connections at once (as wrk does) to `probe` with 4 nodes in
+/// `mode`, then one request on each while all stay open; returns the connections
+/// per node.
+fn connections_per_node(mode: &str) -> Vec<u64> {
+    let mut program = Program::start(
+        "probe",
+        &[("MULTINODE_NODES", "4"), ("PROBE_BALANCE", mode)],
+    );
+    let addr = program.ready();
+    let mut clients: Vec<_> = (0..64)
+        .map(|_| common::KeepAlive::connect(addr).unwrap())
+        .collect();
+    for client in &mut clients {
+        assert_eq!(client.get("/").unwrap(), 200);
+    }
+    program.signal(Signal::SIGTERM);
+    assert_eq!(program.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    program.wait_for("node totals", 4, Duration::from_secs(2));
+    drop(clients);
+    totals(&program).iter().map(|t| t.1).collect()
+}
+
+#[test]
+fn least_conn_gives_every_node_its_share_of_keep_alive_connections() {
+    let per_node = connections_per_node("least_conn");
+    assert_eq!(per_node.iter().sum::<u64>(), 64, "{per_node:?}");
+    // 16 each is fair; the bounds leave room for a noisy machine, not for skew.
+    assert!(
+        per_node.iter().all(|n| (8..=24).contains(n)),
+        "{per_node:?}"
+    );
+}

@@ -14,7 +14,7 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +35,6 @@ const MAX_DEFER: Duration = Duration::from_millis(20);
 
 /// One slot's line in the table.
 #[repr(C, align(64))]
-#[derive(Default)]
 struct Entry {
     /// Connections open now.
     active: AtomicU32,
@@ -166,6 +165,10 @@ pub(crate) struct Acceptor {
     slot: usize,
     /// The serving slots, when accepting defers to less busy nodes.
     least_conn: Option<std::ops::Range<usize>>,
+    /// Set when a deferral cleared the listener's readiness while connections
+    /// may still be queued; until the queue is found empty, look at it before
+    /// waiting for the next arrival.
+    deferred: AtomicBool,
 }
 
 impl Acceptor {
@@ -183,6 +186,7 @@ impl Acceptor {
             table,
             slot,
             least_conn: (balance == Balance::LeastConn).then_some(slots),
+            deferred: AtomicBool::new(false),
         })
     }
 
@@ -194,7 +198,10 @@ impl Acceptor {
                 // again at the next one; after MAX_DEFER take one anyway, in case
                 // the less busy nodes are stuck.
                 match tokio::time::timeout(MAX_DEFER, self.listener.readable()).await {
-                    Ok(ready) => ready?.clear_ready(),
+                    Ok(ready) => {
+                        ready?.clear_ready();
+                        self.deferred.store(true, Relaxed);
+                    }
                     Err(_elapsed) => {
                         if let Some(stream) = self.try_accept()? {
                             return self.counted(stream);
@@ -203,10 +210,13 @@ impl Acceptor {
                 }
                 continue;
             }
-            // Whatever is queued first (readiness may have been cleared above while
-            // connections waited), then the next arrival.
-            if let Some(stream) = self.try_accept()? {
-                return self.counted(stream);
+            // After a deferral, whatever is queued first: readiness was cleared
+            // while connections may have waited. Then the next arrival.
+            if self.deferred.load(Relaxed) {
+                match self.try_accept()? {
+                    Some(stream) => return self.counted(stream),
+                    None => self.deferred.store(false, Relaxed), // the queue is empty
+                }
             }
             let mut ready = self.listener.readable().await?;
             if let Ok(accepted) =

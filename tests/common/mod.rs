@@ -292,12 +292,24 @@ impl KeepAlive {
         KeepAlive { addr, stream: None }
     }
 
+    /// A client connected now (a request is sent only by `get`).
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Self> {
+        let mut client = KeepAlive::new(addr);
+        client.reconnect()?;
+        Ok(client)
+    }
+
+    fn reconnect(&mut self) -> std::io::Result<()> {
+        let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        self.stream = Some(BufReader::new(stream));
+        Ok(())
+    }
+
     /// `GET path`: the status.
     pub fn get(&mut self, path: &str) -> std::io::Result<u16> {
         if self.stream.is_none() {
-            let stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
-            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-            self.stream = Some(BufReader::new(stream));
+            self.reconnect()?;
         }
         let reader = self.stream.as_mut().unwrap();
         write!(
