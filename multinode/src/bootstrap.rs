@@ -246,8 +246,9 @@ where
                     };
                 let shutdown = CancellationToken::new();
                 let (ready_tx, ready_rx) = oneshot::channel();
-                tokio::spawn(follow_master(control, shutdown.clone(), ready_rx));
-                tokio::spawn(on_signals(shutdown.clone()));
+                // Their lines carry the node's span too.
+                tokio::spawn(follow_master(control, shutdown.clone(), ready_rx).in_current_span());
+                tokio::spawn(on_signals(shutdown.clone()).in_current_span());
                 let nodes = Nodes::new(identity, listener, table, shutdown, ready_tx);
                 Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
             }
