@@ -165,3 +165,18 @@ fn least_conn_gives_every_node_its_share_of_keep_alive_connections() {
         "{per_node:?}"
     );
 }
+
+#[test]
+fn least_conn_shares_sequential_fresh_connections_too() {
+    let mut program = Program::start("probe", &[("MULTINODE_NODES", "4")]);
+    let addr = program.ready();
+    for _ in 0..200 {
+        assert_eq!(get(addr, "/").unwrap().0, 200);
+    }
+    program.signal(Signal::SIGTERM);
+    assert_eq!(program.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    program.wait_for("node totals", 4, Duration::from_secs(2));
+    let per_node: Vec<u64> = totals(&program).iter().map(|t| t.1).collect();
+    // 50 each is fair; a shared queue gives the first process to wake most of them.
+    assert!(per_node.iter().all(|n| *n >= 25), "{per_node:?}");
+}

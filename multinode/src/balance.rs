@@ -33,6 +33,10 @@ pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
 /// before it takes one itself.
 const MAX_DEFER: Duration = Duration::from_millis(20);
 
+/// How many more connections in all than an equally busy node a node may have
+/// accepted and still accept now.
+const TIE_SPREAD: u64 = 8;
+
 /// One slot's line in the table.
 #[repr(C, align(64))]
 struct Entry {
@@ -122,13 +126,22 @@ impl LoadTable {
         }
     }
 
-    /// Whether `slot` is among the least busy live nodes of `slots`.
+    /// Whether `slot` is among the least busy live nodes of `slots`: no live node
+    /// has fewer open connections, and none as busy has accepted more than
+    /// [`TIE_SPREAD`] fewer in all. The tie-break matters when connections are
+    /// short: counts are all 0 and, without it, the process that wakes first would
+    /// win every race.
     fn least_busy(&self, slot: usize, slots: std::ops::Range<usize>) -> bool {
-        let mine = self.entry(slot).active.load(Relaxed);
+        let me = self.entry(slot);
+        let (mine, my_total) = (me.active.load(Relaxed), me.connections.load(Relaxed));
         slots
             .map(|other| self.entry(other))
             .filter(|entry| entry.live.load(Relaxed) == 1)
-            .all(|entry| entry.active.load(Relaxed) >= mine)
+            .all(|entry| {
+                let active = entry.active.load(Relaxed);
+                active > mine
+                    || (active == mine && entry.connections.load(Relaxed) + TIE_SPREAD >= my_total)
+            })
     }
 
     /// (connections, requests) served by `slot` since the start.
@@ -297,6 +310,12 @@ mod tests {
         assert!(!other.least_busy(1, 0..2));
         table.set_live(0, false); // a dead node does not count
         assert!(other.least_busy(1, 0..2));
+        // Equally busy: the node far ahead in total connections waits its turn.
+        table.set_live(0, true);
+        other.entry(1).active.store(0, Relaxed);
+        table.entry(1).connections.store(TIE_SPREAD + 1, Relaxed);
+        assert!(!table.least_busy(1, 0..2));
+        assert!(table.least_busy(0, 0..2));
     }
 
     #[test]
