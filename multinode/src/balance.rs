@@ -34,7 +34,8 @@ pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
 const MAX_DEFER: Duration = Duration::from_millis(20);
 
 /// How many more connections in all than an equally busy node a node may have
-/// accepted and still accept now.
+/// accepted and still accept now: this many, or a sixteenth of the other's total
+/// if that is more (a tie-break that seldom fires under sustained load).
 const TIE_SPREAD: u64 = 8;
 
 /// One slot's line in the table.
@@ -127,8 +128,8 @@ impl LoadTable {
     }
 
     /// Whether `slot` is among the least busy live nodes of `slots`: no live node
-    /// has fewer open connections, and none as busy has accepted more than
-    /// [`TIE_SPREAD`] fewer in all. The tie-break matters when connections are
+    /// has fewer open connections, and none as busy has accepted far fewer in all
+    /// (see [`TIE_SPREAD`]). The tie-break matters when connections are
     /// short: counts are all 0 and, without it, the process that wakes first would
     /// win every race.
     fn least_busy(&self, slot: usize, slots: std::ops::Range<usize>) -> bool {
@@ -139,8 +140,9 @@ impl LoadTable {
             .filter(|entry| entry.live.load(Relaxed) == 1)
             .all(|entry| {
                 let active = entry.active.load(Relaxed);
+                let total = entry.connections.load(Relaxed);
                 active > mine
-                    || (active == mine && entry.connections.load(Relaxed) + TIE_SPREAD >= my_total)
+                    || (active == mine && total + (total / 16).max(TIE_SPREAD) >= my_total)
             })
     }
 
