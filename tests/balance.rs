@@ -39,6 +39,14 @@ fn totals(program: &Program) -> Vec<(usize, u64, u64)> {
         .collect()
 }
 
+/// Stops the program gracefully (exit 0) and reads the totals of its 4 nodes.
+fn stop_and_read_totals(program: &mut Program) -> Vec<(usize, u64, u64)> {
+    program.signal(Signal::SIGTERM);
+    assert_eq!(program.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    program.wait_for("node totals", 4, Duration::from_secs(2));
+    totals(program)
+}
+
 #[test]
 fn per_node_totals_are_exact() {
     let mut program = Program::start("hello", &[("MULTINODE_NODES", "4")]);
@@ -64,10 +72,7 @@ fn per_node_totals_are_exact() {
         }
     }
     drop(stream);
-    program.signal(Signal::SIGTERM);
-    assert_eq!(program.wait_exit(Duration::from_secs(15)).code(), Some(0));
-    program.wait_for("node totals", 4, Duration::from_secs(2));
-    let totals = totals(&program);
+    let totals = stop_and_read_totals(&mut program);
     let nodes: Vec<usize> = totals.iter().map(|t| t.0).collect();
     assert_eq!(nodes, vec![0, 1, 2, 3]);
     assert_eq!(
@@ -148,11 +153,9 @@ fn connections_per_node(mode: &str) -> Vec<u64> {
     for client in &mut clients {
         assert_eq!(client.get("/").unwrap(), 200);
     }
-    program.signal(Signal::SIGTERM);
-    assert_eq!(program.wait_exit(Duration::from_secs(15)).code(), Some(0));
-    program.wait_for("node totals", 4, Duration::from_secs(2));
+    let totals = stop_and_read_totals(&mut program);
     drop(clients);
-    totals(&program).iter().map(|t| t.1).collect()
+    totals.iter().map(|t| t.1).collect()
 }
 
 #[test]
@@ -173,10 +176,10 @@ fn least_conn_shares_sequential_fresh_connections_too() {
     for _ in 0..200 {
         assert_eq!(get(addr, "/").unwrap().0, 200);
     }
-    program.signal(Signal::SIGTERM);
-    assert_eq!(program.wait_exit(Duration::from_secs(15)).code(), Some(0));
-    program.wait_for("node totals", 4, Duration::from_secs(2));
-    let per_node: Vec<u64> = totals(&program).iter().map(|t| t.1).collect();
+    let per_node: Vec<u64> = stop_and_read_totals(&mut program)
+        .iter()
+        .map(|t| t.1)
+        .collect();
     // 50 each is fair; a shared queue gives the first process to wake most of them.
     assert!(per_node.iter().all(|n| *n >= 25), "{per_node:?}");
 }
