@@ -16,6 +16,7 @@ use crate::balance::LoadTable;
 use crate::config::Builder;
 use crate::control::{self, ControlSocket, Message};
 use crate::listener::{self, Listeners};
+use crate::mesh::{self, Inbound, PeerQueue};
 use crate::nodes::{Identity, Nodes};
 use crate::supervisor::Supervisor;
 
@@ -188,7 +189,15 @@ where
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = oneshot::channel();
     let (body_done_tx, body_done_rx) = oneshot::channel();
-    let supervisor = Supervisor::new(config, listeners, table.clone(), shutdown.clone(), started);
+    let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+    let supervisor = Supervisor::new(
+        config,
+        listeners,
+        table.clone(),
+        shutdown.clone(),
+        mesh_tx,
+        started,
+    );
     let supervisor = match std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx))
@@ -202,7 +211,8 @@ where
     let span = tracing::info_span!("node", id = 0);
     let code = runtime.block_on(
         async move {
-            let nodes = Nodes::new(identity, master_listener, table, shutdown, ready_tx);
+            let peers = start_mesh(&identity, mesh_rx);
+            let nodes = Nodes::new(identity, master_listener, table, shutdown, ready_tx, peers);
             body(nodes).await.exit_code()
         }
         .instrument(span),
@@ -246,10 +256,13 @@ where
                     };
                 let shutdown = CancellationToken::new();
                 let (ready_tx, ready_rx) = oneshot::channel();
+                let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+                let peers = start_mesh(&identity, mesh_rx);
                 // Their lines carry the node's span too.
-                tokio::spawn(follow_master(control, shutdown.clone(), ready_rx).in_current_span());
+                let follow = follow_master(control, shutdown.clone(), ready_rx, mesh_tx);
+                tokio::spawn(follow.in_current_span());
                 tokio::spawn(on_signals(shutdown.clone()).in_current_span());
-                let nodes = Nodes::new(identity, listener, table, shutdown, ready_tx);
+                let nodes = Nodes::new(identity, listener, table, shutdown, ready_tx, peers);
                 Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
             }
             .instrument(span.clone()),
@@ -299,12 +312,25 @@ async fn greeting(
     Ok((identity, Some(listener), Arc::new(table)))
 }
 
+/// Starts this node's side of the mesh, fed with the streams the master labels.
+fn start_mesh(
+    identity: &Identity,
+    inbound: tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+) -> Arc<PeerQueue> {
+    let queue = Arc::new(PeerQueue::default());
+    let me = (identity.id, identity.generation);
+    tokio::spawn(mesh::run(me, inbound, queue.clone()).in_current_span());
+    queue
+}
+
 /// A worker's side of the control socket once its body runs: reports ready, obeys
-/// the master, and exits when the master is gone (its end reads EOF).
+/// the master, hands mesh streams to the mesh, and exits when the master is gone
+/// (its end reads EOF).
 async fn follow_master(
     control: Arc<ControlSocket>,
     shutdown: CancellationToken,
     ready: oneshot::Receiver<()>,
+    mesh: tokio::sync::mpsc::UnboundedSender<Inbound>,
 ) {
     let report_ready = {
         let control = control.clone();
@@ -320,6 +346,12 @@ async fn follow_master(
     loop {
         match control.recv().await {
             Ok(Some((Message::Shutdown, _))) => shutdown.cancel(),
+            Ok(Some((Message::Peer { id, generation }, Some(fd)))) => {
+                let _ = mesh.send(Inbound::Peer { id, generation, fd });
+            }
+            Ok(Some((Message::NodeGone { id }, _))) => {
+                let _ = mesh.send(Inbound::Gone { id });
+            }
             Ok(Some((message, _))) => tracing::warn!("unexpected control message {message:?}"),
             Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
                 tracing::warn!("{error}")

@@ -48,13 +48,21 @@ pub(crate) enum Message {
     Shutdown,
     /// worker → master: the body is running and has taken its listener.
     Ready,
+    /// master → worker; carries one end of a mesh stream whose other end went to
+    /// incarnation `generation` of node `id`.
+    Peer { id: usize, generation: u64 },
+    /// master → worker: node `id` is gone for good (not restarted, or scaled down).
+    NodeGone { id: usize },
 }
 
 impl Message {
     /// Whether this message travels with a descriptor: the label and the descriptor
     /// are one packet.
     fn carries_fd(&self) -> bool {
-        matches!(self, Message::Listener | Message::LoadTable)
+        matches!(
+            self,
+            Message::Listener | Message::LoadTable | Message::Peer { .. }
+        )
     }
 }
 

@@ -36,11 +36,13 @@ mod config;
 mod control;
 pub mod http;
 mod listener;
+pub mod mesh;
 mod nodes;
 mod supervisor;
 
 pub use bootstrap::MainResult;
 pub use config::{Balance, Builder, Flavor};
+pub use mesh::Peer;
 /// Turns `async fn main(nodes: Nodes)` into a multi-process server.
 ///
 /// Every key is a [`Builder`] method of the same name: `port`, `host`, `nodes`,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Acceptor, LoadTable};
 use crate::config::Balance;
+use crate::mesh::{self, PeerQueue, Peers};
 
 /// Who this process is among the nodes, its listener, and when it must stop.
 ///
@@ -41,6 +42,8 @@ pub struct Nodes {
     table: Arc<LoadTable>,
     balance: Balance,
     serving_slots: std::ops::Range<usize>,
+    /// This node's mesh streams, until taken raw or by the message layer.
+    peers: Option<Arc<PeerQueue>>,
 }
 
 /// What a process learns about itself before its body starts.
@@ -61,6 +64,7 @@ impl Nodes {
         table: Arc<LoadTable>,
         shutdown: CancellationToken,
         ready: oneshot::Sender<()>,
+        peers: Arc<PeerQueue>,
     ) -> Self {
         Nodes {
             id: identity.id,
@@ -73,6 +77,7 @@ impl Nodes {
             table,
             balance: identity.balance,
             serving_slots: identity.serving_slots,
+            peers: Some(peers),
         }
     }
 
@@ -213,5 +218,79 @@ impl Nodes {
     /// ```
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// Takes the raw mesh streams: a receiver that yields a [`Peer`](crate::Peer)
+    /// for every other live node, and one more each time a node is (re)started.
+    /// `None` when the peers, or the messages, were taken already.
+    ///
+    /// ```no_run
+    /// #[multinode::main(nodes = 3)]
+    /// async fn main(mut nodes: multinode::Nodes) {
+    ///     let mut peers = nodes.take_peers().expect("taken once");
+    ///     while let Some(peer) = peers.recv().await {
+    ///         println!("node {} (generation {}) is up", peer.id(), peer.generation());
+    ///     }
+    /// }
+    /// ```
+    pub fn take_peers(&mut self) -> Option<Peers> {
+        self.peers.take().map(Peers::new)
+    }
+
+    /// Takes the message layer over the mesh, with the default
+    /// [`Options`](crate::mesh::Options): a [`Sender`](crate::mesh::Sender) to send
+    /// to one node or broadcast to all, and a [`Receiver`](crate::mesh::Receiver)
+    /// of `(from, message)`. Messages are serde values (postcard-encoded,
+    /// length-delimited frames). `None` when the peers, or the messages, were taken
+    /// already.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug)]
+    /// enum Cache { Invalidate(String) }
+    ///
+    /// #[multinode::main(nodes = 4)]
+    /// async fn main(mut nodes: multinode::Nodes) {
+    ///     let (tx, mut rx) = nodes.take_messages::<Cache>().expect("taken once");
+    ///     tx.broadcast(&Cache::Invalidate("user:42".into())).await.unwrap();
+    ///     while let Some((from, message)) = rx.recv().await {
+    ///         println!("node {from}: {message:?}");
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the body of `main` is inside one).
+    pub fn take_messages<M>(&mut self) -> Option<(mesh::Sender<M>, mesh::Receiver<M>)>
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        self.take_messages_with(mesh::Options::default())
+    }
+
+    /// [`take_messages`](Self::take_messages) with other [`Options`](crate::mesh::Options).
+    ///
+    /// ```no_run
+    /// #[multinode::main(nodes = 2)]
+    /// async fn main(mut nodes: multinode::Nodes) {
+    ///     let options = multinode::mesh::Options::new().max_frame_len(64 * 1024);
+    ///     let (tx, _rx) = nodes.take_messages_with::<Vec<u8>>(options).expect("taken once");
+    ///     let _ = tx.broadcast(&vec![1, 2, 3]).await;
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the body of `main` is inside one).
+    pub fn take_messages_with<M>(
+        &mut self,
+        options: mesh::Options,
+    ) -> Option<(mesh::Sender<M>, mesh::Receiver<M>)>
+    where
+        M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let queue = self.peers.take()?;
+        let ids = std::iter::once(0).chain(self.serving_slots.clone());
+        Some(mesh::start_messages(self.id, ids, queue, options))
     }
 }

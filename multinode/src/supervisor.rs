@@ -25,6 +25,7 @@ use crate::bootstrap::{ENV_CONTROL_FD, ENV_WORKER};
 use crate::config::Config;
 use crate::control::{self, ControlSocket, Message};
 use crate::listener::Listeners;
+use crate::mesh::Inbound;
 
 /// How long a worker must have run for its exit not to count as a crash loop.
 const STABLE_UPTIME: Duration = Duration::from_secs(2);
@@ -44,6 +45,8 @@ pub(crate) struct Supervisor {
     table: Arc<LoadTable>,
     /// Fires the master node's own shutdown future.
     master_shutdown: CancellationToken,
+    /// The master node's side of the mesh: its ends of the mesh streams.
+    master_mesh: mpsc::UnboundedSender<Inbound>,
     started: Instant,
     exe: PathBuf,
     slots: BTreeMap<usize, Slot>,
@@ -84,7 +87,8 @@ struct Worker {
 
 /// What the supervisor orders a worker's task to do.
 enum Order {
-    Send(Message),
+    /// Send a message, with the descriptor it names, if any.
+    Send(Message, Option<OwnedFd>),
     Kill,
 }
 
@@ -115,6 +119,7 @@ impl Supervisor {
         listeners: Listeners,
         table: Arc<LoadTable>,
         master_shutdown: CancellationToken,
+        master_mesh: mpsc::UnboundedSender<Inbound>,
         started: Instant,
     ) -> Self {
         // Resolved once: after a rebuild, /proc/self/exe names the deleted file,
@@ -126,6 +131,7 @@ impl Supervisor {
             listeners,
             table,
             master_shutdown,
+            master_mesh,
             started,
             exe,
             slots: BTreeMap::new(),
@@ -242,6 +248,7 @@ impl Supervisor {
             Ok(worker) => {
                 info!(node = slot, generation, pid = worker.pid, "node started");
                 state.worker = Some(worker);
+                self.mesh(slot, generation);
                 true
             }
             Err(error) => {
@@ -312,6 +319,63 @@ impl Supervisor {
         self.table.set_live(slot, true);
         self.reload_queue.clear();
         self.reloading = None;
+    }
+
+    /// Meshes incarnation `generation` of `slot` with every other live node: one
+    /// Unix stream socketpair per pair, each end sent to its node labelled with the
+    /// other's id and generation. The master's node (0) is a peer like any other.
+    fn mesh(&self, slot: usize, generation: u64) {
+        let Some(newcomer) = self.slots.get(&slot).and_then(|s| s.worker.as_ref()) else {
+            return;
+        };
+        let master = (0, 1, None);
+        let others = self
+            .slots
+            .iter()
+            .filter(|(other, _)| **other != slot)
+            .flat_map(|(other, s)| {
+                s.worker
+                    .iter()
+                    .chain(s.retiring.iter())
+                    .map(|w| (*other, w.generation, Some(w)))
+            });
+        for (other, other_generation, worker) in std::iter::once(master).chain(others) {
+            let (mine, theirs) = match std::os::unix::net::UnixStream::pair() {
+                Ok(pair) => pair,
+                Err(error) => {
+                    error!(node = slot, "cannot mesh with node {other}: {error}");
+                    continue;
+                }
+            };
+            let label = Message::Peer {
+                id: other,
+                generation: other_generation,
+            };
+            let _ = newcomer
+                .commands
+                .send(Order::Send(label, Some(mine.into())));
+            let (id, fd) = (slot, OwnedFd::from(theirs));
+            // A send fails only when that node is exiting: its end just closes.
+            match worker {
+                Some(worker) => {
+                    let label = Message::Peer { id, generation };
+                    let _ = worker.commands.send(Order::Send(label, Some(fd)));
+                }
+                None => {
+                    let _ = self.master_mesh.send(Inbound::Peer { id, generation, fd });
+                }
+            }
+        }
+    }
+
+    /// Tells every node that `slot` will not come back.
+    fn announce_gone(&self, slot: usize) {
+        let _ = self.master_mesh.send(Inbound::Gone { id: slot });
+        for worker in self.workers() {
+            let _ = worker
+                .commands
+                .send(Order::Send(Message::NodeGone { id: slot }, None));
+        }
     }
 
     fn spawn(&self, slot: usize, generation: u64) -> io::Result<Worker> {
@@ -397,7 +461,7 @@ impl Supervisor {
                         pid = old.pid,
                         "draining the old incarnation"
                     );
-                    let _ = old.commands.send(Order::Send(Message::Shutdown));
+                    let _ = old.commands.send(Order::Send(Message::Shutdown, None));
                 } else if self.reloading == Some(slot) {
                     self.next_reload(); // the old one is gone already
                 }
@@ -462,6 +526,7 @@ impl Supervisor {
     fn after_exit(&mut self, slot: usize, was_ready: bool, uptime: Duration, status: String) {
         if !self.config.restart {
             info!(node = slot, "not restarted (restart = false)");
+            self.announce_gone(slot);
             return;
         }
         let Some(state) = self.slots.get_mut(&slot) else {
@@ -512,7 +577,7 @@ impl Supervisor {
         self.master_shutdown.cancel();
         self.reload_queue.clear();
         for worker in self.workers() {
-            let _ = worker.commands.send(Order::Send(Message::Shutdown));
+            let _ = worker.commands.send(Order::Send(Message::Shutdown, None));
         }
     }
 
@@ -632,8 +697,8 @@ async fn watch_worker(
                 }
             },
             Some(command) = commands.recv() => match command {
-                Order::Send(message) => {
-                    if let Err(error) = control.send(&message, None).await {
+                Order::Send(message, fd) => {
+                    if let Err(error) = control.send(&message, fd.as_ref().map(|fd| fd.as_fd())).await {
                         warn!(node = slot, generation, "cannot send {message:?}: {error}");
                     }
                 }

@@ -1,0 +1,670 @@
+//! Messages over the mesh: send to one node, broadcast to all, receive
+//! `(from, message)`. Frames are length-delimited (tokio-util's codec) with a
+//! maximum size; messages are serde values encoded with postcard.
+//!
+//! Each other node has one outgoing queue (bounded) and one writer task, which
+//! live as long as this node: per-sender order is kept, a slow receiver makes
+//! `send` wait instead of growing memory, and messages to a node that is
+//! restarting wait in its queue until its next incarnation is meshed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tracing::Instrument;
+
+use super::peer::{Item, PeerQueue};
+
+/// At most this many queued frames go out in one write.
+const BATCH: usize = 64;
+
+/// Settings of the message layer; the same in every node (the body is the same
+/// code everywhere).
+///
+/// ```
+/// let options = multinode::mesh::Options::new()
+///     .max_frame_len(64 * 1024)
+///     .queue(256);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    max_frame_len: usize,
+    queue: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_frame_len: 1024 * 1024,
+            queue: 1024,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: frames up to 1 MiB, 1024 messages queued per node.
+    ///
+    /// ```
+    /// let options = multinode::mesh::Options::new();
+    /// # let _ = options;
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The largest encoded message, in bytes (default 1 MiB). A larger one is a
+    /// [`SendError::TooLarge`] for the sender; a frame announcing more closes the
+    /// stream it came on.
+    ///
+    /// ```
+    /// let options = multinode::mesh::Options::new().max_frame_len(4096);
+    /// # let _ = options;
+    /// ```
+    pub fn max_frame_len(mut self, bytes: usize) -> Self {
+        self.max_frame_len = bytes.max(1);
+        self
+    }
+
+    /// How many messages may wait for each node, and in this node's inbox
+    /// (default 1024). Past that, `send` waits and `try_send` fails.
+    ///
+    /// ```
+    /// let options = multinode::mesh::Options::new().queue(64);
+    /// # let _ = options;
+    /// ```
+    pub fn queue(mut self, messages: usize) -> Self {
+        self.queue = messages.max(1);
+        self
+    }
+
+    fn codec(&self) -> LengthDelimitedCodec {
+        LengthDelimitedCodec::builder()
+            .max_frame_length(self.max_frame_len)
+            .new_codec()
+    }
+}
+
+/// Why a message was not queued.
+///
+/// ```
+/// let error = multinode::mesh::SendError::UnknownNode(7);
+/// assert_eq!(error.to_string(), "node 7 is not another node of this program");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No such node (or this node itself).
+    UnknownNode(usize),
+    /// The node is gone for good: not restarted (`restart = false`), or scaled down.
+    Gone(usize),
+    /// The node's queue is full (only from `try_send`).
+    Full(usize),
+    /// The encoded message is larger than [`Options::max_frame_len`].
+    TooLarge {
+        /// Its encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message could not be encoded.
+    Encode(String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::UnknownNode(id) => {
+                write!(f, "node {id} is not another node of this program")
+            }
+            SendError::Gone(id) => write!(f, "node {id} is gone and will not come back"),
+            SendError::Full(id) => write!(f, "the queue to node {id} is full"),
+            SendError::TooLarge { len, max } => {
+                write!(f, "a message of {len} bytes is over the limit of {max}")
+            }
+            SendError::Encode(error) => write!(f, "cannot encode the message: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Sends messages to other nodes; cheap to clone. Made by
+/// [`Nodes::take_messages`](crate::Nodes::take_messages).
+///
+/// ```no_run
+/// #[derive(serde::Serialize, serde::Deserialize, Debug)]
+/// enum Event { Invalidate(String) }
+///
+/// #[multinode::main(nodes = 4)]
+/// async fn main(mut nodes: multinode::Nodes) {
+///     let (tx, mut rx) = nodes.take_messages::<Event>().expect("taken once");
+///     tx.broadcast(&Event::Invalidate("user:42".into())).await.unwrap();
+///     while let Some((from, event)) = rx.recv().await {
+///         println!("node {from}: {event:?}");
+///     }
+/// }
+/// ```
+pub struct Sender<M> {
+    router: Arc<Router>,
+    _message: PhantomData<fn(&M)>,
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Sender {
+            router: self.router.clone(),
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for Sender<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("me", &self.router.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Serialize> Sender<M> {
+    /// Queues `message` for node `to`, waiting while its queue is full (a slow
+    /// receiver slows its senders down). A node that is restarting gets it once its
+    /// next incarnation is meshed.
+    ///
+    /// ```no_run
+    /// # async fn f(tx: multinode::mesh::Sender<String>) -> Result<(), multinode::mesh::SendError> {
+    /// tx.send(2, &"hello, node 2".to_string()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(&self, to: usize, message: &M) -> Result<(), SendError> {
+        let frame = self.encode(message)?;
+        let queue = self.router.queue(to)?;
+        queue.send(frame).await.map_err(|_| SendError::Gone(to))
+    }
+
+    /// Queues `message` for node `to` without waiting: [`SendError::Full`] when its
+    /// queue is full.
+    ///
+    /// ```no_run
+    /// # fn f(tx: multinode::mesh::Sender<String>) {
+    /// if let Err(error) = tx.try_send(2, &"hello".to_string()) {
+    ///     eprintln!("{error}");
+    /// }
+    /// # }
+    /// ```
+    pub fn try_send(&self, to: usize, message: &M) -> Result<(), SendError> {
+        let frame = self.encode(message)?;
+        let queue = self.router.queue(to)?;
+        queue.try_send(frame).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SendError::Full(to),
+            mpsc::error::TrySendError::Closed(_) => SendError::Gone(to),
+        })
+    }
+
+    /// Queues `message` for every other node (encoded once), waiting while a queue
+    /// is full. Nodes gone for good are skipped.
+    ///
+    /// ```no_run
+    /// # async fn f(tx: multinode::mesh::Sender<String>) -> Result<(), multinode::mesh::SendError> {
+    /// tx.broadcast(&"to everyone".to_string()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn broadcast(&self, message: &M) -> Result<(), SendError> {
+        let frame = self.encode(message)?;
+        for queue in self.router.queues() {
+            let _ = queue.send(frame.clone()).await; // Err: gone meanwhile
+        }
+        Ok(())
+    }
+
+    fn encode(&self, message: &M) -> Result<Bytes, SendError> {
+        let bytes = postcard::to_stdvec(message).map_err(|e| SendError::Encode(e.to_string()))?;
+        let max = self.router.options.max_frame_len;
+        if bytes.len() > max {
+            return Err(SendError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        Ok(Bytes::from(bytes))
+    }
+}
+
+impl<M> Sender<M> {
+    /// The other nodes this node can send to now, in id order.
+    ///
+    /// ```no_run
+    /// # fn f(tx: multinode::mesh::Sender<String>) {
+    /// println!("talking to nodes {:?}", tx.nodes());
+    /// # }
+    /// ```
+    pub fn nodes(&self) -> Vec<usize> {
+        self.router.links().live.keys().copied().collect()
+    }
+}
+
+/// Receives `(from, message)` from every other node, in each sender's order.
+/// Made by [`Nodes::take_messages`](crate::Nodes::take_messages).
+///
+/// ```no_run
+/// # async fn f(mut rx: multinode::mesh::Receiver<String>) {
+/// while let Some((from, text)) = rx.recv().await {
+///     println!("node {from} says {text}");
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Receiver<M> {
+    inbox: mpsc::Receiver<(usize, M)>,
+}
+
+impl<M> Receiver<M> {
+    /// The next message and the id of the node that sent it; `None` once the
+    /// master is gone.
+    ///
+    /// ```no_run
+    /// # async fn f(mut rx: multinode::mesh::Receiver<u64>) {
+    /// if let Some((from, n)) = rx.recv().await {
+    ///     println!("{n} from node {from}");
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv(&mut self) -> Option<(usize, M)> {
+        self.inbox.recv().await
+    }
+}
+
+/// The outgoing side: one link per other node.
+struct Router {
+    me: usize,
+    options: Options,
+    links: Mutex<Links>,
+}
+
+#[derive(Default)]
+struct Links {
+    live: BTreeMap<usize, Link>,
+    /// Nodes gone for good.
+    gone: BTreeSet<usize>,
+}
+
+struct Link {
+    /// The node's outgoing queue.
+    frames: mpsc::Sender<Bytes>,
+    /// Streams to its incarnations, for its writer task.
+    streams: mpsc::UnboundedSender<(u64, OwnedWriteHalf)>,
+}
+
+impl Router {
+    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self, to: usize) -> Result<mpsc::Sender<Bytes>, SendError> {
+        let links = self.links();
+        match links.live.get(&to) {
+            Some(link) => Ok(link.frames.clone()),
+            None if links.gone.contains(&to) => Err(SendError::Gone(to)),
+            None => Err(SendError::UnknownNode(to)),
+        }
+    }
+
+    fn queues(&self) -> Vec<mpsc::Sender<Bytes>> {
+        self.links()
+            .live
+            .values()
+            .map(|l| l.frames.clone())
+            .collect()
+    }
+
+    /// The link to node `id`, made (with its writer task) on first use.
+    fn link(&self, id: usize) -> mpsc::UnboundedSender<(u64, OwnedWriteHalf)> {
+        let mut links = self.links();
+        links.gone.remove(&id);
+        let link = links.live.entry(id).or_insert_with(|| {
+            let (frames, frames_rx) = mpsc::channel(self.options.queue);
+            let (streams, streams_rx) = mpsc::unbounded_channel();
+            let writer = write_to(id, frames_rx, streams_rx, self.options);
+            tokio::spawn(writer.in_current_span());
+            Link { frames, streams }
+        });
+        link.streams.clone()
+    }
+
+    /// Node `id` will not come back: its writer ends, and sending to it fails.
+    fn gone(&self, id: usize) {
+        let mut links = self.links();
+        links.live.remove(&id);
+        links.gone.insert(id);
+    }
+}
+
+/// Starts the message layer: a link to every node of `ids` but this one, and a
+/// task that takes the peers from `queue` as they pass their handshake.
+pub(crate) fn start<M>(
+    me: usize,
+    ids: impl IntoIterator<Item = usize>,
+    queue: Arc<PeerQueue>,
+    options: Options,
+) -> (Sender<M>, Receiver<M>)
+where
+    M: Serialize + DeserializeOwned + Send + 'static,
+{
+    let router = Arc::new(Router {
+        me,
+        options,
+        links: Mutex::new(Links::default()),
+    });
+    for id in ids.into_iter().filter(|id| *id != me) {
+        router.link(id);
+    }
+    let (inbox_tx, inbox) = mpsc::channel(options.queue);
+    let dispatch = {
+        let router = router.clone();
+        async move {
+            while let Some(item) = queue.pop().await {
+                match item {
+                    Item::Peer(peer) => {
+                        let (id, generation) = (peer.id(), peer.generation());
+                        let (read, write) = peer.into_split();
+                        let _ = router.link(id).send((generation, write));
+                        let reader = read_from(id, generation, read, options, inbox_tx.clone());
+                        tokio::spawn(reader.in_current_span());
+                    }
+                    Item::Gone(id) => router.gone(id),
+                }
+            }
+        }
+    };
+    tokio::spawn(dispatch.in_current_span());
+    let sender = Sender {
+        router,
+        _message: PhantomData,
+    };
+    (sender, Receiver { inbox })
+}
+
+/// Node `id`'s writer: takes its queued frames to its newest incarnation's
+/// stream, several per write. When the stream fails (the process died), the
+/// frames still queued wait for the next incarnation.
+async fn write_to(
+    id: usize,
+    mut frames: mpsc::Receiver<Bytes>,
+    mut streams: mpsc::UnboundedReceiver<(u64, OwnedWriteHalf)>,
+    options: Options,
+) {
+    let mut current: Option<(u64, FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>)> = None;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            stream = streams.recv() => {
+                let Some((generation, half)) = stream else { return };
+                if current.as_ref().is_none_or(|(now, _)| generation > *now) {
+                    current = Some((generation, FramedWrite::new(half, options.codec())));
+                }
+                continue;
+            }
+            frame = frames.recv(), if current.is_some() => match frame {
+                Some(frame) => frame,
+                None => return, // gone for good, and every sender dropped
+            },
+        };
+        let Some((generation, sink)) = current.as_mut() else {
+            continue;
+        };
+        let mut written = 1;
+        let mut result = sink.feed(frame).await;
+        while result.is_ok() && written < BATCH {
+            let Ok(frame) = frames.try_recv() else { break };
+            result = sink.feed(frame).await;
+            written += 1;
+        }
+        if result.is_ok() {
+            result = SinkExt::<Bytes>::flush(sink).await;
+        }
+        if let Err(error) = result {
+            tracing::warn!(
+                peer = id,
+                generation = *generation,
+                "mesh: the last {written} messages to node {id} may be lost ({error}); the rest wait for its next incarnation"
+            );
+            current = None;
+        }
+    }
+}
+
+/// Reads one incarnation's stream into the inbox. A bad frame or a message that
+/// does not decode closes that stream, with an error naming the node; nothing
+/// else is touched.
+async fn read_from<M: DeserializeOwned>(
+    id: usize,
+    generation: u64,
+    half: OwnedReadHalf,
+    options: Options,
+    inbox: mpsc::Sender<(usize, M)>,
+) {
+    let mut frames = FramedRead::new(half, options.codec());
+    let error = loop {
+        match frames.next().await {
+            None => {
+                tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream");
+                return;
+            }
+            Some(Ok(frame)) => match postcard::from_bytes::<M>(&frame) {
+                Ok(message) => {
+                    if inbox.send((id, message)).await.is_err() {
+                        return; // the receiver was dropped
+                    }
+                }
+                Err(error) => break format!("a malformed message ({error})"),
+            },
+            Some(Err(error)) => break format!("a bad frame ({error})"),
+        }
+    };
+    tracing::error!(
+        peer = id,
+        generation,
+        "mesh: {error} from node {id}: closing the stream from node {id}"
+    );
+    let fd = frames.get_ref().as_ref().as_raw_fd();
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::{run, Inbound};
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+    use tokio_util::codec::Decoder;
+
+    type Node = (mpsc::UnboundedSender<Inbound>, Arc<PeerQueue>);
+
+    /// `n` nodes (ids 0..n) in this process, meshed as the master would mesh them.
+    fn mesh(n: usize) -> Vec<Node> {
+        let nodes: Vec<Node> = (0..n)
+            .map(|id| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let queue = Arc::new(PeerQueue::default());
+                tokio::spawn(run((id, 1), rx, queue.clone()));
+                (tx, queue)
+            })
+            .collect();
+        for a in 0..n {
+            for b in a + 1..n {
+                connect(&nodes[a].0, (a, 1), &nodes[b].0, (b, 1));
+            }
+        }
+        nodes
+    }
+
+    fn connect(
+        a: &mpsc::UnboundedSender<Inbound>,
+        (a_id, a_gen): (usize, u64),
+        b: &mpsc::UnboundedSender<Inbound>,
+        (b_id, b_gen): (usize, u64),
+    ) {
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.send(Inbound::Peer {
+            id: b_id,
+            generation: b_gen,
+            fd: x.into(),
+        })
+        .unwrap();
+        b.send(Inbound::Peer {
+            id: a_id,
+            generation: a_gen,
+            fd: y.into(),
+        })
+        .unwrap();
+    }
+
+    fn messages<M>(nodes: &[Node], id: usize, options: Options) -> (Sender<M>, Receiver<M>)
+    where
+        M: Serialize + DeserializeOwned + Send + 'static,
+    {
+        start(id, 0..nodes.len(), nodes[id].1.clone(), options)
+    }
+
+    #[tokio::test]
+    async fn every_node_hears_every_other_once_in_order() {
+        let nodes = mesh(4);
+        let layers: Vec<_> = (0..4)
+            .map(|id| messages::<(usize, u32)>(&nodes, id, Options::new()))
+            .collect();
+        let mut receivers = Vec::new();
+        for (id, (tx, rx)) in layers.into_iter().enumerate() {
+            assert_eq!(tx.nodes(), (0..4).filter(|n| *n != id).collect::<Vec<_>>());
+            for seq in 0..100 {
+                tx.broadcast(&(id, seq)).await.unwrap();
+            }
+            assert_eq!(tx.send(id, &(id, 0)).await, Err(SendError::UnknownNode(id)));
+            assert_eq!(tx.send(9, &(id, 0)).await, Err(SendError::UnknownNode(9)));
+            receivers.push(rx);
+        }
+        for (id, rx) in receivers.iter_mut().enumerate() {
+            let mut next = [0u32; 4];
+            for _ in 0..300 {
+                let (from, (sender, seq)) = rx.recv().await.unwrap();
+                assert_eq!(from, sender);
+                assert_ne!(from, id);
+                assert_eq!(seq, next[from], "per-sender order");
+                next[from] += 1;
+            }
+            assert!(rx.inbox.try_recv().is_err(), "nothing twice");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_receiver_makes_the_sender_wait() {
+        let nodes = mesh(2);
+        let options = Options::new().queue(8);
+        let (tx, _rx0) = messages::<Vec<u8>>(&nodes, 0, options);
+        let (_tx1, mut rx) = messages::<Vec<u8>>(&nodes, 1, options);
+        let big = vec![7u8; 64 * 1024];
+        // Node 1 reads nothing: the socket, its inbox and node 0's queue fill up,
+        // and then try_send fails instead of queueing more.
+        let mut queued = 0;
+        let full = loop {
+            match tx.try_send(1, &big) {
+                Ok(()) => queued += 1,
+                Err(error) => break error,
+            }
+            if queued > 10_000 {
+                panic!("10 000 messages of 64 KiB queued: no back-pressure");
+            }
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(full, SendError::Full(1));
+        assert!(queued < 100, "{queued} queued");
+        // Once node 1 reads, every queued message arrives.
+        for _ in 0..queued {
+            assert_eq!(rx.recv().await.unwrap().1.len(), big.len());
+        }
+        let too_big = vec![0u8; options.max_frame_len + 1];
+        assert!(matches!(
+            tx.send(1, &too_big).await,
+            Err(SendError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_closes_that_stream_only() {
+        use tokio::io::AsyncWriteExt;
+        // Node 0 takes its streams raw, as a misbehaving peer would.
+        let nodes = mesh(3);
+        let mut rogue = crate::mesh::Peers::new(nodes[0].1.clone());
+        let (tx1, mut rx1) = messages::<String>(&nodes, 1, Options::new().max_frame_len(1024));
+        let (tx2, _rx2) = messages::<String>(&nodes, 2, Options::new().max_frame_len(1024));
+        let mut to_one = loop {
+            let peer = rogue.recv().await.unwrap();
+            if peer.id() == 1 {
+                break peer;
+            }
+        };
+        // A length prefix far over the limit.
+        to_one.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut to_one, &mut buf).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "node 1 closed the stream");
+        // Node 1 still talks with node 2, both ways.
+        tx2.send(1, &"still here".to_string()).await.unwrap();
+        assert_eq!(rx1.recv().await.unwrap(), (2, "still here".to_string()));
+        tx1.send(2, &"me too".to_string()).await.unwrap();
+    }
+
+    #[test]
+    fn an_oversized_length_prefix_allocates_nothing() {
+        let mut codec = Options::new().max_frame_len(1024).codec();
+        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert!(codec.decode(&mut buf).is_err());
+        assert!(buf.capacity() < 1024);
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Sample {
+        Text(String),
+        Numbers(Vec<u64>),
+        Pair(u8, Option<i32>),
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Random and mutated input never panics the frame decoder or the message
+        /// decoder, and the buffer never grows past the input plus one frame.
+        #[test]
+        fn frames_and_messages_never_panic(
+            input in proptest::collection::vec(any::<u8>(), 0..512),
+            valid in proptest::collection::vec(any::<u64>(), 0..8),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let max = 256;
+            let mut stream = BytesMut::new();
+            let sample = Sample::Numbers(valid);
+            let body = postcard::to_stdvec(&sample).unwrap();
+            stream.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            stream.extend_from_slice(&body);
+            stream.extend_from_slice(&input);
+            let at = flip.0 % stream.len();
+            stream[at] ^= flip.1;
+            let limit = stream.len() + max + 8;
+            let mut codec = Options::new().max_frame_len(max).codec();
+            while let Ok(Some(frame)) = codec.decode(&mut stream) {
+                let _ = postcard::from_bytes::<Sample>(&frame);
+                prop_assert!(stream.capacity() <= limit);
+            }
+            prop_assert!(stream.capacity() <= limit);
+        }
+    }
+}

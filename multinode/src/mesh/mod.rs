@@ -1,0 +1,31 @@
+//! The mesh: a direct stream between every pair of nodes, for broadcasts, cache
+//! invalidation and shared sessions, with no hop through the master.
+//!
+//! For every pair of live nodes the master makes one Unix stream socketpair and
+//! sends each end to its node over the control socket, labelled with the other
+//! node's id and generation. Each stream passes a handshake (protocol version,
+//! ids, generation) in both directions before it is handed out.
+//!
+//! Take the streams raw, as [`Peer`]s ([`Nodes::take_peers`](crate::Nodes::take_peers)),
+//! or use the message layer on top of them, which most programs want
+//! ([`Nodes::take_messages`](crate::Nodes::take_messages)): one or the other.
+//!
+//! ```no_run
+//! #[multinode::main(nodes = 4)]
+//! async fn main(mut nodes: multinode::Nodes) {
+//!     let (tx, mut rx) = nodes.take_messages::<String>().expect("taken once");
+//!     tx.broadcast(&format!("node {} is up", nodes.id())).await.unwrap();
+//!     while let Some((from, text)) = rx.recv().await {
+//!         println!("from node {from}: {text}");
+//!     }
+//! }
+//! ```
+
+mod handshake;
+mod messages;
+mod peer;
+
+pub(crate) use messages::start as start_messages;
+pub use messages::{Options, Receiver, SendError, Sender};
+pub(crate) use peer::{run, Inbound, PeerQueue};
+pub use peer::{Peer, Peers};
