@@ -302,7 +302,7 @@ struct Link {
     /// The node's outgoing queue.
     frames: mpsc::Sender<Bytes>,
     /// Streams to its incarnations, for its writer task.
-    streams: mpsc::UnboundedSender<(u64, OwnedWriteHalf)>,
+    streams: mpsc::UnboundedSender<Stream>,
 }
 
 impl Router {
@@ -328,7 +328,7 @@ impl Router {
     }
 
     /// The link to node `id`, made (with its writer task) on first use.
-    fn link(&self, id: usize) -> mpsc::UnboundedSender<(u64, OwnedWriteHalf)> {
+    fn link(&self, id: usize) -> mpsc::UnboundedSender<Stream> {
         let mut links = self.links();
         links.gone.remove(&id);
         let link = links.live.entry(id).or_insert_with(|| {
@@ -377,8 +377,10 @@ where
                     Item::Peer(peer) => {
                         let (id, generation) = (peer.id(), peer.generation());
                         let (read, write) = peer.into_split();
-                        let _ = router.link(id).send((generation, write));
-                        let reader = read_from(id, generation, read, options, inbox_tx.clone());
+                        let writer = router.link(id);
+                        let _ = writer.send(Stream::Up(generation, write));
+                        let reader =
+                            read_from(id, generation, read, options, inbox_tx.clone(), writer);
                         tokio::spawn(reader.in_current_span());
                     }
                     Item::Gone(id) => router.gone(id),
@@ -394,59 +396,96 @@ where
     (sender, Receiver { inbox })
 }
 
-/// Node `id`'s writer: takes its queued frames to its newest incarnation's
-/// stream, several per write. When the stream fails (the process died), the
-/// frames still queued wait for the next incarnation.
+/// A change in the streams to one node's incarnations, for its writer.
+enum Stream {
+    /// Incarnation `generation` was meshed: the write half of its stream.
+    Up(u64, OwnedWriteHalf),
+    /// Incarnation `generation`'s stream ended (its reader saw EOF or closed it).
+    Down(u64),
+}
+
+/// Node `id`'s writer: takes its queued frames, several per write, to the stream
+/// of its newest live incarnation. When that stream fails (the process died), the
+/// frames of the failed write go, with those still queued, to the next newest
+/// live incarnation, or wait for the next one to be meshed.
 async fn write_to(
     id: usize,
     mut frames: mpsc::Receiver<Bytes>,
-    mut streams: mpsc::UnboundedReceiver<(u64, OwnedWriteHalf)>,
+    mut streams: mpsc::UnboundedReceiver<Stream>,
     options: Options,
 ) {
-    let mut current: Option<(u64, FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>)> = None;
+    type Sink = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+    let mut live: BTreeMap<u64, Sink> = BTreeMap::new();
+    // Taken from the queue, not yet known to be written.
+    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
     loop {
-        let frame = tokio::select! {
+        tokio::select! {
             biased;
-            stream = streams.recv() => {
-                let Some((generation, half)) = stream else { return };
-                if current.as_ref().is_none_or(|(now, _)| generation > *now) {
-                    current = Some((generation, FramedWrite::new(half, options.codec())));
+            stream = streams.recv() => match stream {
+                Some(Stream::Up(generation, half)) => {
+                    live.insert(generation, FramedWrite::new(half, options.codec()));
                 }
-                continue;
-            }
-            frame = frames.recv(), if current.is_some() => match frame {
-                Some(frame) => frame,
+                Some(Stream::Down(generation)) => {
+                    live.remove(&generation);
+                }
+                None => return,
+            },
+            frame = frames.recv(), if batch.is_empty() && !live.is_empty() => match frame {
+                Some(frame) => batch.push(frame),
                 None => return, // gone for good, and every sender dropped
             },
-        };
-        let Some((generation, sink)) = current.as_mut() else {
-            continue;
-        };
-        let mut written = 1;
-        let mut result = sink.feed(frame).await;
-        while result.is_ok() && written < BATCH {
+        }
+        while batch.len() < BATCH {
             let Ok(frame) = frames.try_recv() else { break };
-            result = sink.feed(frame).await;
-            written += 1;
+            batch.push(frame);
         }
-        if result.is_ok() {
-            result = SinkExt::<Bytes>::flush(sink).await;
+        let Some(mut newest) = live.last_entry() else {
+            continue; // wait for an incarnation
+        };
+        if batch.is_empty() {
+            continue;
         }
-        if let Err(error) = result {
-            tracing::warn!(
-                peer = id,
-                generation = *generation,
-                "mesh: the last {written} messages to node {id} may be lost ({error}); the rest wait for its next incarnation"
-            );
-            current = None;
+        match write_batch(newest.get_mut(), &batch).await {
+            Ok(()) => batch.clear(),
+            Err(error) => {
+                tracing::warn!(
+                    peer = id,
+                    generation = *newest.key(),
+                    "mesh: cannot write to node {id} ({error}); {} messages wait for its next incarnation",
+                    batch.len()
+                );
+                newest.remove();
+            }
         }
     }
+}
+
+async fn write_batch(
+    sink: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    batch: &[Bytes],
+) -> std::io::Result<()> {
+    for frame in batch {
+        sink.feed(frame.clone()).await?;
+    }
+    SinkExt::<Bytes>::flush(sink).await
 }
 
 /// Reads one incarnation's stream into the inbox. A bad frame or a message that
 /// does not decode closes that stream, with an error naming the node; nothing
 /// else is touched.
 async fn read_from<M: DeserializeOwned>(
+    id: usize,
+    generation: u64,
+    half: OwnedReadHalf,
+    options: Options,
+    inbox: mpsc::Sender<(usize, M)>,
+    writer: mpsc::UnboundedSender<Stream>,
+) {
+    read_frames(id, generation, half, options, inbox).await;
+    let _ = writer.send(Stream::Down(generation));
+}
+
+async fn read_frames<M: DeserializeOwned>(
     id: usize,
     generation: u64,
     half: OwnedReadHalf,

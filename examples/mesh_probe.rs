@@ -1,0 +1,180 @@
+//! A fixture for the mesh tests in `tests/mesh.rs`. Not an example to copy; see
+//! `chat.rs` or the README's "Talking between processes".
+//!
+//! Every node logs `probe up: node {id} generation {g} pid {pid}`, then:
+//! - by default, takes the message layer, sends `Hello(id)` to every other node
+//!   and logs what it gets (`node {id} got hello {k} from {k}`, `node {id} got tag
+//!   {t} from {k}`); `GET /broadcast?tag=T` broadcasts `Tag(T)` from the node that
+//!   answers;
+//! - `MESH_MODE=raw`: takes the raw peers, writes `hi from {id}` on each and logs
+//!   every line read and each EOF;
+//! - `MESH_ROGUE=k`: node `k` takes its peers raw and writes an oversized length
+//!   prefix to node k+1 and a malformed message to node k+2;
+//! - `MESH_FLOOD=1`: node 1 sends 20 000 messages of 4 KiB to node 2, which reads
+//!   nothing until it gets SIGUSR1;
+//! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
+//!   runtime that long before anything else, its mesh handshakes included.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use multinode::mesh::{Peers, Sender};
+use multinode::Nodes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tracing::info;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Msg {
+    Hello(usize),
+    Tag(String),
+    Blob(Vec<u8>),
+}
+
+const FLOOD: usize = 20_000;
+
+fn main() {
+    multinode::Builder::new()
+        .port(0)
+        .nodes(4)
+        .shutdown_timeout(Duration::from_secs(5))
+        .run(body)
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn body(mut nodes: Nodes) -> Result<(), String> {
+    let (id, generation, pid) = (nodes.id(), nodes.generation(), std::process::id());
+    if let Some(ms) = env("PROBE_SLOW_REPLACEMENT_MS").and_then(|v| v.parse().ok()) {
+        if generation > 1 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+    info!("probe up: node {id} generation {generation} pid {pid}");
+    let rogue = env("MESH_ROGUE").and_then(|v| v.parse::<usize>().ok());
+    let sender = if env("MESH_MODE").as_deref() == Some("raw") {
+        tokio::spawn(raw(id, nodes.take_peers().unwrap()));
+        None
+    } else if rogue == Some(id) {
+        tokio::spawn(misbehave(id, nodes.take_peers().unwrap()));
+        None
+    } else {
+        let (tx, mut rx) = nodes.take_messages::<Msg>().unwrap();
+        let flood = env("MESH_FLOOD").is_some();
+        tokio::spawn(async move {
+            if flood && id == 2 {
+                let mut usr1 =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                        .unwrap();
+                info!("node 2 flood: not reading until SIGUSR1");
+                usr1.recv().await;
+            }
+            let mut blobs = 0;
+            while let Some((from, message)) = rx.recv().await {
+                match message {
+                    Msg::Hello(k) => info!("node {id} got hello {k} from {from}"),
+                    Msg::Tag(tag) => info!("node {id} got tag {tag} from {from}"),
+                    Msg::Blob(_) => {
+                        blobs += 1;
+                        if blobs == FLOOD {
+                            info!("node {id} flood received {blobs}");
+                        }
+                    }
+                }
+            }
+        });
+        for k in tx.nodes() {
+            tx.send(k, &Msg::Hello(id))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if flood && id == 1 {
+            tokio::spawn(flood_node_2(tx.clone()));
+        }
+        Some(tx)
+    };
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let sender = sender.clone();
+        async move {
+            let tag = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("tag="))
+                .map(str::to_owned);
+            let mut response = hyper::Response::new(String::new());
+            match (req.uri().path(), tag, sender) {
+                ("/broadcast", Some(tag), Some(tx)) => {
+                    tx.broadcast(&Msg::Tag(tag.clone())).await.unwrap();
+                    *response.body_mut() = format!("node {id} pid {pid} broadcast {tag}\n");
+                }
+                ("/broadcast", _, _) => {
+                    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => {
+                    *response.body_mut() = format!("node {id} pid {pid} generation {generation}\n")
+                }
+            }
+            Ok::<_, Infallible>(response)
+        }
+    });
+    multinode::http::serve(nodes, service)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn flood_node_2(tx: Sender<Msg>) {
+    let blob = Msg::Blob(vec![0x5a; 4096]);
+    let mut full_logged = false;
+    for sent in 0..FLOOD {
+        if !full_logged {
+            match tx.try_send(2, &blob) {
+                Ok(()) => continue,
+                Err(error) => {
+                    info!("node 1 flood: queue full after {sent} ({error})");
+                    full_logged = true;
+                }
+            }
+        }
+        tx.send(2, &blob).await.unwrap();
+    }
+    info!("node 1 flood: all {FLOOD} queued");
+}
+
+async fn raw(id: usize, mut peers: Peers) {
+    while let Some(peer) = peers.recv().await {
+        let (other, generation) = (peer.id(), peer.generation());
+        info!("node {id} raw peer {other} generation {generation} up");
+        tokio::spawn(async move {
+            let (read, mut write) = peer.into_split();
+            write
+                .write_all(format!("hi from {id}\n").as_bytes())
+                .await?;
+            let mut lines = BufReader::new(read).lines();
+            while let Some(line) = lines.next_line().await? {
+                info!("node {id} raw line from {other}: {line}");
+            }
+            info!("node {id} raw peer {other} generation {generation} eof");
+            std::io::Result::Ok(())
+        });
+    }
+}
+
+async fn misbehave(id: usize, mut peers: Peers) {
+    let mut kept = Vec::new();
+    while let Some(mut peer) = peers.recv().await {
+        let garbage: Vec<u8> = if peer.id() == id + 1 {
+            u32::MAX.to_be_bytes().to_vec() // a length prefix far over the limit
+        } else if peer.id() == id + 2 {
+            [&4u32.to_be_bytes()[..], &[0xff; 4]].concat() // a frame that is no Msg
+        } else {
+            Vec::new()
+        };
+        if !garbage.is_empty() {
+            let _ = peer.write_all(&garbage).await;
+            info!("node {id} rogue wrote garbage to {}", peer.id());
+        }
+        kept.push(peer);
+    }
+}

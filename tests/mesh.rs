@@ -1,0 +1,189 @@
+//! The mesh, seen from outside: real processes exchanging messages and raw
+//! streams, a restart, a peer that writes garbage, and a receiver that stalls.
+//! Each node of `examples/mesh_probe.rs` logs what it gets on stderr.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, is_alive, pids_answering, poll, KeepAlive, Program};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The pid that node `id`, incarnation `generation`, logged when it came up.
+fn pid_of(program: &Program, id: usize, generation: u64) -> u32 {
+    let needle = format!("probe up: node {id} generation {generation} pid ");
+    program.wait_for(&needle, 1, WAIT);
+    let log = program.log();
+    let line = log.iter().find(|l| l.contains(&needle)).unwrap();
+    line[line.find(&needle).unwrap() + needle.len()..]
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `GET /broadcast?tag=…` on fresh connections until a node other than those in
+/// `not_from` sends it; returns the sender's id.
+fn broadcast(addr: std::net::SocketAddr, tag: &str, not_from: &[usize]) -> usize {
+    for _ in 0..200 {
+        let (status, body) = get(addr, &format!("/broadcast?tag={tag}")).unwrap();
+        if status != 200 {
+            continue; // a node without the message layer (the rogue)
+        }
+        let sender: usize = body.split_whitespace().nth(1).unwrap().parse().unwrap();
+        if !not_from.contains(&sender) {
+            return sender;
+        }
+        // Sent by a node we did not want: a new tag, so counts stay exact.
+        return broadcast(addr, &format!("{tag}x"), not_from);
+    }
+    panic!("no node broadcast {tag}");
+}
+
+#[test]
+fn every_node_hears_every_other_and_a_broadcast_arrives_once() {
+    let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "4")]);
+    let addr = program.ready();
+    program.wait_for("got hello", 12, WAIT);
+    for node in 0..4 {
+        let heard: std::collections::BTreeSet<usize> = (0..4)
+            .filter(|k| program.count(&format!("node {node} got hello {k} from {k}")) == 1)
+            .collect();
+        let others: std::collections::BTreeSet<usize> = (0..4).filter(|k| *k != node).collect();
+        assert_eq!(heard, others, "node {node} hears each other node once");
+    }
+    // Two broadcasts from the node of one keep-alive connection: once the second
+    // reached everyone, a duplicate of the first (same sender, so earlier in order)
+    // would have too.
+    let mut client = KeepAlive::connect(addr).unwrap();
+    assert_eq!(client.get("/broadcast?tag=first").unwrap(), 200);
+    assert_eq!(client.get("/broadcast?tag=second").unwrap(), 200);
+    program.wait_for("got tag second from", 3, WAIT);
+    assert_eq!(
+        program.count("got tag first from"),
+        3,
+        "once to each of the 3 others"
+    );
+}
+
+#[test]
+fn raw_peers_see_eof_then_meet_the_replacement() {
+    let program = Program::start(
+        "mesh_probe",
+        &[("MULTINODE_NODES", "3"), ("MESH_MODE", "raw")],
+    );
+    program.ready();
+    program.wait_for("raw line from", 6, WAIT);
+    let victim = pid_of(&program, 2, 1);
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    program.wait_for("raw peer 2 generation 1 eof", 2, WAIT);
+    program.wait_for("raw peer 2 generation 2 up", 2, WAIT);
+    for node in [0, 1] {
+        program.wait_for(&format!("node {node} raw line from 2: hi from 2"), 2, WAIT);
+    }
+    // ...and the replacement hears from both others.
+    program.wait_for("node 2 raw line from", 4, WAIT);
+}
+
+#[test]
+fn messages_to_a_restarting_node_wait_for_its_replacement() {
+    let program = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", "3"),
+            ("PROBE_SLOW_REPLACEMENT_MS", "2000"),
+        ],
+    );
+    let addr = program.ready();
+    program.wait_for("got hello", 6, WAIT);
+    let victim = pid_of(&program, 2, 1);
+    kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+    poll(WAIT, || (!is_alive(victim)).then_some(())).expect("node 2 died");
+    program.wait_for("node=2 generation=2", 1, WAIT); // its replacement started
+                                                      // The replacement blocks for 2 s before its mesh handshakes: this is queued.
+    broadcast(addr, "while-down", &[2]);
+    assert_eq!(
+        program.count("probe up: node 2 generation 2"),
+        0,
+        "sent before the replacement was meshed"
+    );
+    program.wait_for("node 2 got tag while-down", 1, WAIT);
+    // And the replacement's own messages flow.
+    program.wait_for("got hello 2 from 2", 4, WAIT);
+}
+
+#[test]
+fn a_bad_frame_closes_that_stream_only() {
+    let program = Program::start(
+        "mesh_probe",
+        &[("MULTINODE_NODES", "4"), ("MESH_ROGUE", "1")],
+    );
+    let addr = program.ready();
+    program.wait_for("rogue wrote garbage to", 2, WAIT);
+    program.wait_for("bad frame", 1, WAIT);
+    program.wait_for("malformed message", 1, WAIT);
+    for (node, error) in [(2, "bad frame"), (3, "malformed message")] {
+        let line = program
+            .log()
+            .into_iter()
+            .find(|l| l.contains(error))
+            .unwrap();
+        assert!(line.contains(&format!("node{{id={node}}}")), "{line}");
+        assert!(line.contains("closing the stream from node 1"), "{line}");
+    }
+    // Every node still serves HTTP...
+    let mut pids = program.workers();
+    pids.insert(program.pid());
+    assert_eq!(pids_answering(addr, &pids), pids);
+    // ...and the nodes the rogue wrote to still hear the others.
+    let sender = broadcast(addr, "after", &[1]);
+    for node in [0, 2, 3].into_iter().filter(|n| *n != sender) {
+        program.wait_for(&format!("node {node} got tag after from {sender}"), 1, WAIT);
+    }
+    assert_eq!(program.count("node exited"), 0, "no node died");
+}
+
+#[test]
+fn a_stalled_receiver_bounds_the_senders_memory() {
+    let program = Program::start(
+        "mesh_probe",
+        &[("MULTINODE_NODES", "3"), ("MESH_FLOOD", "1")],
+    );
+    program.ready();
+    program.wait_for("node 1 flood: queue full after", 1, WAIT);
+    let line = program
+        .log()
+        .into_iter()
+        .find(|l| l.contains("queue full after"))
+        .unwrap();
+    let queued: usize = line
+        .split("queue full after ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The sender's queue, the socket and the receiver's inbox: about 2 × 1024.
+    assert!(queued < 5_000, "{queued} of 4 KiB messages queued");
+    let sender = pid_of(&program, 1, 1);
+    let rss = rss_kib(sender);
+    assert!(rss < 48 * 1024, "the sender holds {rss} KiB");
+    assert_eq!(program.count("all 20000 queued"), 0, "the sender waits");
+    kill(
+        Pid::from_raw(pid_of(&program, 2, 1) as i32),
+        Signal::SIGUSR1,
+    )
+    .unwrap();
+    program.wait_for("node 2 flood received 20000", 1, WAIT);
+    program.wait_for("node 1 flood: all 20000 queued", 1, WAIT);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
