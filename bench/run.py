@@ -199,6 +199,38 @@ def rss_mib(command, env):
     return statistics.median(rss), statistics.median(private)
 
 
+def mesh_figures():
+    """Runs bench/mesh_bench.rs (4 nodes; it measures and exits) and reads its
+    `mesh,...` lines: msgs/s per round for the mesh and a bare socketpair with the
+    same framing, and broadcast latency percentiles. Writes mesh.csv."""
+    env = dict(os.environ, MULTINODE_PORT="0", RUST_LOG="warn")
+    out = subprocess.run([os.path.join(EXAMPLES, "mesh_bench")], env=env, capture_output=True,
+                         text=True, timeout=600, check=True).stdout
+    rows = [line.split(",")[1:] for line in out.splitlines() if line.startswith("mesh,")]
+    with open(os.path.join(OUT, "mesh.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["what", "figure", "value", "more"])
+        for row in rows:
+            writer.writerow(row[:3] + [" ".join(row[3:])])
+    rates, latency = {}, {}
+    for row in rows:
+        if row[1] == "msgs_per_s":
+            rates.setdefault(row[0], []).append(float(row[2]))
+        else:
+            latency[row[1]] = float(row[2])
+    lines = ["", "## Mesh (bench/mesh_bench.rs: node 1 to node 0; min / median / max msgs/s)", "",
+             "| path | msgs/s | MB/s (median) | mesh / bare (medians) |", "| --- | --- | --- | --- |"]
+    for size in (64, 4096):
+        mesh, bare = rates[f"mesh {size} B"], rates[f"bare socketpair {size} B"]
+        for name, values in ((f"mesh, {size} B", mesh), (f"bare socketpair, {size} B", bare)):
+            ratio = statistics.median(mesh) / statistics.median(bare) if values is mesh else 1
+            lines.append(f"| {name} | {spread(values)} | {statistics.median(values) * size / 1e6:.0f} | "
+                         f"{ratio:.2f} |")
+    lines.append(f"\nBroadcast from node 0 to 3 nodes, until the last has it: p50 {latency['p50_us']:.1f} µs, "
+                 f"p99 {latency['p99_us']:.1f} µs")
+    return lines
+
+
 def spread(values):
     return f"{min(values):.0f} / {statistics.median(values):.0f} / {max(values):.0f}"
 
@@ -272,6 +304,7 @@ def main():
               f"{medians[('multinode n=2', c)] / medians[('node cluster w=2', c)]:.2f}; "
               f"multinode n=4 / node cluster w=4 = "
               f"{medians[('multinode n=4', c)] / medians[('node cluster w=4', c)]:.2f}"]
+    lines += mesh_figures()
     report = "\n".join(lines) + "\n"
     with open(os.path.join(OUT, "report.md"), "w") as f:
         f.write(report)

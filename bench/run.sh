@@ -9,5 +9,5 @@ command -v node >/dev/null || need+=(nodejs)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}"
 fi
-cargo build --release --example hello --example bare_hyper
+cargo build --release --example hello --example bare_hyper --example mesh_bench
 exec python3 bench/run.py

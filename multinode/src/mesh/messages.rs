@@ -7,25 +7,24 @@
 //! `send` wait instead of growing memory, and messages to a node that is
 //! restarting wait in its queue until its next incarnation is meshed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 use tracing::Instrument;
 
+use super::inbox::Inbox;
+use super::outbox::{self, Outbox, Refused, Stream};
 use super::peer::{Item, PeerQueue};
-
-/// At most this many queued frames go out in one write.
-const BATCH: usize = 64;
 
 /// Settings of the message layer; the same in every node (the body is the same
 /// code everywhere).
@@ -188,8 +187,8 @@ impl<M: Serialize> Sender<M> {
     /// ```
     pub async fn send(&self, to: usize, message: &M) -> Result<(), SendError> {
         let frame = self.encode(message)?;
-        let queue = self.router.queue(to)?;
-        queue.send(frame).await.map_err(|_| SendError::Gone(to))
+        let outbox = self.router.outbox(to)?;
+        outbox.send(frame).await.map_err(|_| SendError::Gone(to))
     }
 
     /// Queues `message` for node `to` without waiting: [`SendError::Full`] when its
@@ -204,10 +203,10 @@ impl<M: Serialize> Sender<M> {
     /// ```
     pub fn try_send(&self, to: usize, message: &M) -> Result<(), SendError> {
         let frame = self.encode(message)?;
-        let queue = self.router.queue(to)?;
-        queue.try_send(frame).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => SendError::Full(to),
-            mpsc::error::TrySendError::Closed(_) => SendError::Gone(to),
+        let outbox = self.router.outbox(to)?;
+        outbox.try_send(frame).map_err(|refused| match refused {
+            Refused::Full => SendError::Full(to),
+            Refused::Gone => SendError::Gone(to),
         })
     }
 
@@ -221,8 +220,8 @@ impl<M: Serialize> Sender<M> {
     /// ```
     pub async fn broadcast(&self, message: &M) -> Result<(), SendError> {
         let frame = self.encode(message)?;
-        for queue in self.router.queues() {
-            let _ = queue.send(frame.clone()).await; // Err: gone meanwhile
+        for outbox in self.router.outboxes() {
+            let _ = outbox.send(frame.clone()).await; // Err: gone meanwhile
         }
         Ok(())
     }
@@ -263,9 +262,24 @@ impl<M> Sender<M> {
 /// }
 /// # }
 /// ```
-#[derive(Debug)]
 pub struct Receiver<M> {
-    inbox: mpsc::Receiver<(usize, M)>,
+    inbox: Arc<Inbox<M>>,
+    /// Taken from the inbox, not yet returned.
+    taken: VecDeque<(usize, M)>,
+}
+
+impl<M> fmt::Debug for Receiver<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("taken", &self.taken.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> Drop for Receiver<M> {
+    fn drop(&mut self) {
+        self.inbox.unread();
+    }
 }
 
 impl<M> Receiver<M> {
@@ -280,7 +294,10 @@ impl<M> Receiver<M> {
     /// # }
     /// ```
     pub async fn recv(&mut self) -> Option<(usize, M)> {
-        self.inbox.recv().await
+        if self.taken.is_empty() && !self.inbox.take_all(&mut self.taken).await {
+            return None;
+        }
+        self.taken.pop_front()
     }
 }
 
@@ -300,7 +317,7 @@ struct Links {
 
 struct Link {
     /// The node's outgoing queue.
-    frames: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     /// Streams to its incarnations, for its writer task.
     streams: mpsc::UnboundedSender<Stream>,
 }
@@ -310,20 +327,20 @@ impl Router {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn queue(&self, to: usize) -> Result<mpsc::Sender<Bytes>, SendError> {
+    fn outbox(&self, to: usize) -> Result<Arc<Outbox>, SendError> {
         let links = self.links();
         match links.live.get(&to) {
-            Some(link) => Ok(link.frames.clone()),
+            Some(link) => Ok(link.outbox.clone()),
             None if links.gone.contains(&to) => Err(SendError::Gone(to)),
             None => Err(SendError::UnknownNode(to)),
         }
     }
 
-    fn queues(&self) -> Vec<mpsc::Sender<Bytes>> {
+    fn outboxes(&self) -> Vec<Arc<Outbox>> {
         self.links()
             .live
             .values()
-            .map(|l| l.frames.clone())
+            .map(|l| l.outbox.clone())
             .collect()
     }
 
@@ -332,11 +349,11 @@ impl Router {
         let mut links = self.links();
         links.gone.remove(&id);
         let link = links.live.entry(id).or_insert_with(|| {
-            let (frames, frames_rx) = mpsc::channel(self.options.queue);
+            let outbox = Arc::new(Outbox::new(self.options.codec(), self.options.queue));
             let (streams, streams_rx) = mpsc::unbounded_channel();
-            let writer = write_to(id, frames_rx, streams_rx, self.options);
+            let writer = outbox::write_to(id, outbox.clone(), streams_rx);
             tokio::spawn(writer.in_current_span());
-            Link { frames, streams }
+            Link { outbox, streams }
         });
         link.streams.clone()
     }
@@ -344,7 +361,9 @@ impl Router {
     /// Node `id` will not come back: its writer ends, and sending to it fails.
     fn gone(&self, id: usize) {
         let mut links = self.links();
-        links.live.remove(&id);
+        if let Some(link) = links.live.remove(&id) {
+            link.outbox.close();
+        }
         links.gone.insert(id);
     }
 }
@@ -368,9 +387,9 @@ where
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
     }
-    let (inbox_tx, inbox) = mpsc::channel(options.queue);
+    let inbox = Arc::new(Inbox::new(options.queue));
     let dispatch = {
-        let router = router.clone();
+        let (router, inbox) = (router.clone(), inbox.clone());
         async move {
             while let Some(item) = queue.pop().await {
                 match item {
@@ -380,12 +399,13 @@ where
                         let writer = router.link(id);
                         let _ = writer.send(Stream::Up(generation, write));
                         let reader =
-                            read_from(id, generation, read, options, inbox_tx.clone(), writer);
+                            read_from(id, generation, read, options, inbox.clone(), writer);
                         tokio::spawn(reader.in_current_span());
                     }
                     Item::Gone(id) => router.gone(id),
                 }
             }
+            inbox.close(); // the master is gone
         }
     };
     tokio::spawn(dispatch.in_current_span());
@@ -393,139 +413,85 @@ where
         router,
         _message: PhantomData,
     };
-    (sender, Receiver { inbox })
+    let receiver = Receiver {
+        inbox,
+        taken: VecDeque::new(),
+    };
+    (sender, receiver)
 }
 
-/// A change in the streams to one node's incarnations, for its writer.
-enum Stream {
-    /// Incarnation `generation` was meshed: the write half of its stream.
-    Up(u64, OwnedWriteHalf),
-    /// Incarnation `generation`'s stream ended (its reader saw EOF or closed it).
-    Down(u64),
-}
+/// How much one read takes from a stream at most (frames may be longer).
+const READ_CHUNK: usize = 64 * 1024;
 
-/// Node `id`'s writer: takes its queued frames, several per write, to the stream
-/// of its newest live incarnation. When that stream fails (the process died), the
-/// frames of the failed write go, with those still queued, to the next newest
-/// live incarnation, or wait for the next one to be meshed.
-async fn write_to(
-    id: usize,
-    mut frames: mpsc::Receiver<Bytes>,
-    mut streams: mpsc::UnboundedReceiver<Stream>,
-    options: Options,
-) {
-    type Sink = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
-    let mut live: BTreeMap<u64, Sink> = BTreeMap::new();
-    // Taken from the queue, not yet known to be written.
-    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
-    loop {
-        tokio::select! {
-            biased;
-            stream = streams.recv() => match stream {
-                Some(Stream::Up(generation, half)) => {
-                    live.insert(generation, FramedWrite::new(half, options.codec()));
-                }
-                Some(Stream::Down(generation)) => {
-                    live.remove(&generation);
-                }
-                None => return,
-            },
-            frame = frames.recv(), if batch.is_empty() && !live.is_empty() => match frame {
-                Some(frame) => batch.push(frame),
-                None => return, // gone for good, and every sender dropped
-            },
-        }
-        while batch.len() < BATCH {
-            let Ok(frame) = frames.try_recv() else { break };
-            batch.push(frame);
-        }
-        let Some(mut newest) = live.last_entry() else {
-            continue; // wait for an incarnation
-        };
-        if batch.is_empty() {
-            continue;
-        }
-        match write_batch(newest.get_mut(), &batch).await {
-            Ok(()) => batch.clear(),
-            Err(error) => {
-                tracing::warn!(
-                    peer = id,
-                    generation = *newest.key(),
-                    "mesh: cannot write to node {id} ({error}); {} messages wait for its next incarnation",
-                    batch.len()
-                );
-                newest.remove();
-            }
-        }
-    }
-}
-
-async fn write_batch(
-    sink: &mut FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
-    batch: &[Bytes],
-) -> std::io::Result<()> {
-    for frame in batch {
-        sink.feed(frame.clone()).await?;
-    }
-    SinkExt::<Bytes>::flush(sink).await
-}
-
-/// Reads one incarnation's stream into the inbox. A bad frame or a message that
-/// does not decode closes that stream, with an error naming the node; nothing
-/// else is touched.
+/// Reads one incarnation's stream into the inbox, every frame of a read in one
+/// batch. A bad frame or a message that does not decode closes that stream, with
+/// an error naming the node; nothing else is touched. Tells the writer when the
+/// stream is over.
 async fn read_from<M: DeserializeOwned>(
     id: usize,
     generation: u64,
     half: OwnedReadHalf,
     options: Options,
-    inbox: mpsc::Sender<(usize, M)>,
+    inbox: Arc<Inbox<M>>,
     writer: mpsc::UnboundedSender<Stream>,
 ) {
-    read_frames(id, generation, half, options, inbox).await;
+    match read_frames(id, half, options, &inbox).await {
+        Ok(()) => tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream"),
+        Err((half, error)) => {
+            tracing::error!(
+                peer = id,
+                generation,
+                "mesh: {error} from node {id}: closing the stream from node {id}"
+            );
+            let fd = half.as_ref().as_raw_fd();
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        }
+    }
     let _ = writer.send(Stream::Down(generation));
 }
 
+/// Reads until EOF (or the receiver is gone): `Err` with what was wrong.
 async fn read_frames<M: DeserializeOwned>(
     id: usize,
-    generation: u64,
-    half: OwnedReadHalf,
+    mut half: OwnedReadHalf,
     options: Options,
-    inbox: mpsc::Sender<(usize, M)>,
-) {
-    let mut frames = FramedRead::new(half, options.codec());
-    let error = loop {
-        match frames.next().await {
-            None => {
-                tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream");
-                return;
-            }
-            Some(Ok(frame)) => match postcard::from_bytes::<M>(&frame) {
-                Ok(message) => {
-                    if inbox.send((id, message)).await.is_err() {
-                        return; // the receiver was dropped
-                    }
-                }
-                Err(error) => break format!("a malformed message ({error})"),
-            },
-            Some(Err(error)) => break format!("a bad frame ({error})"),
+    inbox: &Inbox<M>,
+) -> Result<(), (OwnedReadHalf, String)> {
+    let mut codec = options.codec();
+    let mut buffer = BytesMut::new();
+    let mut batch = Vec::new();
+    loop {
+        buffer.reserve(READ_CHUNK);
+        match half.read_buf(&mut buffer).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(error) => return Err((half, format!("a read error ({error})"))),
         }
-    };
-    tracing::error!(
-        peer = id,
-        generation,
-        "mesh: {error} from node {id}: closing the stream from node {id}"
-    );
-    let fd = frames.get_ref().as_ref().as_raw_fd();
-    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        let bad = loop {
+            match codec.decode(&mut buffer) {
+                Ok(Some(frame)) => match postcard::from_bytes::<M>(&frame) {
+                    Ok(message) => batch.push((id, message)),
+                    Err(error) => break Some(format!("a malformed message ({error})")),
+                },
+                Ok(None) => break None,
+                Err(error) => break Some(format!("a bad frame ({error})")),
+            }
+        };
+        if !batch.is_empty() && inbox.push(&mut batch).await.is_err() {
+            return Ok(()); // the receiver was dropped
+        }
+        if let Some(error) = bad {
+            return Err((half, error));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::mesh::{run, Inbound};
-    use bytes::BytesMut;
     use proptest::prelude::*;
-    use tokio_util::codec::Decoder;
+    use std::time::Duration;
 
     type Node = (mpsc::UnboundedSender<Inbound>, Arc<PeerQueue>);
 
@@ -600,7 +566,8 @@ mod tests {
                 assert_eq!(seq, next[from], "per-sender order");
                 next[from] += 1;
             }
-            assert!(rx.inbox.try_recv().is_err(), "nothing twice");
+            let more = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
+            assert!(more.is_err(), "nothing twice: {:?}", more.ok());
         }
     }
 

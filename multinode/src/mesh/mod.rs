@@ -22,7 +22,9 @@
 //! ```
 
 mod handshake;
+mod inbox;
 mod messages;
+mod outbox;
 mod peer;
 
 pub(crate) use messages::start as start_messages;

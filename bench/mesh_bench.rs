@@ -1,0 +1,183 @@
+//! The mesh benchmark (run by `bench/run.sh`, or alone:
+//! `cargo run --release --example mesh_bench`). Four nodes; node 0 measures and
+//! prints, then returns, which stops every node:
+//!
+//! - messages/s and MB/s from node 1 to node 0 through the message layer, for 64-byte
+//!   and 4 KiB payloads, against the same frames over a bare Unix socketpair with
+//!   the same codec (tokio-util's length-delimited), written and read by two
+//!   threads, each on its own current_thread runtime like two nodes;
+//! - broadcast latency from node 0 to the 3 others: per broadcast, until the last
+//!   of them has it (CLOCK_MONOTONIC is one clock for every process), p50 and p99.
+//!
+//! `QUICK=1` sends fewer messages. The output is one CSV line per figure after a
+//! `mesh,` prefix, which `bench/run.py` reads.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use multinode::mesh::{Receiver, Sender};
+use multinode::Nodes;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Bench {
+    Up,
+    Go { size: usize, count: usize },
+    Start,
+    Data(Bytes),
+    End,
+    Ping { sent_ns: u64 },
+    Pong { latency_ns: u64 },
+}
+
+fn main() {
+    multinode::Builder::new().port(0).nodes(4).run(body)
+}
+
+fn now_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+async fn body(mut nodes: Nodes) {
+    let (tx, rx) = nodes.take_messages::<Bench>().unwrap();
+    if nodes.is_master() {
+        measure(tx, rx).await;
+    } else {
+        tx.send(0, &Bench::Up).await.unwrap();
+        tokio::select! {
+            _ = serve(tx, rx) => {}
+            _ = nodes.shutdown() => {}
+        }
+    }
+}
+
+/// A worker: sends what node 0 asks for, answers pings.
+async fn serve(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
+    while let Some((_, message)) = rx.recv().await {
+        match message {
+            Bench::Go { size, count } => {
+                let data = Bench::Data(Bytes::from(vec![0x42; size]));
+                tx.send(0, &Bench::Start).await.unwrap();
+                for _ in 0..count {
+                    tx.send(0, &data).await.unwrap();
+                }
+                tx.send(0, &Bench::End).await.unwrap();
+            }
+            Bench::Ping { sent_ns } => {
+                let latency_ns = now_ns() - sent_ns;
+                tx.send(0, &Bench::Pong { latency_ns }).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
+    let quick = std::env::var("QUICK").as_deref() == Ok("1");
+    let mut up = 0;
+    while up < 3 {
+        if let Some((_, Bench::Up)) = rx.recv().await {
+            up += 1;
+        }
+    }
+    let rounds = if quick { 1 } else { 3 };
+    for (size, count) in [
+        (64, if quick { 200_000 } else { 1_000_000 }),
+        (4096, if quick { 50_000 } else { 200_000 }),
+    ] {
+        let frame =
+            Bytes::from(postcard::to_stdvec(&Bench::Data(Bytes::from(vec![0x42; size]))).unwrap());
+        let (mut mesh, mut bare) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            bare.push(bare_socketpair(frame.clone(), count));
+            tx.send(1, &Bench::Go { size, count }).await.unwrap();
+            let mut started = None;
+            let mut received = 0;
+            let elapsed = loop {
+                match rx.recv().await.unwrap().1 {
+                    Bench::Start => started = Some(Instant::now()),
+                    Bench::Data(_) => received += 1,
+                    Bench::End => break started.unwrap().elapsed(),
+                    _ => {}
+                }
+            };
+            assert_eq!(received, count);
+            mesh.push(elapsed);
+        }
+        report("mesh", size, count, frame.len(), &mesh);
+        report("bare socketpair", size, count, frame.len(), &bare);
+    }
+    // Broadcast latency, one broadcast at a time.
+    let pings = if quick { 300 } else { 2000 };
+    let mut latencies = Vec::with_capacity(pings);
+    for _ in 0..pings {
+        tx.broadcast(&Bench::Ping { sent_ns: now_ns() })
+            .await
+            .unwrap();
+        let mut worst = 0;
+        let mut pongs = 0;
+        while pongs < 3 {
+            if let Some((_, Bench::Pong { latency_ns })) = rx.recv().await {
+                worst = worst.max(latency_ns);
+                pongs += 1;
+            }
+        }
+        latencies.push(worst);
+        tokio::time::sleep(Duration::from_micros(200)).await; // idle between broadcasts
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
+    println!("mesh,broadcast to 3 nodes,p50_us,{:.1}", pct(0.50));
+    println!("mesh,broadcast to 3 nodes,p99_us,{:.1}", pct(0.99));
+}
+
+/// Prints messages/s and MB/s (payload bytes) for each round's time.
+fn report(what: &str, size: usize, count: usize, frame: usize, times: &[Duration]) {
+    for time in times {
+        let per_second = count as f64 / time.as_secs_f64();
+        println!(
+            "mesh,{what} {size} B,msgs_per_s,{per_second:.0},MB_per_s,{:.1},frame_bytes,{frame}",
+            per_second * size as f64 / 1e6
+        );
+    }
+}
+
+/// The same frames over a bare socketpair: one thread writes, one reads, each on
+/// its own current_thread runtime; the time from the first write to the last read.
+fn bare_socketpair(frame: Bytes, count: usize) -> Duration {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let stream = tokio::net::UnixStream::from_std(a).unwrap();
+            let mut sink = FramedWrite::new(stream, LengthDelimitedCodec::new());
+            for _ in 0..count {
+                sink.feed(frame.clone()).await.unwrap();
+            }
+            SinkExt::<Bytes>::flush(&mut sink).await.unwrap();
+        })
+    });
+    let reader = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let stream = tokio::net::UnixStream::from_std(b).unwrap();
+            let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
+            for _ in 0..count {
+                frames.next().await.unwrap().unwrap();
+            }
+        })
+    });
+    writer.join().unwrap();
+    reader.join().unwrap();
+    started.elapsed()
+}
