@@ -28,6 +28,13 @@ mod outbox;
 mod peer;
 
 pub(crate) use messages::start as start_messages;
+/// Raw bytes as a message: `nodes.take_messages::<multinode::mesh::Bytes>()`.
+///
+/// ```
+/// let message = multinode::mesh::Bytes::from_static(b"raw payload");
+/// assert_eq!(message.len(), 11);
+/// ```
+pub use bytes::Bytes;
 pub use messages::{Options, Receiver, SendError, Sender};
 pub(crate) use peer::{run, Inbound, PeerQueue};
 pub use peer::{Peer, Peers};
