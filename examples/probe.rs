@@ -8,7 +8,15 @@
 //! - `PROBE_FAIL_REPLACEMENTS=1` makes every incarnation after the first of a
 //!   worker fail at once, before it is ready (a deploy that cannot boot);
 //! - `PROBE_BALANCE=shared` or `reuse_port` selects that `Balance` (default
-//!   `least_conn`); `MULTINODE_BALANCE` would override the code the same way.
+//!   `least_conn`); `MULTINODE_BALANCE` would override the code the same way;
+//! - `PROBE_FAIL_WORKERS=1` makes every worker's body fail at once (a crash loop);
+//! - `PROBE_IGNORE_SHUTDOWN=1` makes every node's body go on after serving, as a
+//!   body that ignores its shutdown would;
+//! - `PROBE_BOOT_FAILURES`, `PROBE_TIMEOUT_MS`, `PROBE_SHUTDOWN_TIMEOUT_MS` and
+//!   `PROBE_MASTER_LISTEN=0` set `boot_failures`, `timeout`, `shutdown_timeout`
+//!   (default 5 s) and `master_listen = false`;
+//! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
+//!   runtime for N ms (a handler stuck in a blocking loop).
 //!
 //! It uses `multinode::Builder` directly, which is what the attribute expands to.
 
@@ -24,12 +32,31 @@ fn main() {
         Ok("reuse_port") => Balance::ReusePort,
         _ => Balance::LeastConn,
     };
-    multinode::Builder::new()
+    let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut builder = multinode::Builder::new()
         .port(0)
         .nodes(2)
-        .shutdown_timeout(Duration::from_secs(5))
+        .shutdown_timeout(Duration::from_millis(
+            number("PROBE_SHUTDOWN_TIMEOUT_MS").unwrap_or(5000),
+        ))
         .balance(balance)
-        .run(body)
+        .master_listen(number("PROBE_MASTER_LISTEN") != Some(0));
+    if let Some(failures) = number("PROBE_BOOT_FAILURES") {
+        builder = builder.boot_failures(failures as u32);
+    }
+    if let Some(ms) = number("PROBE_TIMEOUT_MS") {
+        builder = builder.timeout(Duration::from_millis(ms));
+    }
+    builder.run(body)
+}
+
+/// The `ms` parameter of `?ms=N`.
+fn query_ms(req: &hyper::Request<hyper::body::Incoming>) -> u64 {
+    req.uri()
+        .query()
+        .and_then(|q| q.strip_prefix("ms="))
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(1000)
 }
 
 async fn body(nodes: Nodes) -> Result<(), String> {
@@ -39,10 +66,31 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     if nodes.generation() > 1 && std::env::var_os("PROBE_FAIL_REPLACEMENTS").is_some() {
         return Err("replacement failure requested by PROBE_FAIL_REPLACEMENTS".into());
     }
+    if !nodes.is_master() && std::env::var_os("PROBE_FAIL_WORKERS").is_some() {
+        return Err(format!(
+            "node {} cannot start: PROBE_FAIL_WORKERS",
+            nodes.id()
+        ));
+    }
+    let ignore_shutdown = std::env::var_os("PROBE_IGNORE_SHUTDOWN").is_some();
+    if nodes.is_master() && std::env::var("PROBE_MASTER_LISTEN").as_deref() == Ok("0") {
+        nodes.shutdown().await; // it supervises only
+        return Ok(());
+    }
     let (id, generation) = (nodes.id(), nodes.generation());
     let service = hyper::service::service_fn(
         move |req: hyper::Request<hyper::body::Incoming>| async move {
             let body = match req.uri().path() {
+                "/slow" => {
+                    tracing::info!("slow request started");
+                    tokio::time::sleep(Duration::from_millis(query_ms(&req))).await;
+                    format!("slept on node {id}\n")
+                }
+                "/block" => {
+                    tracing::info!("blocking the runtime");
+                    std::thread::sleep(Duration::from_millis(query_ms(&req)));
+                    format!("blocked node {id}\n")
+                }
                 "/child-env" => {
                     let output = tokio::process::Command::new("env").output().await;
                     output.map_or_else(
@@ -58,9 +106,14 @@ async fn body(nodes: Nodes) -> Result<(), String> {
             Ok::<_, Infallible>(hyper::Response::new(body))
         },
     );
-    Server::new(service)
+    let served = Server::new(service)
         .header_read_timeout(Duration::from_millis(500))
         .serve(nodes)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string());
+    if ignore_shutdown {
+        tracing::info!("ignoring the shutdown");
+        std::future::pending::<()>().await;
+    }
+    served
 }

@@ -19,6 +19,8 @@ const KEYS: &[&str] = &[
     "worker_threads",
     "backlog",
     "balance",
+    "timeout",
+    "boot_failures",
 ];
 
 const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
@@ -129,9 +131,14 @@ fn builder_calls(keys: &[MetaNameValue]) -> syn::Result<Vec<TokenStream>> {
                 let method = format_ident!("{}", name);
                 quote_spanned!(span=> .#method(#flag))
             }
-            "shutdown_timeout" => {
-                let millis = seconds_as_millis(value)?;
-                quote_spanned!(span=> .shutdown_timeout(::std::time::Duration::from_millis(#millis)))
+            "shutdown_timeout" | "timeout" => {
+                let millis = seconds_as_millis(value, &name)?;
+                let method = format_ident!("{}", name);
+                quote_spanned!(span=> .#method(::std::time::Duration::from_millis(#millis)))
+            }
+            "boot_failures" => {
+                let failures: u32 = positive(value, &name, "a number of failed starts")?;
+                quote_spanned!(span=> .boot_failures(#failures))
             }
             "flavor" => {
                 let variant = match string(value, &name, "\"current_thread\" or \"multi_thread\"")?.as_str() {
@@ -166,9 +173,7 @@ fn builder_calls(keys: &[MetaNameValue]) -> syn::Result<Vec<TokenStream>> {
                     other => {
                         return Err(syn::Error::new(
                             span,
-                            format!(
-                                "unknown balance {other:?}; expected \"reuse_port\" or \"shared\""
-                            ),
+                            format!("unknown balance {other:?}; expected {BALANCES}"),
                         ))
                     }
                 };
@@ -262,19 +267,16 @@ fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
     }
 }
 
-/// `shutdown_timeout` is in seconds, whole (`30`) or not (`0.5`).
-fn seconds_as_millis(value: &Expr) -> syn::Result<u64> {
+/// `shutdown_timeout` and `timeout` are in seconds, whole (`30`) or not (`0.5`).
+fn seconds_as_millis(value: &Expr, key: &str) -> syn::Result<u64> {
     let expected = "a number of seconds, such as 30 or 0.5";
-    let seconds = match literal(value, "shutdown_timeout", expected)? {
+    let seconds = match literal(value, key, expected)? {
         Lit::Int(int) => int.base10_parse::<u64>().ok().map(|s| s as f64),
         Lit::Float(float) => float.base10_parse::<f64>().ok(),
         lit => {
             return Err(syn::Error::new_spanned(
                 lit,
-                format!(
-                    "`shutdown_timeout` expects {expected}, found {}",
-                    found(lit)
-                ),
+                format!("`{key}` expects {expected}, found {}", found(lit)),
             ))
         }
     };
@@ -282,7 +284,7 @@ fn seconds_as_millis(value: &Expr) -> syn::Result<u64> {
         Some(s) if s.is_finite() && s <= 86_400.0 * 365.0 => Ok((s * 1000.0).round() as u64),
         _ => Err(syn::Error::new_spanned(
             value,
-            format!("`shutdown_timeout` expects {expected}"),
+            format!("`{key}` expects {expected}"),
         )),
     }
 }

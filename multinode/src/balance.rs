@@ -62,7 +62,9 @@ pub(crate) struct LoadTable {
 unsafe impl Send for LoadTable {}
 unsafe impl Sync for LoadTable {}
 
-const TABLE_BYTES: usize = TABLE_SLOTS * std::mem::size_of::<Entry>();
+/// The slots' lines, then one more: the end of the serving slots, which SIGTTIN
+/// moves (kept in that line's `active`).
+const TABLE_BYTES: usize = (TABLE_SLOTS + 1) * std::mem::size_of::<Entry>();
 
 impl LoadTable {
     /// A new, zeroed table (the master's).
@@ -113,8 +115,22 @@ impl LoadTable {
 
     fn entry(&self, slot: usize) -> &Entry {
         assert!(slot < TABLE_SLOTS, "slot {slot} is beyond the table");
+        self.line(slot)
+    }
+
+    fn line(&self, index: usize) -> &Entry {
+        assert!(index <= TABLE_SLOTS);
         // SAFETY: in bounds (checked), and the mapping outlives `&self`.
-        unsafe { &*self.entries.as_ptr().add(slot) }
+        unsafe { &*self.entries.as_ptr().add(index) }
+    }
+
+    /// Where the serving slots end (the master sets it at start and on SIGTTIN).
+    pub(crate) fn set_serving_end(&self, end: usize) {
+        self.line(TABLE_SLOTS).active.store(end as u32, Relaxed);
+    }
+
+    fn serving_end(&self) -> usize {
+        self.line(TABLE_SLOTS).active.load(Relaxed) as usize
     }
 
     /// Marks a slot serving or not (the master, on ready and on exit).
@@ -132,7 +148,8 @@ impl LoadTable {
     /// (see [`TIE_SPREAD`]). The tie-break matters when connections are
     /// short: counts are all 0 and, without it, the process that wakes first would
     /// win every race.
-    fn least_busy(&self, slot: usize, slots: std::ops::Range<usize>) -> bool {
+    fn least_busy(&self, slot: usize, first: usize) -> bool {
+        let slots = first..self.serving_end().min(TABLE_SLOTS);
         let me = self.entry(slot);
         let (mine, my_total) = (me.active.load(Relaxed), me.connections.load(Relaxed));
         slots
@@ -178,8 +195,8 @@ pub(crate) struct Acceptor {
     listener: AsyncFd<std::net::TcpListener>,
     table: Arc<LoadTable>,
     slot: usize,
-    /// The serving slots, when accepting defers to less busy nodes.
-    least_conn: Option<std::ops::Range<usize>>,
+    /// The first serving slot, when accepting defers to less busy nodes.
+    least_conn: Option<usize>,
     /// Set when a deferral cleared the listener's readiness while connections
     /// may still be queued; until the queue is found empty, look at it before
     /// waiting for the next arrival.
@@ -200,7 +217,7 @@ impl Acceptor {
             listener,
             table,
             slot,
-            least_conn: (balance == Balance::LeastConn).then_some(slots),
+            least_conn: (balance == Balance::LeastConn).then_some(slots.start),
             deferred: AtomicBool::new(false),
         })
     }
@@ -246,7 +263,7 @@ impl Acceptor {
     /// it is among the least busy live nodes.
     fn my_turn(&self) -> bool {
         match &self.least_conn {
-            Some(slots) => self.table.least_busy(self.slot, slots.clone()),
+            Some(first) => self.table.least_busy(self.slot, *first),
             None => true,
         }
     }
@@ -303,21 +320,28 @@ mod tests {
     fn the_table_is_shared_through_its_descriptor() {
         let table = LoadTable::create().unwrap();
         let other = LoadTable::open(table.fd().try_clone_to_owned().unwrap()).unwrap();
+        table.set_serving_end(2);
         table.set_live(0, true);
         other.set_live(1, true);
         other.entry(1).active.store(3, Relaxed);
         table.entry(0).requests.fetch_add(5, Relaxed);
         assert_eq!(other.totals(0), (0, 5));
-        assert!(table.least_busy(0, 0..2));
-        assert!(!other.least_busy(1, 0..2));
+        assert!(table.least_busy(0, 0));
+        assert!(!other.least_busy(1, 0));
         table.set_live(0, false); // a dead node does not count
-        assert!(other.least_busy(1, 0..2));
+        assert!(other.least_busy(1, 0));
         // Equally busy: the node far ahead in total connections waits its turn.
         table.set_live(0, true);
         other.entry(1).active.store(0, Relaxed);
         table.entry(1).connections.store(TIE_SPREAD + 1, Relaxed);
-        assert!(!table.least_busy(1, 0..2));
-        assert!(table.least_busy(0, 0..2));
+        assert!(!table.least_busy(1, 0));
+        assert!(table.least_busy(0, 0));
+        // A node added later (SIGTTIN) counts once the end moves past it.
+        table.set_live(2, true);
+        table.entry(0).connections.store(TIE_SPREAD + 1, Relaxed);
+        assert!(table.least_busy(0, 0));
+        table.set_serving_end(3);
+        assert!(!table.least_busy(0, 0), "node 2 has accepted far fewer");
     }
 
     #[test]

@@ -56,10 +56,26 @@ impl<E: Debug> MainResult for Result<(), E> {
         match self {
             Ok(()) => 0,
             Err(error) => {
-                tracing::error!("main returned an error: {error:?}");
+                let reason = format!("main returned an error: {error:?}");
+                tracing::error!("{reason}");
+                report_failure(&reason);
                 1
             }
         }
+    }
+}
+
+/// A worker's control socket, for reports that cannot wait for the runtime (a
+/// panic). Never dropped, so its descriptor stays this socket's until exit.
+static CONTROL: std::sync::OnceLock<Arc<ControlSocket>> = std::sync::OnceLock::new();
+
+/// Tells the master why this worker is about to fail, so that it can name the
+/// reason if the worker never manages to start. Nothing in the master.
+fn report_failure(reason: &str) {
+    if let Some(control) = CONTROL.get() {
+        // Within a control packet, whatever the reason's length.
+        let reason: String = reason.chars().take(2000).collect();
+        control.send_now(&Message::Failed { reason });
     }
 }
 
@@ -155,7 +171,10 @@ where
         }
     };
     let table = match LoadTable::create() {
-        Ok(table) => Arc::new(table),
+        Ok(table) => {
+            table.set_serving_end(config.serving_slots().end);
+            Arc::new(table)
+        }
         Err(error) => {
             eprintln!("multinode: cannot create the load table: {error}");
             return 1;
@@ -185,6 +204,7 @@ where
         shutdown_timeout: config.shutdown_timeout,
         balance: config.balance,
         serving_slots: config.serving_slots(),
+        heartbeat: Duration::ZERO, // the master's node is not watched
     };
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -244,6 +264,12 @@ where
         .block_on(
             async move {
                 let control = Arc::new(ControlSocket::new(control)?);
+                let _ = CONTROL.set(control.clone());
+                let default_hook = std::panic::take_hook();
+                std::panic::set_hook(Box::new(move |info| {
+                    report_failure(&info.to_string());
+                    default_hook(info)
+                }));
                 let (identity, listener, table) =
                     match tokio::time::timeout(GREETING_TIMEOUT, greeting(&control, slot)).await {
                         Ok(greeted) => greeted?,
@@ -259,7 +285,8 @@ where
                 let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
                 let peers = start_mesh(&identity, mesh_rx);
                 // Their lines carry the node's span too.
-                let follow = follow_master(control, shutdown.clone(), ready_rx, mesh_tx);
+                let heartbeat = identity.heartbeat;
+                let follow = follow_master(control, shutdown.clone(), ready_rx, mesh_tx, heartbeat);
                 tokio::spawn(follow.in_current_span());
                 tokio::spawn(on_signals(shutdown.clone()).in_current_span());
                 let nodes = Nodes::new(identity, listener, table, shutdown, ready_tx, peers);
@@ -270,6 +297,7 @@ where
         .unwrap_or_else(|error| {
             let _entered = span.enter();
             tracing::error!("cannot start: {error}");
+            report_failure(&format!("cannot start: {error}"));
             1
         })
 }
@@ -289,6 +317,7 @@ async fn greeting(
                 shutdown_timeout_ms,
                 balance,
                 serving_slots,
+                heartbeat_ms,
             },
             None,
         )) if id == slot => Identity {
@@ -298,6 +327,7 @@ async fn greeting(
             shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
             balance,
             serving_slots,
+            heartbeat: Duration::from_millis(heartbeat_ms),
         },
         _ => return Err(unexpected(&format!("a greeting for node {slot}"))),
     };
@@ -331,7 +361,20 @@ async fn follow_master(
     shutdown: CancellationToken,
     ready: oneshot::Receiver<()>,
     mesh: tokio::sync::mpsc::UnboundedSender<Inbound>,
+    heartbeat: Duration,
 ) {
+    if !heartbeat.is_zero() {
+        let control = control.clone();
+        let beat = async move {
+            let mut every = tokio::time::interval(heartbeat);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let _ = control.send(&Message::Heartbeat, None).await;
+            }
+        };
+        tokio::spawn(beat.in_current_span());
+    }
     let report_ready = {
         let control = control.clone();
         async move {

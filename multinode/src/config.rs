@@ -103,6 +103,8 @@ pub struct Builder {
     pub(crate) worker_threads: Option<usize>,
     pub(crate) backlog: u32,
     pub(crate) balance: Balance,
+    pub(crate) timeout: Duration,
+    pub(crate) boot_failures: u32,
 }
 
 impl Default for Builder {
@@ -118,6 +120,8 @@ impl Default for Builder {
             worker_threads: None,
             backlog: 1024,
             balance: Balance::LeastConn,
+            timeout: Duration::from_secs(30),
+            boot_failures: 5,
         }
     }
 }
@@ -255,6 +259,34 @@ impl Builder {
         self
     }
 
+    /// The watchdog (gunicorn's `timeout`): a worker whose runtime sends no
+    /// heartbeat for this long, such as one stuck in a blocking loop, is killed and
+    /// replaced (default 30 s; `Duration::ZERO` turns it off). Heartbeats come from
+    /// a task in the worker's runtime, so a `current_thread` runtime blocked by a
+    /// handler misses them. It watches the workers, not the master's own node.
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().timeout(std::time::Duration::from_secs(10));
+    /// # let _ = builder;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many times in a row a worker may fail to start (exit before it is
+    /// ready) before the master stops everything and exits non-zero, naming the
+    /// worker's last error (default 5).
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().boot_failures(3);
+    /// # let _ = builder;
+    /// ```
+    pub fn boot_failures(mut self, failures: u32) -> Self {
+        self.boot_failures = failures;
+        self
+    }
+
     /// Starts the program: in the process the user started, binds the port and
     /// starts the workers, then runs `body` in every process with its [`Nodes`].
     /// Never returns: the process exits with 0, or non-zero on an error (2 for bad
@@ -342,6 +374,9 @@ impl Builder {
         if self.backlog == 0 {
             return Err(ConfigError::key("backlog", "0: expected at least 1"));
         }
+        if self.boot_failures == 0 {
+            return Err(ConfigError::key("boot_failures", "0: expected at least 1"));
+        }
         Ok(Config {
             addr,
             nodes,
@@ -350,6 +385,8 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             backlog: self.backlog,
             balance,
+            timeout: self.timeout,
+            boot_failures: self.boot_failures,
         })
     }
 
@@ -386,6 +423,8 @@ pub(crate) struct Config {
     pub shutdown_timeout: Duration,
     pub backlog: u32,
     pub balance: Balance,
+    pub timeout: Duration,
+    pub boot_failures: u32,
 }
 
 impl Config {

@@ -39,6 +39,8 @@ pub(crate) enum Message {
         shutdown_timeout_ms: u64,
         balance: Balance,
         serving_slots: std::ops::Range<usize>,
+        /// How often to send [`Message::Heartbeat`]; 0: never (no watchdog).
+        heartbeat_ms: u64,
     },
     /// master → worker; carries the listening socket of the worker's slot.
     Listener,
@@ -53,6 +55,11 @@ pub(crate) enum Message {
     Peer { id: usize, generation: u64 },
     /// master → worker: node `id` is gone for good (not restarted, or scaled down).
     NodeGone { id: usize },
+    /// worker → master, from a task of its runtime: the runtime is not stuck.
+    Heartbeat,
+    /// worker → master: why it is about to exit with an error (its body's error,
+    /// a panic, or a failed start).
+    Failed { reason: String },
 }
 
 impl Message {
@@ -123,6 +130,16 @@ impl ControlSocket {
                 Ok(result) => return result.map(drop),
                 Err(_would_block) => continue,
             }
+        }
+    }
+
+    /// Sends a message that names no descriptor at once, without the runtime: for
+    /// a panic hook. Best effort: a full socket drops it.
+    pub(crate) fn send_now(&self, message: &Message) {
+        debug_assert!(!message.carries_fd());
+        if let Ok(bytes) = serde_json::to_vec(message) {
+            let fd = self.fd.get_ref().as_raw_fd();
+            let _ = nix::sys::socket::send(fd, &bytes, MsgFlags::MSG_NOSIGNAL);
         }
     }
 

@@ -130,7 +130,8 @@ impl<S> Server<S> {
 
     /// Serves until the node's shutdown fires, then drains (see [`serve`]). Fails
     /// at once if the node has no listener (taken already, or the master with
-    /// `master_listen = false`).
+    /// `master_listen = false`), and with `TimedOut` when connections were still
+    /// open at `shutdown_timeout` and had to be cut.
     ///
     /// ```no_run
     /// use std::convert::Infallible;
@@ -206,10 +207,15 @@ impl<S> Server<S> {
             .await
             .is_err()
         {
+            let cut = connections.len();
             tracing::warn!(
-                "connections still open after shutdown_timeout ({:?}); cutting them",
+                "{cut} connections still open after shutdown_timeout ({:?}); cutting them",
                 nodes.shutdown_timeout()
             );
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{cut} connections were cut at shutdown_timeout"),
+            ));
         }
         Ok(())
     }

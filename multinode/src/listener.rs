@@ -17,6 +17,9 @@ pub(crate) struct Listeners {
     first_slot: usize,
     /// The bound address, with the real port when port 0 was asked for.
     pub addr: SocketAddr,
+    /// One socket per slot (`ReusePort`), or one for all.
+    per_slot: bool,
+    backlog: i32,
 }
 
 impl Listeners {
@@ -42,12 +45,7 @@ impl Listeners {
                 drop(probe);
                 config
                     .serving_slots()
-                    .map(|_| {
-                        let socket = socket(addr, true)?;
-                        socket.bind(&addr.into())?;
-                        socket.listen(backlog)?;
-                        Ok(socket.into())
-                    })
+                    .map(|_| reuse_port_listener(addr, backlog))
                     .collect::<io::Result<_>>()?
             }
         };
@@ -55,13 +53,39 @@ impl Listeners {
             sockets,
             first_slot: config.serving_slots().start,
             addr,
+            per_slot: config.balance == Balance::ReusePort,
+            backlog,
         })
+    }
+
+    /// Makes room for one more slot after the last (SIGTTIN): with `ReusePort`, one
+    /// more socket in the group.
+    pub fn push_slot(&mut self) -> io::Result<()> {
+        if self.per_slot {
+            self.sockets
+                .push(reuse_port_listener(self.addr, self.backlog)?);
+        }
+        Ok(())
+    }
+
+    /// Closes the last slot's own socket (SIGTTOU, once its node is gone).
+    pub fn pop_slot(&mut self) {
+        if self.per_slot && self.sockets.len() > 1 {
+            self.sockets.pop();
+        }
     }
 
     /// The listening socket that serving slot `slot` accepts from.
     pub fn for_slot(&self, slot: usize) -> &TcpListener {
         &self.sockets[(slot - self.first_slot) % self.sockets.len()]
     }
+}
+
+fn reuse_port_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let socket = socket(addr, true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }
 
 fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {

@@ -55,6 +55,8 @@ pub(crate) struct Identity {
     pub shutdown_timeout: Duration,
     pub balance: Balance,
     pub serving_slots: std::ops::Range<usize>,
+    /// How often a worker tells the master its runtime is not stuck; zero: never.
+    pub heartbeat: Duration,
 }
 
 impl Nodes {

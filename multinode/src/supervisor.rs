@@ -32,8 +32,6 @@ const STABLE_UPTIME: Duration = Duration::from_secs(2);
 /// The first and the largest delay before restarting a crash-looping worker.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Consecutive failures to boot (exit before reporting ready) that stop everything.
-const MAX_BOOT_FAILURES: u32 = 5;
 /// What stragglers get beyond `shutdown_timeout` before they are killed.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 /// How long a replacement may take to report ready during a rolling restart.
@@ -73,6 +71,10 @@ struct Slot {
     crashes: u32,
     /// Consecutive exits before reporting ready.
     boot_failures: u32,
+    /// The last reason a worker of this slot gave for failing.
+    last_error: Option<String>,
+    /// Being removed (SIGTTOU): not restarted once it exits.
+    removing: bool,
 }
 
 /// A live incarnation of a slot. Its process is owned by its task, which alone
@@ -83,6 +85,10 @@ struct Worker {
     started: Instant,
     ready: bool,
     commands: mpsc::UnboundedSender<Order>,
+    /// When its runtime last said it is not stuck (or when it started).
+    last_heartbeat: Instant,
+    /// Killed by the watchdog already.
+    killed: bool,
 }
 
 /// What the supervisor orders a worker's task to do.
@@ -170,10 +176,12 @@ impl Supervisor {
     ) -> i32 {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events = events_tx;
-        let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup)) = (
+        let (Ok(mut sigint), Ok(mut sigterm), Ok(mut sighup), Ok(mut sigttin), Ok(mut sigttou)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::from_raw(nix::libc::SIGTTIN)),
+            signal(SignalKind::from_raw(nix::libc::SIGTTOU)),
         ) else {
             error!("cannot install signal handlers");
             return 1;
@@ -189,6 +197,7 @@ impl Supervisor {
         }
         let mut master_ready_pending = self.config.master_listen;
         let mut body_finished = false;
+        let mut watchdog = heartbeat(self.config.timeout).map(tokio::time::interval);
         loop {
             let deadline = self.deadline;
             tokio::select! {
@@ -201,6 +210,9 @@ impl Supervisor {
                 }
                 _ = sigterm.recv() => self.stop("SIGTERM"),
                 _ = sighup.recv() => self.reload(),
+                _ = sigttin.recv() => self.add_node(),
+                _ = sigttou.recv() => self.remove_node(),
+                _ = tick(&mut watchdog) => self.watchdog(),
                 Some(event) = events.recv() => self.on_event(event),
                 ready = &mut master_ready, if master_ready_pending => {
                     master_ready_pending = false;
@@ -257,6 +269,101 @@ impl Supervisor {
                     generation, "cannot start a worker process: {error}"
                 );
                 false
+            }
+        }
+    }
+
+    /// SIGTTIN: one more node, in the slot after the highest.
+    fn add_node(&mut self) {
+        if self.deadline.is_some() {
+            return;
+        }
+        let slot = self
+            .slots
+            .keys()
+            .next_back()
+            .map_or(self.config.serving_slots().end, |last| last + 1);
+        if slot > crate::config::MAX_NODES {
+            warn!(
+                "SIGTTIN: already at the most nodes ({})",
+                crate::config::MAX_NODES
+            );
+            return;
+        }
+        if let Err(error) = self.listeners.push_slot() {
+            error!(
+                node = slot,
+                "SIGTTIN: cannot listen for a new node: {error}"
+            );
+            return;
+        }
+        self.table.set_serving_end(slot + 1);
+        info!(node = slot, "SIGTTIN: adding a node");
+        self.slots.insert(slot, Slot::default());
+        if !self.start(slot) {
+            self.after_exit(slot, false, Duration::ZERO, "could not start".into());
+        }
+    }
+
+    /// SIGTTOU: the highest node drains and is not restarted; at least one node
+    /// keeps serving.
+    fn remove_node(&mut self) {
+        if self.deadline.is_some() {
+            return;
+        }
+        let serving = self.slots.values().filter(|s| !s.removing).count()
+            + usize::from(self.config.master_listen);
+        let highest = self.slots.iter().rev().find(|(_, s)| !s.removing);
+        let Some((&slot, state)) = highest.filter(|_| serving > 1) else {
+            warn!("SIGTTOU: one node left; not removing it");
+            return;
+        };
+        info!(node = slot, "SIGTTOU: removing the node");
+        for worker in state.worker.iter().chain(state.retiring.iter()) {
+            let _ = worker.commands.send(Order::Send(Message::Shutdown, None));
+        }
+        let alive = state.worker.is_some() || state.retiring.is_some();
+        self.slots.get_mut(&slot).expect("just found").removing = true;
+        if !alive {
+            self.forget(slot); // it was waiting to restart
+        }
+    }
+
+    /// A removed node's last process is gone: its slot goes, and every node is told.
+    fn forget(&mut self, slot: usize) {
+        self.slots.remove(&slot);
+        self.table.set_live(slot, false);
+        if self
+            .slots
+            .keys()
+            .next_back()
+            .is_none_or(|last| *last < slot)
+        {
+            self.listeners.pop_slot();
+        }
+        self.announce_gone(slot);
+        info!(node = slot, "node removed");
+    }
+
+    /// Kills the workers whose runtime sent no heartbeat for `timeout`.
+    fn watchdog(&mut self) {
+        if self.deadline.is_some() {
+            return;
+        }
+        let timeout = self.config.timeout;
+        for (slot, state) in self.slots.iter_mut() {
+            for worker in state.worker.iter_mut().chain(state.retiring.iter_mut()) {
+                let silent = worker.last_heartbeat.elapsed();
+                if silent > timeout && !worker.killed {
+                    warn!(
+                        node = *slot,
+                        generation = worker.generation,
+                        pid = worker.pid,
+                        "no heartbeat for {silent:?} (timeout {timeout:?}): the node is stuck; killing it"
+                    );
+                    worker.killed = true;
+                    let _ = worker.commands.send(Order::Kill);
+                }
             }
         }
     }
@@ -417,6 +524,7 @@ impl Supervisor {
             shutdown_timeout_ms: self.config.shutdown_timeout.as_millis() as u64,
             balance: self.config.balance,
             serving_slots: self.config.serving_slots(),
+            heartbeat_ms: heartbeat(self.config.timeout).map_or(0, |d| d.as_millis() as u64),
         };
         let (commands, commands_rx) = mpsc::unbounded_channel();
         tokio::spawn(watch_worker(
@@ -437,6 +545,8 @@ impl Supervisor {
             started: Instant::now(),
             ready: false,
             commands,
+            last_heartbeat: Instant::now(),
+            killed: false,
         })
     }
 
@@ -466,6 +576,24 @@ impl Supervisor {
                     self.next_reload(); // the old one is gone already
                 }
             }
+            Event::Message {
+                slot,
+                generation,
+                message: Message::Heartbeat,
+            } => {
+                if let Some(worker) = self.incarnation(slot, generation) {
+                    worker.last_heartbeat = Instant::now();
+                }
+            }
+            Event::Message {
+                slot,
+                message: Message::Failed { reason },
+                ..
+            } => {
+                if let Some(state) = self.slots.get_mut(&slot) {
+                    state.last_error = Some(reason);
+                }
+            }
             Event::Message { slot, message, .. } => {
                 warn!(node = slot, "unexpected control message {message:?}");
             }
@@ -474,6 +602,7 @@ impl Supervisor {
                 generation,
                 status,
             } => {
+                let failed = status.as_ref().map_or(true, |s| !s.success());
                 let status = match status {
                     Ok(status) => status.to_string(),
                     Err(error) => format!("unknown status ({error})"),
@@ -483,6 +612,10 @@ impl Supervisor {
                 };
                 if let Some(old) = state.retiring.take_if(|w| w.generation == generation) {
                     info!(node = slot, generation, pid = old.pid, %status, "old incarnation exited");
+                    if state.removing && state.worker.is_none() {
+                        self.forget(slot);
+                        return;
+                    }
                     let replaced = state.worker.as_ref().is_some_and(|w| w.ready);
                     if self.reloading == Some(slot) && replaced && self.deadline.is_none() {
                         self.next_reload();
@@ -494,6 +627,16 @@ impl Supervisor {
                 };
                 if self.deadline.is_some() {
                     info!(node = slot, generation, pid = worker.pid, %status, "node stopped");
+                    if failed {
+                        self.exit_code = 1; // it did not drain cleanly
+                    }
+                    return;
+                }
+                if state.removing {
+                    info!(node = slot, generation, pid = worker.pid, %status, "node stopped");
+                    if state.retiring.is_none() {
+                        self.forget(slot);
+                    }
                     return;
                 }
                 if !worker.ready && self.reloading == Some(slot) {
@@ -542,10 +685,15 @@ impl Supervisor {
         } else {
             state.crashes + 1
         };
-        if state.boot_failures >= MAX_BOOT_FAILURES {
+        if state.boot_failures >= self.config.boot_failures {
+            let last = match state.last_error.take() {
+                Some(reason) => format!("{reason} ({status})"),
+                None => status,
+            };
             error!(
                 node = slot,
-                "failed to start {MAX_BOOT_FAILURES} times in a row (last: {status}); stopping"
+                "failed to start {} times in a row; last error: {last}; stopping",
+                self.config.boot_failures
             );
             self.exit_code = 1;
             self.stop("a node cannot start");
@@ -592,6 +740,16 @@ impl Supervisor {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         std::process::exit(code)
+    }
+
+    /// Incarnation `generation` of `slot`, current or retiring.
+    fn incarnation(&mut self, slot: usize, generation: u64) -> Option<&mut Worker> {
+        let state = self.slots.get_mut(&slot)?;
+        state
+            .worker
+            .iter_mut()
+            .chain(state.retiring.iter_mut())
+            .find(|w| w.generation == generation)
     }
 
     fn current(&mut self, slot: usize, generation: u64) -> Option<&mut Worker> {
@@ -650,6 +808,20 @@ fn backoff(crashes: u32) -> Duration {
     }
 }
 
+/// How often workers send heartbeats for a watchdog `timeout`; `None`: no watchdog.
+fn heartbeat(timeout: Duration) -> Option<Duration> {
+    (!timeout.is_zero()).then(|| (timeout / 4).max(Duration::from_millis(10)))
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -685,7 +857,7 @@ async fn watch_worker(
     let mut reading = true;
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status,
+            biased;
             received = control.recv(), if reading => match received {
                 Ok(Some((message, _))) => {
                     let _ = events.send(Event::Message { slot, generation, message });
@@ -696,6 +868,7 @@ async fn watch_worker(
                     reading = error.kind() == io::ErrorKind::InvalidData;
                 }
             },
+            status = child.wait() => break status,
             Some(command) = commands.recv() => match command {
                 Order::Send(message, fd) => {
                     if let Err(error) = control.send(&message, fd.as_ref().map(|fd| fd.as_fd())).await {
@@ -708,6 +881,20 @@ async fn watch_worker(
             },
         }
     };
+    // What it said just before exiting (why it failed) is still queued before EOF.
+    while reading {
+        let last = tokio::time::timeout(Duration::from_millis(100), control.recv()).await;
+        match last {
+            Ok(Ok(Some((message, _)))) => {
+                let _ = events.send(Event::Message {
+                    slot,
+                    generation,
+                    message,
+                });
+            }
+            _ => reading = false,
+        }
+    }
     let _ = events.send(Event::Exited {
         slot,
         generation,

@@ -27,7 +27,6 @@ mod messages;
 mod outbox;
 mod peer;
 
-pub(crate) use messages::start as start_messages;
 /// Raw bytes as a message: `nodes.take_messages::<multinode::mesh::Bytes>()`.
 ///
 /// ```
@@ -35,6 +34,7 @@ pub(crate) use messages::start as start_messages;
 /// assert_eq!(message.len(), 11);
 /// ```
 pub use bytes::Bytes;
+pub(crate) use messages::start as start_messages;
 pub use messages::{Options, Receiver, SendError, Sender};
 pub(crate) use peer::{run, Inbound, PeerQueue};
 pub use peer::{Peer, Peers};

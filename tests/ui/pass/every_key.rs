@@ -9,7 +9,9 @@
     flavor = "multi_thread",
     worker_threads = 2,
     backlog = 64,
-    balance = "shared"
+    balance = "shared",
+    timeout = 10,
+    boot_failures = 3
 )]
 async fn main(nodes: multinode::Nodes) -> () {
     assert!(nodes.id() <= nodes.count());
