@@ -172,3 +172,48 @@ fn sigttin_adds_a_node_and_sigttou_removes_the_highest() {
 fn scaling_with_reuse_port_listeners() {
     scale("reuse_port");
 }
+
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn a_worker_leaks_no_descriptor_while_its_peer_restarts() {
+    let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "3")]);
+    program.ready();
+    program.wait_for("got hello", 6, WAIT);
+    let pid = |id: usize, generation: u64| {
+        let needle = format!("probe up: node {id} generation {generation} pid ");
+        program.wait_for(&needle, 1, WAIT);
+        let line = program
+            .log()
+            .into_iter()
+            .find(|l| l.contains(&needle))
+            .unwrap();
+        line[line.find(&needle).unwrap() + needle.len()..]
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let (stays, master) = (pid(1, 1), program.pid());
+    let before = (descriptors(stays), descriptors(master));
+    for generation in 1..=5 {
+        let victim = pid(2, generation);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
+        // The replacement is meshed with node 1 and the master's node.
+        program.wait_for("got hello 2 from 2", 2 * (generation as usize + 1), WAIT);
+    }
+    // Old streams close as their EOF is read: poll until the counts settle.
+    let settled = poll(WAIT, || {
+        let now = (descriptors(stays), descriptors(master));
+        (now == before).then_some(now)
+    });
+    assert_eq!(
+        settled,
+        Some(before),
+        "descriptors of node 1 and the master, before and after 5 restarts of node 2: {before:?} / {:?}",
+        (descriptors(stays), descriptors(master))
+    );
+}
