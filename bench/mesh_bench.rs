@@ -7,7 +7,9 @@
 //!   the same codec (tokio-util's length-delimited), written and read by two
 //!   threads, each on its own current_thread runtime like two nodes;
 //! - broadcast latency from node 0 to the 3 others: per broadcast, until the last
-//!   of them has it (CLOCK_MONOTONIC is one clock for every process), p50 and p99.
+//!   of them has it (CLOCK_MONOTONIC is one clock for every process), p50 and p99;
+//!   and the floor under it on this machine: the same over bare socketpairs to 3
+//!   threads sleeping in a blocking read.
 //!
 //! `QUICK=1` sends fewer messages. The output is one CSV line per figure after a
 //! `mesh,` prefix, which `bench/run.py` reads.
@@ -126,12 +128,62 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
             }
         }
         latencies.push(worst);
-        tokio::time::sleep(Duration::from_micros(200)).await; // idle between broadcasts
+        tokio::time::sleep(IDLE).await;
     }
+    print_latency("broadcast to 3 nodes", latencies);
+    let floor = tokio::task::spawn_blocking(move || bare_broadcast(pings));
+    print_latency("bare broadcast to 3 threads", floor.await.unwrap());
+}
+
+/// The pause between two broadcasts, so that the receivers are asleep when one comes.
+const IDLE: Duration = Duration::from_millis(1);
+
+/// Prints p50 and p99 of `latencies` (ns) in µs.
+fn print_latency(what: &str, mut latencies: Vec<u64>) {
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1000.0;
-    println!("mesh,broadcast to 3 nodes,p50_us,{:.1}", pct(0.50));
-    println!("mesh,broadcast to 3 nodes,p99_us,{:.1}", pct(0.99));
+    println!("mesh,{what},p50_us,{:.1}", pct(0.50));
+    println!("mesh,{what},p99_us,{:.1}", pct(0.99));
+}
+
+/// The floor under broadcast latency on this machine: the same broadcasts over
+/// bare socketpairs to 3 threads sleeping in a blocking `read` (no runtime, no
+/// framing, no encoding), each timing its arrival and answering.
+fn bare_broadcast(pings: usize) -> Vec<u64> {
+    use std::io::{Read, Write};
+    let mut ends = Vec::new();
+    let mut threads = Vec::new();
+    for _ in 0..3 {
+        let (here, mut there) = std::os::unix::net::UnixStream::pair().unwrap();
+        threads.push(std::thread::spawn(move || {
+            let mut sent = [0; 8];
+            while there.read_exact(&mut sent).is_ok() {
+                let latency_ns = now_ns() - u64::from_le_bytes(sent);
+                there.write_all(&latency_ns.to_le_bytes()).unwrap();
+            }
+        }));
+        ends.push(here);
+    }
+    let mut latencies = Vec::with_capacity(pings);
+    for _ in 0..pings {
+        let sent = now_ns().to_le_bytes();
+        for end in &mut ends {
+            end.write_all(&sent).unwrap();
+        }
+        let mut worst = 0;
+        for end in &mut ends {
+            let mut latency = [0; 8];
+            end.read_exact(&mut latency).unwrap();
+            worst = worst.max(u64::from_le_bytes(latency));
+        }
+        latencies.push(worst);
+        std::thread::sleep(IDLE);
+    }
+    drop(ends);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    latencies
 }
 
 /// Prints messages/s and MB/s (payload bytes) for each round's time.

@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -227,7 +227,15 @@ impl<M: Serialize> Sender<M> {
     }
 
     fn encode(&self, message: &M) -> Result<Bytes, SendError> {
-        let bytes = postcard::to_stdvec(message).map_err(|e| SendError::Encode(e.to_string()))?;
+        let bytes = SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.capacity() < SCRATCH_LOW {
+                scratch.reserve(SCRATCH_SIZE);
+            }
+            let encoded = postcard::to_io(message, (&mut *scratch).writer()).map(drop);
+            let bytes = scratch.split().freeze();
+            encoded.map(|_| bytes)
+        });
+        let bytes = bytes.map_err(|e| SendError::Encode(e.to_string()))?;
         let max = self.router.options.max_frame_len;
         if bytes.len() > max {
             return Err(SendError::TooLarge {
@@ -235,7 +243,7 @@ impl<M: Serialize> Sender<M> {
                 max,
             });
         }
-        Ok(Bytes::from(bytes))
+        Ok(bytes)
     }
 }
 
@@ -251,6 +259,15 @@ impl<M> Sender<M> {
         self.router.links().live.keys().copied().collect()
     }
 }
+
+thread_local! {
+    /// Where this thread encodes messages: each one is split off as `Bytes` that
+    /// share one allocation, so that a small message costs no allocation of its own.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+/// A new scratch allocation, and the room under which one is made.
+const SCRATCH_SIZE: usize = 64 * 1024;
+const SCRATCH_LOW: usize = 4 * 1024;
 
 /// Receives `(from, message)` from every other node, in each sender's order.
 /// Made by [`Nodes::take_messages`](crate::Nodes::take_messages).
@@ -602,6 +619,9 @@ mod tests {
             tx.send(1, &too_big).await,
             Err(SendError::TooLarge { .. })
         ));
+        // What was encoded for it is gone: the next message arrives intact.
+        tx.send(1, &vec![1, 2, 3]).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().1, vec![1, 2, 3]);
     }
 
     #[tokio::test]
