@@ -506,6 +506,7 @@ async fn read_frames<M: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::peer::tests::connect;
     use crate::mesh::{run, Inbound};
     use proptest::prelude::*;
     use std::time::Duration;
@@ -524,31 +525,10 @@ mod tests {
             .collect();
         for a in 0..n {
             for b in a + 1..n {
-                connect(&nodes[a].0, (a, 1), &nodes[b].0, (b, 1));
+                connect(&nodes[a].0, &nodes[b].0, ((a, 1), (b, 1)));
             }
         }
         nodes
-    }
-
-    fn connect(
-        a: &mpsc::UnboundedSender<Inbound>,
-        (a_id, a_gen): (usize, u64),
-        b: &mpsc::UnboundedSender<Inbound>,
-        (b_id, b_gen): (usize, u64),
-    ) {
-        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.send(Inbound::Peer {
-            id: b_id,
-            generation: b_gen,
-            fd: x.into(),
-        })
-        .unwrap();
-        b.send(Inbound::Peer {
-            id: a_id,
-            generation: a_gen,
-            fd: y.into(),
-        })
-        .unwrap();
     }
 
     fn messages<M>(nodes: &[Node], id: usize, options: Options) -> (Sender<M>, Receiver<M>)

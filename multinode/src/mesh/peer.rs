@@ -300,7 +300,7 @@ pub(crate) async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A node's mesh task fed by hand, as the master would.
@@ -311,7 +311,9 @@ mod tests {
         (tx, Peers::new(queue))
     }
 
-    fn connect(
+    /// Meshes two nodes' tasks as the master would: one socketpair, an end each,
+    /// labelled with the other's id and generation.
+    pub(crate) fn connect(
         a: &mpsc::UnboundedSender<Inbound>,
         b: &mpsc::UnboundedSender<Inbound>,
         ids: ((usize, u64), (usize, u64)),
