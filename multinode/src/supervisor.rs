@@ -260,6 +260,7 @@ impl Supervisor {
             Ok(worker) => {
                 info!(node = slot, generation, pid = worker.pid, "node started");
                 state.worker = Some(worker);
+                state.last_error = None; // a reason belongs to the incarnation that gave it
                 self.mesh(slot, generation);
                 true
             }
@@ -587,11 +588,14 @@ impl Supervisor {
             }
             Event::Message {
                 slot,
+                generation,
                 message: Message::Failed { reason },
-                ..
             } => {
-                if let Some(state) = self.slots.get_mut(&slot) {
-                    state.last_error = Some(reason);
+                // Only the current incarnation's: it is the one whose boot is counted.
+                if self.current(slot, generation).is_some() {
+                    if let Some(state) = self.slots.get_mut(&slot) {
+                        state.last_error = Some(reason);
+                    }
                 }
             }
             Event::Message { slot, message, .. } => {
