@@ -867,6 +867,9 @@ async fn watch_worker(
                     let _ = events.send(Event::Message { slot, generation, message });
                 }
                 Ok(None) => reading = false, // the worker is exiting
+                // A worker that exits with messages it never read resets the
+                // socket: the reset is reported once, before what it sent last.
+                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
                 Err(error) => {
                     warn!(node = slot, generation, "{error}");
                     reading = error.kind() == io::ErrorKind::InvalidData;
@@ -896,6 +899,7 @@ async fn watch_worker(
                     message,
                 });
             }
+            Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionReset => {}
             _ => reading = false,
         }
     }
