@@ -24,6 +24,8 @@
 //! all gracefully on SIGTERM or SIGINT. The body of `main` runs in every process;
 //! [`Nodes`] tells it which one it is.
 
+#![warn(missing_docs)]
+
 #[cfg(not(unix))]
 compile_error!(
     "multinode runs on Unix only (Linux is what it is tested on): it passes sockets \

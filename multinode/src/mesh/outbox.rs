@@ -31,6 +31,9 @@ pub(crate) enum Refused {
     Gone,
 }
 
+/// The largest buffer kept for the next turn.
+const KEEP_CAPACITY: usize = 1024 * 1024;
+
 pub(crate) struct Outbox {
     state: Mutex<State>,
     capacity: usize,
@@ -107,17 +110,23 @@ impl Outbox {
         self.queued.notify_one();
     }
 
-    /// Everything queued, in one piece; `None` when nothing is.
-    fn take(&self) -> Option<Bytes> {
+    /// Swaps everything queued into `chunk`, whose old content was written and
+    /// whose room the senders get next: two buffers take turns, so that their
+    /// memory stays allocated and warm. False when nothing is queued.
+    fn take(&self, chunk: &mut BytesMut) -> bool {
+        chunk.clear();
+        if chunk.capacity() > KEEP_CAPACITY {
+            *chunk = BytesMut::new(); // once large messages are through, give it back
+        }
         let mut state = self.state();
         if state.frames == 0 {
-            return None;
+            return false;
         }
         state.frames = 0;
-        let chunk = state.buffer.split().freeze();
+        std::mem::swap(&mut state.buffer, chunk);
         drop(state);
         self.room.notify_waiters();
-        Some(chunk)
+        true
     }
 
     fn is_gone(&self) -> bool {
@@ -135,12 +144,13 @@ pub(crate) async fn write_to(
     mut streams: mpsc::UnboundedReceiver<Stream>,
 ) {
     let mut live: BTreeMap<u64, OwnedWriteHalf> = BTreeMap::new();
-    let mut unsent: Option<Bytes> = None;
+    let mut chunk = BytesMut::new();
+    let mut unsent = false;
     loop {
-        if unsent.is_none() && !live.is_empty() {
-            unsent = outbox.take();
+        if !unsent && !live.is_empty() {
+            unsent = outbox.take(&mut chunk);
         }
-        let (Some(chunk), Some(mut newest)) = (unsent.as_ref(), live.last_entry()) else {
+        let (true, Some(mut newest)) = (unsent, live.last_entry()) else {
             // Nothing to write, or no one to write to: wait for either.
             tokio::select! {
                 biased;
@@ -153,7 +163,7 @@ pub(crate) async fn write_to(
                     }
                     None => return,
                 },
-                _ = outbox.queued.notified(), if unsent.is_none() => {
+                _ = outbox.queued.notified(), if !unsent => {
                     if outbox.is_gone() {
                         return;
                     }
@@ -161,8 +171,8 @@ pub(crate) async fn write_to(
             }
             continue;
         };
-        match newest.get_mut().write_all(chunk).await {
-            Ok(()) => unsent = None,
+        match newest.get_mut().write_all(&chunk).await {
+            Ok(()) => unsent = false,
             Err(error) => {
                 tracing::warn!(
                     peer = id,
@@ -188,9 +198,10 @@ mod tests {
             outbox.try_send(Bytes::from_static(b"d")),
             Err(Refused::Full)
         );
-        let chunk = outbox.take().unwrap();
+        let mut chunk = BytesMut::new();
+        assert!(outbox.take(&mut chunk));
         assert_eq!(&chunk[..], b"\0\0\0\x01a\0\0\0\x02bc");
-        assert!(outbox.take().is_none());
+        assert!(!outbox.take(&mut chunk));
         outbox.try_send(Bytes::from_static(b"d")).unwrap();
         outbox.close();
         assert_eq!(
