@@ -22,7 +22,7 @@ ROUNDS = 1 if QUICK else int(os.environ.get("ROUNDS", "3"))
 SECONDS = 2 if QUICK else int(os.environ.get("SECONDS", "5"))
 CONNECTIONS = [64] if QUICK else [64, 256]
 OUT = os.path.join(ROOT, "bench", "results")
-EXAMPLES = os.path.join(ROOT, "target", "release", "examples")
+EXAMPLES = os.path.join(ROOT, "target", "dist", "examples")
 CLK = os.sysconf("SC_CLK_TCK")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark in one command: installs wrk and Node.js if missing (Debian
-# packages), builds in release mode, runs bench/run.py. QUICK=1: a smoke run.
+# packages), builds with the dist profile (release + LTO), runs bench/run.py. QUICK=1: a smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -9,5 +9,5 @@ command -v node >/dev/null || need+=(nodejs)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}"
 fi
-cargo build --release --example hello --example bare_hyper --example mesh_bench
+cargo build --profile dist --example hello --example bare_hyper --example mesh_bench
 exec python3 bench/run.py

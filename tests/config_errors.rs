@@ -1,6 +1,7 @@
 //! Bad input before anything starts: a port in use, bad environment values, a
 //! process started with worker variables but no control socket. Each is one line
-//! naming the address or the variable, a non-zero exit, and no process left.
+//! naming the address or the variable, a non-zero exit, and no process left. A bad
+//! `RUST_LOG` is only reported: logs are not worth refusing to serve.
 
 mod common;
 
@@ -95,4 +96,23 @@ fn worker_variables_without_a_control_socket_are_a_clear_error() {
             "{log:?}"
         );
     }
+}
+
+#[test]
+fn a_bad_log_filter_is_reported_and_the_program_serves_at_info() {
+    let program = Program::start(
+        "hello",
+        &[("RUST_LOG", "multinode=loud"), ("MULTINODE_NODES", "2")],
+    );
+    let addr = program.ready(); // "listening on", an info line: info it is
+    assert_eq!(common::get(addr, "/").unwrap().0, 200);
+    let log = program.log();
+    let warned = log
+        .iter()
+        .filter(|l| l.contains("RUST_LOG=\"multinode=loud\" is not a log filter"))
+        .count();
+    assert!(
+        warned >= 1,
+        "one line per process naming the variable: {log:?}"
+    );
 }

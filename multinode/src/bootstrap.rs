@@ -99,13 +99,29 @@ where
     std::process::exit(code)
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (`info` by default): a level, or
+/// `target=level` pairs such as `info,multinode=debug` (tracing-subscriber's
+/// `Targets`, which needs no regex engine in every process).
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let info = Targets::new().with_default(LevelFilter::INFO);
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) => value.parse().unwrap_or_else(|error| {
+            eprintln!(
+                "multinode: RUST_LOG={value:?} is not a log filter ({error}); logging at info"
+            );
+            info
+        }),
+        Err(_) => info,
+    };
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
         .try_init();
 }
 
