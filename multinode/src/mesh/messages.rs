@@ -233,6 +233,9 @@ impl<M: Serialize> Sender<M> {
             }
             let encoded = postcard::to_io(message, (&mut *scratch).writer()).map(drop);
             let bytes = scratch.split().freeze();
+            if bytes.len() > SCRATCH_SIZE {
+                *scratch = BytesMut::new(); // a large message's room goes with it
+            }
             encoded.map(|_| bytes)
         });
         let bytes = bytes.map_err(|e| SendError::Encode(e.to_string()))?;
