@@ -108,27 +108,21 @@ fn a_message_posted_once_reaches_every_stream_on_every_node_once() {
     let program = Program::start("chat", &[]);
     let addr = program.ready();
     let mut streams = streams_on_every_node(addr, 4);
-    let (status, body) = post(addr, r#"{"user":"ann","text":"first"}"#);
-    assert_eq!(status, 202, "{body}");
-    for stream in &mut streams {
-        let message = stream.next_message().expect("the message");
-        assert!(
-            message.contains(r#""text":"first""#),
-            "node {}: {message}",
-            stream.node
-        );
-    }
-    // The next message on every stream is the second one: the first came once.
-    assert_eq!(post(addr, r#"{"user":"bob","text":"second"}"#).0, 202);
     let mut per_node = BTreeMap::new();
-    for stream in &mut streams {
-        let message = stream.next_message().expect("the second message");
-        assert!(
-            message.contains(r#""text":"second""#),
-            "node {}: {message}",
-            stream.node
-        );
-        *per_node.entry(stream.node).or_insert(0) += 1;
+    for (user, text) in [("ann", "first"), ("bob", "second")] {
+        let (status, body) = post(addr, &format!(r#"{{"user":"{user}","text":"{text}"}}"#));
+        assert_eq!(status, 202, "{body}");
+        // Every stream's next message is this one: the one before came once.
+        for stream in &mut streams {
+            let message = stream.next_message().expect("the message");
+            let expected = format!(r#""text":"{text}""#);
+            assert!(
+                message.contains(&expected),
+                "node {}: {message}",
+                stream.node
+            );
+            *per_node.entry(stream.node).or_insert(0) += 1;
+        }
     }
     assert_eq!(per_node.len(), 4, "{per_node:?}");
 }
