@@ -67,6 +67,10 @@ async fn body(nodes: Nodes) -> Result<(), String> {
         return Err("replacement failure requested by PROBE_FAIL_REPLACEMENTS".into());
     }
     if !nodes.is_master() && std::env::var_os("PROBE_FAIL_WORKERS").is_some() {
+        // Blocking, so that the runtime reads nothing meanwhile: the worker exits
+        // with control messages it never read (its mesh streams), as a crash does,
+        // which resets its control socket.
+        std::thread::sleep(std::time::Duration::from_millis(50));
         return Err(format!(
             "node {} cannot start: PROBE_FAIL_WORKERS",
             nodes.id()
