@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
@@ -23,7 +23,7 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 use tracing::Instrument;
 
 use super::inbox::Inbox;
-use super::outbox::{self, Outbox, Refused, Stream};
+use super::outbox::{self, Outbox, Stream};
 use super::peer::{Item, PeerQueue};
 
 /// Settings of the message layer; the same in every node (the body is the same
@@ -61,7 +61,7 @@ impl Options {
         Self::default()
     }
 
-    /// The largest encoded message, in bytes (default 1 MiB). A larger one is a
+    /// The largest encoded message, in bytes (default 1 MiB; at most 4 GiB − 1). A larger one is a
     /// [`SendError::TooLarge`] for the sender; a frame announcing more closes the
     /// stream it came on.
     ///
@@ -70,7 +70,8 @@ impl Options {
     /// # let _ = options;
     /// ```
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
-        self.max_frame_len = bytes.max(1);
+        // The length prefix has 4 bytes.
+        self.max_frame_len = bytes.clamp(1, u32::MAX as usize);
         self
     }
 
@@ -186,9 +187,14 @@ impl<M: Serialize> Sender<M> {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, to: usize, message: &M) -> Result<(), SendError> {
-        let frame = self.encode(message)?;
-        let outbox = self.router.outbox(to)?;
-        outbox.send(frame).await.map_err(|_| SendError::Gone(to))
+        let max = self.router.options.max_frame_len;
+        let write = |buffer: &mut BytesMut| write_frame(message, max, buffer);
+        // The common case in one lock of the link table, with no reference counted.
+        let outbox = match self.router.try_send_with(to, write) {
+            Err(SendError::Full(_)) => self.router.outbox(to)?,
+            done => return done,
+        };
+        outbox.send_with(write).await
     }
 
     /// Queues `message` for node `to` without waiting: [`SendError::Full`] when its
@@ -202,12 +208,9 @@ impl<M: Serialize> Sender<M> {
     /// # }
     /// ```
     pub fn try_send(&self, to: usize, message: &M) -> Result<(), SendError> {
-        let frame = self.encode(message)?;
-        let outbox = self.router.outbox(to)?;
-        outbox.try_send(frame).map_err(|refused| match refused {
-            Refused::Full => SendError::Full(to),
-            Refused::Gone => SendError::Gone(to),
-        })
+        let max = self.router.options.max_frame_len;
+        self.router
+            .try_send_with(to, |buffer| write_frame(message, max, buffer))
     }
 
     /// Queues `message` for every other node (encoded once), waiting while a queue
@@ -219,34 +222,64 @@ impl<M: Serialize> Sender<M> {
     /// # Ok(()) }
     /// ```
     pub async fn broadcast(&self, message: &M) -> Result<(), SendError> {
-        let frame = self.encode(message)?;
+        let mut frame = BytesMut::new();
+        write_frame(message, self.router.options.max_frame_len, &mut frame)?;
+        let copy = |buffer: &mut BytesMut| {
+            buffer.extend_from_slice(&frame);
+            Ok(())
+        };
         for outbox in self.router.outboxes() {
-            let _ = outbox.send(frame.clone()).await; // Err: gone meanwhile
+            let _ = outbox.send_with(copy).await; // Err: gone meanwhile
         }
         Ok(())
     }
+}
 
-    fn encode(&self, message: &M) -> Result<Bytes, SendError> {
-        let bytes = SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.capacity() < SCRATCH_LOW {
-                scratch.reserve(SCRATCH_SIZE);
-            }
-            let encoded = postcard::to_io(message, (&mut *scratch).writer()).map(drop);
-            let bytes = scratch.split().freeze();
-            if bytes.len() > SCRATCH_SIZE {
-                *scratch = BytesMut::new(); // a large message's room goes with it
-            }
-            encoded.map(|_| bytes)
-        });
-        let bytes = bytes.map_err(|e| SendError::Encode(e.to_string()))?;
-        let max = self.router.options.max_frame_len;
-        if bytes.len() > max {
-            return Err(SendError::TooLarge {
-                len: bytes.len(),
-                max,
-            });
+/// Appends `message` to `buffer` as one frame of tokio-util's length-delimited
+/// codec as [`Options::codec`] reads it (a 4-byte big-endian length, then the
+/// postcard encoding), written in place: no copy and no allocation of its own.
+/// Nothing of a message over `max` bytes is kept beyond `max`; the caller takes
+/// back what was appended on error.
+fn write_frame<M: Serialize>(
+    message: &M,
+    max: usize,
+    buffer: &mut BytesMut,
+) -> Result<(), SendError> {
+    let start = buffer.len();
+    buffer.put_u32(0); // the length, written below
+    let mut body = Bounded {
+        buffer: &mut *buffer,
+        room: max,
+        len: 0,
+    };
+    postcard::to_io(message, &mut body).map_err(|e| SendError::Encode(e.to_string()))?;
+    let len = body.len;
+    if len > max {
+        return Err(SendError::TooLarge { len, max });
+    }
+    let prefix = u32::try_from(len).expect("max_frame_len fits the 4-byte length");
+    buffer[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(())
+}
+
+/// Appends to a buffer up to `room` bytes, and counts every byte written.
+struct Bounded<'a> {
+    buffer: &'a mut BytesMut,
+    room: usize,
+    len: usize,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.len + bytes.len() <= self.room {
+            self.buffer.extend_from_slice(bytes);
         }
-        Ok(bytes)
+        self.len += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -262,15 +295,6 @@ impl<M> Sender<M> {
         self.router.links().live.keys().copied().collect()
     }
 }
-
-thread_local! {
-    /// Where this thread encodes messages: each one is split off as `Bytes` that
-    /// share one allocation, so that a small message costs no allocation of its own.
-    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
-/// A new scratch allocation, and the room under which one is made.
-const SCRATCH_SIZE: usize = 64 * 1024;
-const SCRATCH_LOW: usize = 4 * 1024;
 
 /// Receives `(from, message)` from every other node, in each sender's order.
 /// Made by [`Nodes::take_messages`](crate::Nodes::take_messages).
@@ -348,9 +372,26 @@ impl Router {
     }
 
     fn outbox(&self, to: usize) -> Result<Arc<Outbox>, SendError> {
+        self.with_outbox(to, |outbox| Ok(outbox.clone()))
+    }
+
+    /// [`Outbox::try_send_with`] on node `to`'s queue.
+    fn try_send_with(
+        &self,
+        to: usize,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        self.with_outbox(to, |outbox| outbox.try_send_with(write))
+    }
+
+    fn with_outbox<T>(
+        &self,
+        to: usize,
+        f: impl FnOnce(&Arc<Outbox>) -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
         let links = self.links();
         match links.live.get(&to) {
-            Some(link) => Ok(link.outbox.clone()),
+            Some(link) => f(&link.outbox),
             None if links.gone.contains(&to) => Err(SendError::Gone(to)),
             None => Err(SendError::UnknownNode(to)),
         }
@@ -369,7 +410,7 @@ impl Router {
         let mut links = self.links();
         links.gone.remove(&id);
         let link = links.live.entry(id).or_insert_with(|| {
-            let outbox = Arc::new(Outbox::new(self.options.codec(), self.options.queue));
+            let outbox = Arc::new(Outbox::new(id, self.options.queue));
             let (streams, streams_rx) = mpsc::unbounded_channel();
             let writer = outbox::write_to(id, outbox.clone(), streams_rx);
             tokio::spawn(writer.in_current_span());
@@ -638,6 +679,27 @@ mod tests {
         let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
         assert!(codec.decode(&mut buf).is_err());
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn frames_are_what_the_codec_reads() {
+        let options = Options::new().max_frame_len(64);
+        let mut buffer = BytesMut::new();
+        let texts = ["", "one", "a longer message of some forty bytes....."];
+        for text in texts {
+            write_frame(&text, 64, &mut buffer).unwrap();
+        }
+        let too_large = "x".repeat(100);
+        assert_eq!(
+            write_frame(&too_large, 64, &mut BytesMut::new()),
+            Err(SendError::TooLarge { len: 101, max: 64 })
+        );
+        let mut codec = options.codec();
+        for text in texts {
+            let frame = codec.decode(&mut buffer).unwrap().expect("a whole frame");
+            assert_eq!(postcard::from_bytes::<&str>(&frame).unwrap(), text);
+        }
+        assert!(buffer.is_empty());
     }
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

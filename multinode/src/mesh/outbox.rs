@@ -1,20 +1,21 @@
 //! One node's outgoing queue, and the writer task that empties it onto the stream
 //! of that node's newest live incarnation.
 //!
-//! Senders encode each frame (tokio-util's length-delimited codec) straight into
-//! one buffer; the writer takes everything queued in one piece and writes it with
-//! as few system calls as the socket allows. The queue is bounded in frames:
-//! past the bound, `send` waits for the writer (back-pressure) and `try_send`
-//! fails.
+//! Senders write each frame straight into one buffer, under its lock (no
+//! allocation and no reference count per message); the writer takes everything
+//! queued in one piece and writes it with as few system calls as the socket
+//! allows. The queue is bounded in frames: past the bound, `send_with` waits for
+//! the writer (back-pressure) and `try_send_with` fails.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::{Encoder, LengthDelimitedCodec};
+
+use super::SendError;
 
 /// A change in the streams to one node's incarnations, for its writer.
 pub(crate) enum Stream {
@@ -24,17 +25,12 @@ pub(crate) enum Stream {
     Down(u64),
 }
 
-/// Why a frame was not queued.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
-    Full,
-    Gone,
-}
-
 /// The largest buffer kept for the next turn.
 const KEEP_CAPACITY: usize = 1024 * 1024;
 
 pub(crate) struct Outbox {
+    /// The node this queue goes to.
+    id: usize,
     state: Mutex<State>,
     capacity: usize,
     /// Wakes the writer: frames were queued, or the node is gone.
@@ -44,17 +40,16 @@ pub(crate) struct Outbox {
 }
 
 struct State {
-    codec: LengthDelimitedCodec,
     buffer: BytesMut,
     frames: usize,
     gone: bool,
 }
 
 impl Outbox {
-    pub(crate) fn new(codec: LengthDelimitedCodec, capacity: usize) -> Self {
+    pub(crate) fn new(id: usize, capacity: usize) -> Self {
         Outbox {
+            id,
             state: Mutex::new(State {
-                codec,
                 buffer: BytesMut::new(),
                 frames: 0,
                 gone: false,
@@ -69,31 +64,44 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `frame`, waiting while the queue is full.
-    pub(crate) async fn send(&self, frame: Bytes) -> Result<(), Refused> {
+    /// Queues the frame that `write` appends, waiting while the queue is full.
+    pub(crate) async fn send_with(
+        &self,
+        mut write: impl FnMut(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
         loop {
+            match self.try_send_with(&mut write) {
+                Err(SendError::Full(_)) => {}
+                done => return done,
+            }
+            // Registered before the second try: room made after it wakes us.
             let room = self.room.notified();
-            match self.try_send(frame.clone()) {
-                Err(Refused::Full) => room.await,
+            match self.try_send_with(&mut write) {
+                Err(SendError::Full(_)) => room.await,
                 done => return done,
             }
         }
     }
 
-    /// Queues `frame` if there is room.
-    pub(crate) fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
+    /// Queues the frame that `write` appends to the queue's buffer, if there is
+    /// room: [`SendError::Full`] when there is not, [`SendError::Gone`] once the
+    /// node is gone. When `write` fails, what it appended is taken back.
+    pub(crate) fn try_send_with(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
         let mut state = self.state();
         if state.gone {
-            return Err(Refused::Gone);
+            return Err(SendError::Gone(self.id));
         }
         if state.frames >= self.capacity {
-            return Err(Refused::Full);
+            return Err(SendError::Full(self.id));
         }
-        let State { codec, buffer, .. } = &mut *state;
-        // The sender checked the size against the same limit: this cannot fail.
-        codec
-            .encode(frame, buffer)
-            .expect("a frame within the limit");
+        let start = state.buffer.len();
+        if let Err(error) = write(&mut state.buffer) {
+            state.buffer.truncate(start);
+            return Err(error);
+        }
         state.frames += 1;
         let first = state.frames == 1;
         drop(state);
@@ -191,22 +199,46 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_in_frames_and_refused_once_gone() {
-        let outbox = Outbox::new(LengthDelimitedCodec::new(), 2);
-        outbox.try_send(Bytes::from_static(b"a")).unwrap();
-        outbox.send(Bytes::from_static(b"bc")).await.unwrap();
-        assert_eq!(
-            outbox.try_send(Bytes::from_static(b"d")),
-            Err(Refused::Full)
-        );
+        let outbox = Outbox::new(3, 2);
+        let put = |bytes: &'static [u8]| {
+            move |buffer: &mut BytesMut| {
+                buffer.extend_from_slice(bytes);
+                Ok(())
+            }
+        };
+        outbox.try_send_with(put(b"a")).unwrap();
+        let failed = outbox.try_send_with(|buffer| {
+            buffer.extend_from_slice(b"half a frame");
+            Err(SendError::Encode("no".into()))
+        });
+        assert_eq!(failed, Err(SendError::Encode("no".into())));
+        outbox.send_with(put(b"bc")).await.unwrap();
+        assert_eq!(outbox.try_send_with(put(b"d")), Err(SendError::Full(3)));
         let mut chunk = BytesMut::new();
         assert!(outbox.take(&mut chunk));
-        assert_eq!(&chunk[..], b"\0\0\0\x01a\0\0\0\x02bc");
+        assert_eq!(&chunk[..], b"abc", "a failed write left nothing");
         assert!(!outbox.take(&mut chunk));
-        outbox.try_send(Bytes::from_static(b"d")).unwrap();
+        outbox.try_send_with(put(b"d")).unwrap();
         outbox.close();
-        assert_eq!(
-            outbox.send(Bytes::from_static(b"e")).await,
-            Err(Refused::Gone)
-        );
+        assert_eq!(outbox.send_with(put(b"e")).await, Err(SendError::Gone(3)));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_send_wait_for_the_writer() {
+        let outbox = Arc::new(Outbox::new(1, 1));
+        let put = |buffer: &mut BytesMut| {
+            buffer.extend_from_slice(b"x");
+            Ok(())
+        };
+        outbox.try_send_with(put).unwrap();
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.send_with(put).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "no room: send waits");
+        assert!(outbox.take(&mut BytesMut::new()));
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(5), waiting);
+        assert_eq!(sent.await.expect("woken by take").unwrap(), Ok(()));
     }
 }
