@@ -28,7 +28,7 @@ use tracing::info;
 enum Msg {
     Hello(usize),
     Tag(String),
-    Blob(Vec<u8>),
+    Blob(multinode::mesh::Bytes), // one write each, even in a debug build
 }
 
 const FLOOD: usize = 20_000;
@@ -125,7 +125,7 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
 }
 
 async fn flood_node_2(tx: Sender<Msg>) {
-    let blob = Msg::Blob(vec![0x5a; 4096]);
+    let blob = Msg::Blob(vec![0x5a; 4096].into());
     let mut full_logged = false;
     for sent in 0..FLOOD {
         if !full_logged {

@@ -6,8 +6,12 @@
 //! live as long as this node: per-sender order is kept, a slow receiver makes
 //! `send` wait instead of growing memory, and messages to a node that is
 //! restarting wait in its queue until its next incarnation is meshed.
+//!
+//! On the receiving side, one reader per stream cuts frames with the codec and
+//! queues their bodies in the inbox; `Receiver::recv` decodes each message when
+//! the body asks for it.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
@@ -22,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 use tracing::Instrument;
 
-use super::inbox::Inbox;
+use super::inbox::{Batch, Inbox};
 use super::outbox::{self, Outbox, Stream};
 use super::peer::{Item, PeerQueue};
 
@@ -307,9 +311,15 @@ impl<M> Sender<M> {
 /// # }
 /// ```
 pub struct Receiver<M> {
-    inbox: Arc<Inbox<M>>,
-    /// Taken from the inbox, not yet returned.
-    taken: VecDeque<(usize, M)>,
+    inbox: Arc<Inbox>,
+    /// Taken from the inbox, not yet decoded.
+    taken: Batch,
+    /// Incarnations whose stream was closed for a message that did not decode:
+    /// their frames still taken are dropped.
+    closed: BTreeSet<(usize, u64)>,
+    /// The node's span, for the errors logged from whatever task receives.
+    span: tracing::Span,
+    _message: PhantomData<fn() -> M>,
 }
 
 impl<M> fmt::Debug for Receiver<M> {
@@ -326,9 +336,10 @@ impl<M> Drop for Receiver<M> {
     }
 }
 
-impl<M> Receiver<M> {
+impl<M: DeserializeOwned> Receiver<M> {
     /// The next message and the id of the node that sent it; `None` once the
-    /// master is gone.
+    /// master is gone. A message that does not decode as `M` closes the stream
+    /// it came on (logged, naming the node) and is skipped.
     ///
     /// ```no_run
     /// # async fn f(mut rx: multinode::mesh::Receiver<u64>) {
@@ -338,10 +349,31 @@ impl<M> Receiver<M> {
     /// # }
     /// ```
     pub async fn recv(&mut self) -> Option<(usize, M)> {
-        if self.taken.is_empty() && !self.inbox.take_all(&mut self.taken).await {
-            return None;
+        loop {
+            let Some((frame, body)) = self.taken.pop() else {
+                if !self.inbox.take_all(&mut self.taken).await {
+                    return None;
+                }
+                continue;
+            };
+            let incarnation = (frame.from, frame.generation);
+            if self.closed.contains(&incarnation) {
+                continue;
+            }
+            match postcard::from_bytes::<M>(body) {
+                Ok(message) => return Some((frame.from, message)),
+                Err(error) => {
+                    let id = frame.from;
+                    self.span.in_scope(|| tracing::error!(
+                        peer = id,
+                        generation = frame.generation,
+                        "mesh: a malformed message ({error}) from node {id}: closing the stream from node {id}"
+                    ));
+                    self.inbox.shut_down(id, frame.generation);
+                    self.closed.insert(incarnation);
+                }
+            }
         }
-        self.taken.pop_front()
     }
 }
 
@@ -476,7 +508,10 @@ where
     };
     let receiver = Receiver {
         inbox,
-        taken: VecDeque::new(),
+        taken: Batch::default(),
+        closed: BTreeSet::new(),
+        span: tracing::Span::current(),
+        _message: PhantomData,
     };
     (sender, receiver)
 }
@@ -485,55 +520,55 @@ where
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads one incarnation's stream into the inbox, every frame of a read in one
-/// batch. A bad frame or a message that does not decode closes that stream, with
-/// an error naming the node; nothing else is touched. Tells the writer when the
-/// stream is over.
-async fn read_from<M: DeserializeOwned>(
+/// batch. A bad frame closes that stream, with an error naming the node; nothing
+/// else is touched. Tells the writer when the stream is over.
+async fn read_from(
     id: usize,
     generation: u64,
-    half: OwnedReadHalf,
+    mut half: OwnedReadHalf,
     options: Options,
-    inbox: Arc<Inbox<M>>,
+    inbox: Arc<Inbox>,
     writer: mpsc::UnboundedSender<Stream>,
 ) {
-    match read_frames(id, half, options, &inbox).await {
+    let fd = half.as_ref().as_raw_fd();
+    inbox.register(id, generation, fd);
+    match read_frames(id, generation, &mut half, options, &inbox).await {
         Ok(()) => tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream"),
-        Err((half, error)) => {
+        Err(error) => {
             tracing::error!(
                 peer = id,
                 generation,
                 "mesh: {error} from node {id}: closing the stream from node {id}"
             );
-            let fd = half.as_ref().as_raw_fd();
-            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+            inbox.shut_down(id, generation);
         }
     }
+    inbox.unregister(id, generation);
+    drop(half); // after: a registered descriptor is open
     let _ = writer.send(Stream::Down(generation));
 }
 
 /// Reads until EOF (or the receiver is gone): `Err` with what was wrong.
-async fn read_frames<M: DeserializeOwned>(
+async fn read_frames(
     id: usize,
-    mut half: OwnedReadHalf,
+    generation: u64,
+    half: &mut OwnedReadHalf,
     options: Options,
-    inbox: &Inbox<M>,
-) -> Result<(), (OwnedReadHalf, String)> {
+    inbox: &Inbox,
+) -> Result<(), String> {
     let mut codec = options.codec();
     let mut buffer = BytesMut::new();
-    let mut batch = Vec::new();
+    let mut batch = Batch::default();
     loop {
         buffer.reserve(READ_CHUNK);
         match half.read_buf(&mut buffer).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
-            Err(error) => return Err((half, format!("a read error ({error})"))),
+            Err(error) => return Err(format!("a read error ({error})")),
         }
         let bad = loop {
             match codec.decode(&mut buffer) {
-                Ok(Some(frame)) => match postcard::from_bytes::<M>(&frame) {
-                    Ok(message) => batch.push((id, message)),
-                    Err(error) => break Some(format!("a malformed message ({error})")),
-                },
+                Ok(Some(frame)) => batch.push(id, generation, &frame),
                 Ok(None) => break None,
                 Err(error) => break Some(format!("a bad frame ({error})")),
             }
@@ -542,7 +577,7 @@ async fn read_frames<M: DeserializeOwned>(
             return Ok(()); // the receiver was dropped
         }
         if let Some(error) = bad {
-            return Err((half, error));
+            return Err(error);
         }
     }
 }
@@ -655,11 +690,13 @@ mod tests {
         let nodes = mesh(3);
         let mut rogue = crate::mesh::Peers::new(nodes[0].1.clone());
         let (tx1, mut rx1) = messages::<String>(&nodes, 1, Options::new().max_frame_len(1024));
-        let (tx2, _rx2) = messages::<String>(&nodes, 2, Options::new().max_frame_len(1024));
-        let mut to_one = loop {
-            let peer = rogue.recv().await.unwrap();
-            if peer.id() == 1 {
-                break peer;
+        let (tx2, mut rx2) = messages::<String>(&nodes, 2, Options::new().max_frame_len(1024));
+        let (mut to_one, mut to_two) = {
+            let (a, b) = (rogue.recv().await.unwrap(), rogue.recv().await.unwrap());
+            if a.id() == 1 {
+                (a, b)
+            } else {
+                (b, a)
             }
         };
         // A length prefix far over the limit.
@@ -671,6 +708,25 @@ mod tests {
         tx2.send(1, &"still here".to_string()).await.unwrap();
         assert_eq!(rx1.recv().await.unwrap(), (2, "still here".to_string()));
         tx1.send(2, &"me too".to_string()).await.unwrap();
+        // A whole frame whose body is no String: node 2 closes that stream when
+        // its receiver comes to it, and gets node 1's message after it.
+        to_two.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
+        tx1.send(2, &"after".to_string()).await.unwrap();
+        let (got, mut heard) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = rx2.recv().await {
+                let _ = got.send(message);
+            }
+        });
+        let read = tokio::io::AsyncReadExt::read(&mut to_two, &mut buf);
+        let read = tokio::time::timeout(Duration::from_secs(5), read).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "node 2 closed the stream"
+        );
+        for text in ["me too", "after"] {
+            assert_eq!(heard.recv().await, Some((1, text.to_string())));
+        }
     }
 
     #[test]
