@@ -341,6 +341,9 @@ impl<M: DeserializeOwned> Receiver<M> {
     /// master is gone. A message that does not decode as `M` closes the stream
     /// it came on (logged, naming the node) and is skipped.
     ///
+    /// Cancel safe: a message is taken only by the call that returns it, so
+    /// `recv` can be a branch of `tokio::select!`.
+    ///
     /// ```no_run
     /// # async fn f(mut rx: multinode::mesh::Receiver<u64>) {
     /// if let Some((from, n)) = rx.recv().await {
@@ -645,6 +648,37 @@ mod tests {
             let more = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
             assert!(more.is_err(), "nothing twice: {:?}", more.ok());
         }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_recv_loses_nothing() {
+        let nodes = mesh(2);
+        let (tx, _rx0) = messages::<u32>(&nodes, 0, Options::new());
+        let (_tx1, mut rx) = messages::<u32>(&nodes, 1, Options::new());
+        let sending = tokio::spawn(async move {
+            for n in 0..2000 {
+                tx.send(1, &n).await.unwrap();
+                if n % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let (mut next, mut cancelled) = (0, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while next < 2000 && tokio::time::Instant::now() < deadline {
+            // A select! whose other branch is often ready first.
+            tokio::select! {
+                biased;
+                _ = tokio::task::yield_now(), if next % 3 == 0 => cancelled += 1,
+                got = rx.recv() => {
+                    assert_eq!(got, Some((0, next)), "in order, none lost");
+                    next += 1;
+                }
+            }
+        }
+        assert_eq!(next, 2000);
+        assert!(cancelled > 0);
+        sending.await.unwrap();
     }
 
     #[tokio::test]
