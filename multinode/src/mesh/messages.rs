@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::{BufMut, BytesMut};
 use serde::de::DeserializeOwned;
@@ -65,7 +65,8 @@ impl Options {
         Self::default()
     }
 
-    /// The largest encoded message, in bytes (default 1 MiB; at most 4 GiB − 1). A larger one is a
+    /// The largest encoded message, in bytes (default 1 MiB; at most 4 GiB − 1,
+    /// the length prefix having 4 bytes). A larger one is a
     /// [`SendError::TooLarge`] for the sender; a frame announcing more closes the
     /// stream it came on.
     ///
@@ -74,7 +75,6 @@ impl Options {
     /// # let _ = options;
     /// ```
     pub fn max_frame_len(mut self, bytes: usize) -> Self {
-        // The length prefix has 4 bytes.
         self.max_frame_len = bytes.clamp(1, u32::MAX as usize);
         self
     }
@@ -193,7 +193,7 @@ impl<M: Serialize> Sender<M> {
     pub async fn send(&self, to: usize, message: &M) -> Result<(), SendError> {
         let max = self.router.options.max_frame_len;
         let write = |buffer: &mut BytesMut| write_frame(message, max, buffer);
-        // The common case in one lock of the link table, with no reference counted.
+        // The common case: no wait, and no reference count taken on the queue.
         let outbox = match self.router.try_send_with(to, write) {
             Err(SendError::Full(_)) => self.router.outbox(to)?,
             done => return done,
@@ -384,7 +384,8 @@ impl<M: DeserializeOwned> Receiver<M> {
 struct Router {
     me: usize,
     options: Options,
-    links: Mutex<Links>,
+    /// Read by every send (shared), written when a node is meshed or gone.
+    links: RwLock<Links>,
 }
 
 #[derive(Default)]
@@ -402,8 +403,12 @@ struct Link {
 }
 
 impl Router {
-    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    fn links(&self) -> RwLockReadGuard<'_, Links> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn links_mut(&self) -> RwLockWriteGuard<'_, Links> {
+        self.links.write().unwrap_or_else(|e| e.into_inner())
     }
 
     fn outbox(&self, to: usize) -> Result<Arc<Outbox>, SendError> {
@@ -442,7 +447,7 @@ impl Router {
 
     /// The link to node `id`, made (with its writer task) on first use.
     fn link(&self, id: usize) -> mpsc::UnboundedSender<Stream> {
-        let mut links = self.links();
+        let mut links = self.links_mut();
         links.gone.remove(&id);
         let link = links.live.entry(id).or_insert_with(|| {
             let outbox = Arc::new(Outbox::new(id, self.options.queue));
@@ -456,7 +461,7 @@ impl Router {
 
     /// Node `id` will not come back: its writer ends, and sending to it fails.
     fn gone(&self, id: usize) {
-        let mut links = self.links();
+        let mut links = self.links_mut();
         if let Some(link) = links.live.remove(&id) {
             link.outbox.close();
         }
@@ -478,7 +483,7 @@ where
     let router = Arc::new(Router {
         me,
         options,
-        links: Mutex::new(Links::default()),
+        links: RwLock::new(Links::default()),
     });
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
@@ -528,14 +533,14 @@ const READ_CHUNK: usize = 64 * 1024;
 async fn read_from(
     id: usize,
     generation: u64,
-    mut half: OwnedReadHalf,
+    half: OwnedReadHalf,
     options: Options,
     inbox: Arc<Inbox>,
     writer: mpsc::UnboundedSender<Stream>,
 ) {
-    let fd = half.as_ref().as_raw_fd();
-    inbox.register(id, generation, fd);
-    match read_frames(id, generation, &mut half, options, &inbox).await {
+    let mut stream = Registered::new(inbox, id, generation, half);
+    let (half, inbox) = (&mut stream.half, &*stream.inbox);
+    match read_frames(id, generation, half, options, inbox).await {
         Ok(()) => tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream"),
         Err(error) => {
             tracing::error!(
@@ -546,9 +551,37 @@ async fn read_from(
             inbox.shut_down(id, generation);
         }
     }
-    inbox.unregister(id, generation);
-    drop(half); // after: a registered descriptor is open
+    drop(stream);
     let _ = writer.send(Stream::Down(generation));
+}
+
+/// A stream's read half, registered in the inbox (so that `recv` can shut the
+/// stream down) for as long as it is held: unregistered before the descriptor
+/// can close, also when the reader task is dropped.
+struct Registered {
+    inbox: Arc<Inbox>,
+    id: usize,
+    generation: u64,
+    half: OwnedReadHalf,
+}
+
+impl Registered {
+    fn new(inbox: Arc<Inbox>, id: usize, generation: u64, half: OwnedReadHalf) -> Self {
+        inbox.register(id, generation, half.as_ref().as_raw_fd());
+        Registered {
+            inbox,
+            id,
+            generation,
+            half,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // Before the fields, so while `half` is still open.
+        self.inbox.unregister(self.id, self.generation);
+    }
 }
 
 /// Reads until EOF (or the receiver is gone): `Err` with what was wrong.

@@ -97,11 +97,9 @@ impl Outbox {
         if state.frames >= self.capacity {
             return Err(SendError::Full(self.id));
         }
-        let start = state.buffer.len();
-        if let Err(error) = write(&mut state.buffer) {
-            state.buffer.truncate(start);
-            return Err(error);
-        }
+        let appended = Appended::new(&mut state.buffer);
+        write(appended.buffer)?;
+        appended.keep();
         state.frames += 1;
         let first = state.frames == 1;
         drop(state);
@@ -139,6 +137,37 @@ impl Outbox {
 
     fn is_gone(&self) -> bool {
         self.state().gone
+    }
+}
+
+/// What a sender appends to the queue's buffer: taken back unless kept, also
+/// when the message's `Serialize` panics, so that framing stays intact.
+struct Appended<'a> {
+    buffer: &'a mut BytesMut,
+    start: usize,
+    kept: bool,
+}
+
+impl<'a> Appended<'a> {
+    fn new(buffer: &'a mut BytesMut) -> Self {
+        let start = buffer.len();
+        Appended {
+            buffer,
+            start,
+            kept: false,
+        }
+    }
+
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Appended<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.buffer.truncate(self.start);
+        }
     }
 }
 
@@ -221,6 +250,27 @@ mod tests {
         outbox.try_send_with(put(b"d")).unwrap();
         outbox.close();
         assert_eq!(outbox.send_with(put(b"e")).await, Err(SendError::Gone(3)));
+    }
+
+    #[test]
+    fn a_panicking_encoder_leaves_the_queue_intact() {
+        let outbox = Outbox::new(1, 8);
+        outbox
+            .try_send_with(|buffer| {
+                buffer.extend_from_slice(b"whole");
+                Ok(())
+            })
+            .unwrap();
+        let panicked = std::panic::catch_unwind(|| {
+            outbox.try_send_with(|buffer| {
+                buffer.extend_from_slice(b"half a fr");
+                panic!("a Serialize impl panics");
+            })
+        });
+        assert!(panicked.is_err());
+        let mut chunk = BytesMut::new();
+        assert!(outbox.take(&mut chunk));
+        assert_eq!(&chunk[..], b"whole");
     }
 
     #[tokio::test]
