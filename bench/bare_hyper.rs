@@ -1,13 +1,16 @@
 //! The limit of this stack, for the benchmark: hyper on one current_thread tokio
-//! runtime, one process, the same handler and response bytes as `hello`.
+//! runtime, one process, the same handler (copied from `examples/hello.rs`, as
+//! node 0) and so the same response bytes as `hello`.
 //! `PORT=0 cargo run --release --example bare_hyper`
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
@@ -28,14 +31,41 @@ fn main() -> std::io::Result<()> {
             let _ = stream.set_nodelay(true);
             let builder = builder.clone();
             tokio::spawn(async move {
-                let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
-                    let body = format!("hello from node 0 (pid {})\n", std::process::id());
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                });
+                let service = service_fn(move |req| hello(0, req));
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }
     })
+}
+
+// The handler of `examples/hello.rs`, unchanged.
+
+async fn hello(id: usize, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let pid = std::process::id();
+    let response = match req.uri().path() {
+        "/" => Response::new(format!("hello from node {id} (pid {pid})\n")),
+        "/slow" => {
+            let ms = query_ms(req.uri().query()).unwrap_or(1000).min(60_000);
+            tracing::info!(ms, "slow request started");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Response::new(format!("slept {ms} ms on node {id} (pid {pid})\n"))
+        }
+        _ => {
+            let mut response = Response::new("not found\n".to_owned());
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    };
+    Ok(response.map(|body| Full::new(Bytes::from(body))))
+}
+
+/// The `ms` parameter of `/slow?ms=N`.
+fn query_ms(query: Option<&str>) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))?
+        .parse()
+        .ok()
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{get, is_alive, pids_answering, poll, processes_with, Program};
+use common::{get, is_alive, pids_answering, poll, processes_with, KeepAlive, Program};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
@@ -55,6 +55,29 @@ fn sigterm_drains_requests_in_flight_and_exits_zero() {
         processes_with(&program.marker).is_empty(),
         "no process left"
     );
+}
+
+#[test]
+fn requests_on_a_busy_connection_after_the_stop_ask_the_client_to_reconnect() {
+    let mut program = Program::start("hello", &[("MULTINODE_NODES", "1")]);
+    let addr = program.ready();
+    let mut client = KeepAlive::connect(addr).unwrap();
+    assert_eq!(client.get("/").unwrap(), 200);
+    assert!(client.is_connected(), "keep-alive before the stop");
+    program.signal(Signal::SIGTERM);
+    // Never quiet, so the node does not close it: only `Connection: close` on a
+    // response ends it, and no request may fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.is_connected() {
+        assert!(
+            Instant::now() < deadline,
+            "no Connection: close within 10 s"
+        );
+        assert_eq!(client.get("/").expect("answered, not cut"), 200);
+        std::thread::sleep(Duration::from_millis(20)); // well under the quiet time
+    }
+    let status = program.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "exit status");
 }
 
 /// Starts `hello` with `nodes` and one `/slow?ms=…` request in flight.

@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -174,6 +174,9 @@ impl<S> Server<S> {
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let shutdown = nodes.shutdown_token();
+        // The token, read per request, would take its lock three times: this
+        // flag is set by whichever task sees the stop first.
+        let stopping = Arc::new(AtomicBool::new(false));
         let connections = TaskTracker::new();
         loop {
             tokio::select! {
@@ -184,12 +187,13 @@ impl<S> Server<S> {
                         let service = Counted {
                             inner: self.service.clone(),
                             connection: state.clone(),
-                            shutdown: shutdown.clone(),
+                            stopping: stopping.clone(),
                         };
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        connections.spawn(drive(connection, state, shutdown.clone()));
+                        let stop = Stop { token: shutdown.clone(), flag: stopping.clone() };
+                        connections.spawn(drive(connection, state, stop));
                     }
                     Err(error) => {
                         // EMFILE and the like: pause instead of spinning.
@@ -200,6 +204,7 @@ impl<S> Server<S> {
                 _ = shutdown.cancelled() => break,
             }
         }
+        stopping.store(true, Ordering::Release);
         drop(acceptor);
         connections.close();
         tracing::info!(connections = connections.len(), "draining");
@@ -234,7 +239,7 @@ const QUIET_GRACE: Duration = Duration::from_millis(500);
 ///   the client's next request, and hyper-util's `GracefulShutdown` cancels a
 ///   connection whose first bytes it has not read yet: closing a socket with an
 ///   unread request resets it.
-async fn drive<C>(connection: C, state: Arc<PerConnection>, shutdown: CancellationToken)
+async fn drive<C>(connection: C, state: Arc<PerConnection>, stop: Stop)
 where
     C: GracefulConnection,
     C::Error: Into<BoxError>,
@@ -242,7 +247,8 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         result = &mut connection => result,
-        _ = shutdown.cancelled() => loop {
+        _ = stop.token.cancelled() => loop {
+            stop.flag.store(true, Ordering::Release);
             let served = state.requests.load(Ordering::Acquire);
             tokio::select! {
                 result = &mut connection => break result,
@@ -257,6 +263,12 @@ where
     if let Err(error) = result {
         tracing::debug!("connection ended with an error: {}", error.into());
     }
+}
+
+/// The node's stop, as the token that fires and the flag that requests read.
+struct Stop {
+    token: CancellationToken,
+    flag: Arc<AtomicBool>,
 }
 
 /// What a connection's service shares with the task that drives it.
@@ -274,7 +286,8 @@ struct PerConnection {
 struct Counted<S> {
     inner: S,
     connection: Arc<PerConnection>,
-    shutdown: CancellationToken,
+    /// Set once the node stops.
+    stopping: Arc<AtomicBool>,
 }
 
 impl<S, B, R> Service<Request<R>> for Counted<S>
@@ -292,7 +305,7 @@ where
         let http1 = request.version() < hyper::Version::HTTP_2;
         CloseWhenStopping {
             inner: self.inner.call(request),
-            shutdown: http1.then(|| self.shutdown.clone()),
+            stopping: http1.then(|| self.stopping.clone()),
         }
     }
 }
@@ -302,7 +315,7 @@ pin_project_lite::pin_project! {
     struct CloseWhenStopping<F> {
         #[pin]
         inner: F,
-        shutdown: Option<CancellationToken>,
+        stopping: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -315,8 +328,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(response), Some(shutdown)) = (&mut result, this.shutdown) {
-            if shutdown.is_cancelled() {
+        if let (Ok(response), Some(stopping)) = (&mut result, this.stopping) {
+            if stopping.load(Ordering::Acquire) {
                 response
                     .headers_mut()
                     .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));

@@ -306,6 +306,12 @@ impl KeepAlive {
         Ok(())
     }
 
+    /// Whether the connection stays open for the next request (the last
+    /// response did not say `Connection: close`).
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// `GET path`: the status.
     pub fn get(&mut self, path: &str) -> std::io::Result<u16> {
         if self.stream.is_none() {
