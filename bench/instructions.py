@@ -75,6 +75,8 @@ def instructions_per_request(name, command, env):
         load(port, MEASURED)
         subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True, capture_output=True)
         dumps = glob.glob(f"{out}/cg.{server.pid}.1")
+        if not dumps:
+            sys.exit(f"{name}: callgrind wrote no dump in {out}")
         total = int(re.search(r"^(?:summary|totals): (\d+)", open(dumps[0]).read(), re.M).group(1))
         return total / MEASURED
     finally:

@@ -16,8 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::BytesMut;
 use tokio::sync::Notify;
 
-/// The largest buffer a batch keeps once it is emptied.
-const KEEP_CAPACITY: usize = 1024 * 1024;
+use super::KEEP_CAPACITY;
 
 /// One frame's origin and length; its body is in its batch's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,7 +134,6 @@ impl Inbox {
                 }
                 if state.queued.len() < self.capacity {
                     if state.queued.is_empty() {
-                        batch.at = 0; // a new batch starts at its first body
                         std::mem::swap(&mut state.queued, batch);
                         batch.clear();
                     } else {
@@ -184,16 +182,13 @@ impl Inbox {
     }
 
     /// Shuts the stream from incarnation `generation` of node `from` down in
-    /// both directions (its reader then sees its end); false if it was over
-    /// already.
-    pub(crate) fn shut_down(&self, from: usize, generation: u64) -> bool {
+    /// both directions (its reader then sees its end), unless it is over already.
+    pub(crate) fn shut_down(&self, from: usize, generation: u64) {
         let state = self.state();
-        let Some(fd) = state.streams.get(&(from, generation)) else {
-            return false;
-        };
-        // Registered, so its reader holds it open: `fd` is that stream.
-        let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
-        true
+        if let Some(fd) = state.streams.get(&(from, generation)) {
+            // Registered, so its reader holds it open: `fd` is that stream.
+            let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
+        }
     }
 
     /// No more messages will come.

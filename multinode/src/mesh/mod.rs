@@ -21,6 +21,10 @@
 //! }
 //! ```
 
+/// The largest buffer a queue or a batch keeps once it is emptied: room for the
+/// next turn, not for ever the largest burst.
+const KEEP_CAPACITY: usize = 1024 * 1024;
+
 mod handshake;
 mod inbox;
 mod messages;

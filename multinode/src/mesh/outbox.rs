@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, Notify};
 
-use super::SendError;
+use super::{SendError, KEEP_CAPACITY};
 
 /// A change in the streams to one node's incarnations, for its writer.
 pub(crate) enum Stream {
@@ -24,9 +24,6 @@ pub(crate) enum Stream {
     /// Incarnation `generation`'s stream ended (its reader saw EOF or closed it).
     Down(u64),
 }
-
-/// The largest buffer kept for the next turn.
-const KEEP_CAPACITY: usize = 1024 * 1024;
 
 pub(crate) struct Outbox {
     /// The node this queue goes to.
