@@ -4,7 +4,8 @@ bare hyper (same handler). Unlike req/s on a shared VM, the count is the same fr
 one run to the next, so it shows small changes. User-space instructions only: the
 kernel's share of a request (the same system calls for both) is not in it.
 
-    bench/instructions.sh        # builds in release mode, installs valgrind if missing
+    bench/instructions.sh             # builds in release mode, installs valgrind if missing
+    PROFILE=dist bench/instructions.sh  # the profile bench/run.sh measures (fat LTO)
 
 Each server runs under `valgrind --tool=callgrind` with instrumentation off; 16
 keep-alive connections send 800 requests to warm it up, instrumentation is turned
@@ -85,7 +86,7 @@ def instructions_per_request(name, command, env):
 
 
 def main():
-    examples = "target/release/examples"
+    examples = f"target/{os.environ.get('PROFILE', 'release')}/examples"
     multinode = instructions_per_request(
         "hello", f"{examples}/hello", {"MULTINODE_PORT": "0", "MULTINODE_NODES": "1"})
     bare = instructions_per_request("bare", f"{examples}/bare_hyper", {"PORT": "0"})

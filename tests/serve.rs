@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{get, pid_in, pids_answering, Program};
+use common::{get, pid_in, pids_answering, KeepAlive, Program};
 
 #[test]
 fn four_processes_all_answer_on_one_port() {
@@ -97,6 +97,38 @@ fn a_client_slow_to_send_headers_is_disconnected() {
     );
     // The node is still serving.
     assert_eq!(get(addr, "/").unwrap().0, 200);
+}
+
+#[test]
+fn each_request_on_a_kept_alive_connection_gets_its_own_header_timeout() {
+    // The probe's header-read timeout is 500 ms; each request's starts afresh.
+    let program = Program::start("probe", &[]);
+    let addr = program.ready();
+    let mut client = KeepAlive::connect(addr).unwrap();
+    let started = Instant::now();
+    for _ in 0..4 {
+        assert_eq!(client.get("/").expect("the connection is still open"), 200);
+        // The client's think time, shorter than the timeout; 4 of them are longer.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(started.elapsed() > Duration::from_millis(1000));
+    // A slow head after those still gets cut off.
+    let mut stream = client.into_stream();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the server closes the connection instead of waiting forever");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "closed after {waited:?}");
+    let answer = String::from_utf8_lossy(&rest);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 }
 
 #[test]

@@ -24,6 +24,9 @@ use tokio_util::task::TaskTracker;
 use crate::balance::Tally;
 use crate::Nodes;
 
+mod timer;
+mod until_stop;
+
 /// The default limit on how long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -169,7 +172,6 @@ impl<S> Server<S> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
             .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
@@ -189,6 +191,10 @@ impl<S> Server<S> {
                             connection: state.clone(),
                             stopping: stopping.clone(),
                         };
+                        // Its own timer: the connection's header-read timeouts
+                        // share one `Sleep` (see timer.rs).
+                        let mut builder = builder.clone();
+                        builder.http1().timer(timer::ConnectionTimer::default());
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
@@ -245,9 +251,10 @@ where
     C::Error: Into<BoxError>,
 {
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = &mut connection => result,
-        _ = stop.token.cancelled() => loop {
+    let until_stop = until_stop::UntilStop::new(connection.as_mut(), stop.token.cancelled());
+    let result = match until_stop.await {
+        Some(result) => result,
+        None => loop {
             stop.flag.store(true, Ordering::Release);
             let served = state.requests.load(Ordering::Acquire);
             tokio::select! {

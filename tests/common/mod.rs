@@ -312,6 +312,11 @@ impl KeepAlive {
         self.stream.is_some()
     }
 
+    /// The connection, to write to by hand (after a whole response was read).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream.expect("connected").into_inner()
+    }
+
     /// `GET path`: the status.
     pub fn get(&mut self, path: &str) -> std::io::Result<u16> {
         if self.stream.is_none() {

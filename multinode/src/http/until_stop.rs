@@ -1,0 +1,155 @@
+//! Running a connection until the node stops, without asking the stop at every
+//! wake-up.
+//!
+//! A connection's task wakes a few times per request. `tokio::select!` over the
+//! connection and the stop's `cancelled()` would poll both at every wake-up, and
+//! polling `cancelled()` takes the token's lock: about 140 instructions per
+//! request (`bench/instructions.sh`). [`UntilStop`] polls the stop with a waker of
+//! its own, and again only once that waker has fired.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+pin_project_lite::pin_project! {
+    /// Resolves to `Some(output)` when `connection` ends, or to `None` when `stop`
+    /// resolves first. The connection is polled first.
+    pub(super) struct UntilStop<C, S> {
+        #[pin]
+        connection: C,
+        #[pin]
+        stop: S,
+        signal: Arc<Signal>,
+        stop_waker: Waker,
+        // The task's waker that `signal` holds, to compare without its lock.
+        task: Option<Waker>,
+    }
+}
+
+impl<C, S> UntilStop<C, S> {
+    pub(super) fn new(connection: C, stop: S) -> Self {
+        let signal = Arc::new(Signal {
+            // So that the first poll polls the stop, which gives it its waker.
+            fired: AtomicBool::new(true),
+            task: Mutex::new(None),
+        });
+        UntilStop {
+            connection,
+            stop,
+            stop_waker: Waker::from(signal.clone()),
+            signal,
+            task: None,
+        }
+    }
+}
+
+impl<C: Future, S: Future> Future for UntilStop<C, S> {
+    type Output = Option<C::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+            *this.task = Some(cx.waker().clone());
+            *this.signal.lock() = Some(cx.waker().clone());
+        }
+        if let Poll::Ready(output) = this.connection.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if this.signal.fired.swap(false, Ordering::AcqRel)
+            && this
+                .stop
+                .poll(&mut Context::from_waker(this.stop_waker))
+                .is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}
+
+/// The stop's waker: notes that it fired and wakes the task.
+struct Signal {
+    fired: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Signal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.task.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        if let Some(task) = self.lock().as_ref() {
+            task.wake_by_ref();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    /// `inner`, counting its polls.
+    fn counted<F: Future>(polls: Arc<AtomicUsize>, inner: F) -> impl Future<Output = F::Output> {
+        let mut inner = Box::pin(inner);
+        poll_fn(move |cx| {
+            polls.fetch_add(1, Ordering::Relaxed);
+            inner.as_mut().poll(cx)
+        })
+    }
+
+    #[tokio::test]
+    async fn the_connection_s_output_when_it_ends_first() {
+        let token = CancellationToken::new();
+        let until = UntilStop::new(async { 7 }, token.cancelled_owned());
+        assert_eq!(until.await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn the_stop_is_asked_only_when_it_fired() {
+        let token = CancellationToken::new();
+        let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
+        // Wakes the "connection" 100 times, one at a time, then stops.
+        let (stopper, _open) = (token.clone(), wake.clone());
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                wake.send(()).unwrap();
+                tokio::task::yield_now().await;
+            }
+            stopper.cancel();
+        });
+        let connection = async move { while woken.recv().await.is_some() {} };
+        let (connection_polls, stop_polls) = (Arc::default(), Arc::default());
+        let until = UntilStop::new(
+            counted(Arc::clone(&connection_polls), connection),
+            counted(Arc::clone(&stop_polls), token.cancelled_owned()),
+        );
+        let outcome = tokio::time::timeout(Duration::from_secs(10), until).await;
+        assert_eq!(outcome, Ok(None), "the stop ends it");
+        assert!(connection_polls.load(Ordering::Relaxed) >= 100);
+        // Once to give it a waker, once when it fired.
+        assert_eq!(stop_polls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stop_that_fired_before_the_first_poll_is_seen() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let until = UntilStop::new(std::future::pending::<()>(), token.cancelled_owned());
+        let outcome = tokio::time::timeout(Duration::from_secs(10), until).await;
+        assert_eq!(outcome, Ok(None));
+    }
+}
