@@ -16,12 +16,17 @@
 //!   `PROBE_MASTER_LISTEN=0` set `boot_failures`, `timeout`, `shutdown_timeout`
 //!   (default 5 s) and `master_listen = false`;
 //! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
-//!   runtime for N ms (a handler stuck in a blocking loop).
+//!   runtime for N ms (a handler stuck in a blocking loop); `GET /stream?ms=N`
+//!   sends the first line of its body at once and the last after N ms.
 //!
 //! It uses `multinode::Builder` directly, which is what the attribute expands to.
 
 use std::convert::Infallible;
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 
 use multinode::http::Server;
 use multinode::{Balance, Nodes};
@@ -85,6 +90,24 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     let service = hyper::service::service_fn(
         move |req: hyper::Request<hyper::body::Incoming>| async move {
             let body = match req.uri().path() {
+                "/stream" => {
+                    let ms = Duration::from_millis(query_ms(&req));
+                    let lines = futures_util::stream::unfold(0, move |line| async move {
+                        let text = match line {
+                            0 => "started\n".to_owned(),
+                            1 => {
+                                tokio::time::sleep(ms).await;
+                                format!("ended on node {id}\n")
+                            }
+                            _ => return None,
+                        };
+                        Some((
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(text))),
+                            line + 1,
+                        ))
+                    });
+                    return Ok(hyper::Response::new(StreamBody::new(lines).boxed()));
+                }
                 "/slow" => {
                     tracing::info!("slow request started");
                     tokio::time::sleep(Duration::from_millis(query_ms(&req))).await;
@@ -107,7 +130,7 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                     std::process::id()
                 ),
             };
-            Ok::<_, Infallible>(hyper::Response::new(body))
+            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)).boxed()))
         },
     );
     let served = Server::new(service)

@@ -132,6 +132,26 @@ fn each_request_on_a_kept_alive_connection_gets_its_own_header_timeout() {
 }
 
 #[test]
+fn requests_in_progress_longer_than_the_header_timeout_are_not_cut() {
+    // The probe's header-read timeout is 500 ms: a slow handler, and a response
+    // body that takes that long, are requests in progress, not idle connections.
+    let program = Program::start("probe", &[]);
+    let addr = program.ready();
+    let (status, body) = get(addr, "/slow?ms=1500").unwrap();
+    assert_eq!(
+        (status, body.starts_with("slept on node")),
+        (200, true),
+        "{body}"
+    );
+    let (status, body) = get(addr, "/stream?ms=1500").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("started") && body.contains("ended on node"),
+        "{body}"
+    );
+}
+
+#[test]
 fn axum_serves_on_the_shared_listener() {
     let program = Program::start("axum", &[]);
     let addr = program.ready();

@@ -1,12 +1,12 @@
 //! Serving HTTP on a node's listener: hyper-util's automatic HTTP/1.1 and HTTP/2
-//! connection builder, with a header-read timeout and graceful drain.
+//! connection builder, with an idle timeout against slow clients and graceful drain.
 
 use std::borrow::BorrowMut;
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,10 +24,10 @@ use tokio_util::task::TaskTracker;
 use crate::balance::Tally;
 use crate::Nodes;
 
-mod timer;
-mod until_stop;
+mod watched;
 
-/// The default limit on how long a client may take to send a request's headers.
+/// The default limit on how long an HTTP/1 connection may go without a request in
+/// progress: a client sending its headers, or idle between requests.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -38,8 +38,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// and a connection is closed once it has been quiet for half a second, so that no
 /// client loses a request to the stop.
 ///
-/// HTTP/1.1 with keep-alive, and HTTP/2 by prior knowledge, on the same port; a
-/// client that takes longer than 30 s to send its headers is disconnected. Takes
+/// HTTP/1.1 with keep-alive, and HTTP/2 by prior knowledge, on the same port; an
+/// HTTP/1 client that takes longer than 30 s to send its headers, or leaves its
+/// connection idle that long, is disconnected. Takes
 /// `Nodes` by value or as `&mut Nodes` (to keep using it afterwards). For other
 /// settings, see [`Server`].
 ///
@@ -117,6 +118,14 @@ impl<S> Server<S> {
     /// How long an HTTP/1 client may take to send a request's headers (default 30 s)
     /// before it is disconnected, so that slow clients cannot hold connections.
     ///
+    /// It is timed per connection, four times per period: a connection is closed
+    /// once it has had no new request, and no request still being answered, for
+    /// between this long and a quarter more. So a client slow to send its headers
+    /// is cut, and so is a connection left idle between keep-alive requests (as
+    /// nginx's `keepalive_timeout` and hyper's own header-read timeout do), but
+    /// never a slow handler or a long response body. HTTP/2 connections are left
+    /// to the client.
+    ///
     /// ```
     /// # use std::convert::Infallible;
     /// # let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
@@ -170,10 +179,10 @@ impl<S> Server<S> {
             ))
         })??;
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .header_read_timeout(self.header_read_timeout)
-            .keep_alive(true);
+        // hyper's header-read timeout makes an extra read and dispatch per
+        // request, about 1000 instructions (bench/instructions.sh); `drive` times
+        // the connection instead, at a cost per connection.
+        builder.http1().header_read_timeout(None).keep_alive(true);
         builder.http2().timer(TokioTimer::new());
         let shutdown = nodes.shutdown_token();
         // The token, read per request, would take its lock three times: this
@@ -185,21 +194,25 @@ impl<S> Server<S> {
                 accepted = acceptor.accept() => match accepted {
                     Ok((stream, tally)) => {
                         let _ = stream.set_nodelay(true);
-                        let state = Arc::new(PerConnection { tally, requests: AtomicU64::new(0) });
+                        let state = Arc::new(PerConnection {
+                            tally,
+                            requests: AtomicU64::new(0),
+                            in_progress: AtomicUsize::new(0),
+                            http2: AtomicBool::new(false),
+                            stopping: stopping.clone(),
+                        });
                         let service = Counted {
                             inner: self.service.clone(),
                             connection: state.clone(),
-                            stopping: stopping.clone(),
                         };
-                        // Its own timer: the connection's header-read timeouts
-                        // share one `Sleep` (see timer.rs).
-                        let mut builder = builder.clone();
-                        builder.http1().timer(timer::ConnectionTimer::default());
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        let stop = Stop { token: shutdown.clone(), flag: stopping.clone() };
-                        connections.spawn(drive(connection, state, stop));
+                        let limits = Limits {
+                            stop: shutdown.clone(),
+                            idle: self.header_read_timeout,
+                        };
+                        connections.spawn(drive(connection, state, limits));
                     }
                     Err(error) => {
                         // EMFILE and the like: pause instead of spinning.
@@ -235,8 +248,22 @@ impl<S> Server<S> {
 /// How long, once the node stops, a connection may stay quiet before it is closed.
 const QUIET_GRACE: Duration = Duration::from_millis(500);
 
-/// Runs one connection to its end; when the node stops, lets it finish what it
-/// serves and closes it without losing a request:
+/// What ends a connection early: the node's stop, and being idle this long.
+struct Limits {
+    stop: CancellationToken,
+    idle: Duration,
+}
+
+/// Why a connection is cut short.
+enum Interrupt {
+    Stop,
+    Idle,
+}
+
+/// Runs one connection to its end. An HTTP/1 connection with no request in
+/// progress for `limits.idle` is closed (see [`Server::header_read_timeout`]).
+/// When the node stops, lets the connection finish what it serves and closes it
+/// without losing a request:
 ///
 /// - requests that still arrive are answered, with `Connection: close`, so the
 ///   client reconnects (to a live node) instead of finding the connection gone;
@@ -245,17 +272,27 @@ const QUIET_GRACE: Duration = Duration::from_millis(500);
 ///   the client's next request, and hyper-util's `GracefulShutdown` cancels a
 ///   connection whose first bytes it has not read yet: closing a socket with an
 ///   unread request resets it.
-async fn drive<C>(connection: C, state: Arc<PerConnection>, stop: Stop)
+async fn drive<C>(connection: C, state: Arc<PerConnection>, limits: Limits)
 where
     C: GracefulConnection,
     C::Error: Into<BoxError>,
 {
     tokio::pin!(connection);
-    let until_stop = until_stop::UntilStop::new(connection.as_mut(), stop.token.cancelled());
-    let result = match until_stop.await {
-        Some(result) => result,
-        None => loop {
-            stop.flag.store(true, Ordering::Release);
+    let watcher = async {
+        tokio::select! {
+            biased;
+            () = limits.stop.cancelled() => Interrupt::Stop,
+            () = idle(&state, limits.idle) => Interrupt::Idle,
+        }
+    };
+    let result = match watched::Watched::new(connection.as_mut(), watcher).await {
+        Ok(result) => result,
+        Err(Interrupt::Idle) => {
+            tracing::debug!("closing a connection idle for {:?}", limits.idle);
+            return;
+        }
+        Err(Interrupt::Stop) => loop {
+            state.stopping.store(true, Ordering::Release);
             let served = state.requests.load(Ordering::Acquire);
             tokio::select! {
                 result = &mut connection => break result,
@@ -272,10 +309,23 @@ where
     }
 }
 
-/// The node's stop, as the token that fires and the flag that requests read.
-struct Stop {
-    token: CancellationToken,
-    flag: Arc<AtomicBool>,
+/// Resolves once an HTTP/1 connection has had no request in progress for at least
+/// `timeout`, checking four times per `timeout`: a wake-up per quarter of it,
+/// instead of a timer moved at every request. Never for HTTP/2, whose clients keep
+/// their connections open between requests by design.
+async fn idle(state: &PerConnection, timeout: Duration) {
+    const CHECKS: u32 = 4;
+    let mut quiet = 0;
+    let mut seen = state.requests.load(Ordering::Acquire);
+    while quiet < CHECKS {
+        tokio::time::sleep(timeout / CHECKS).await;
+        let requests = state.requests.load(Ordering::Acquire);
+        let busy = requests != seen
+            || state.in_progress.load(Ordering::Acquire) > 0
+            || state.http2.load(Ordering::Relaxed);
+        quiet = if busy { 0 } else { quiet + 1 };
+        seen = requests;
+    }
 }
 
 /// What a connection's service shares with the task that drives it.
@@ -284,64 +334,120 @@ struct PerConnection {
     tally: Tally,
     /// Requests started on it.
     requests: AtomicU64,
+    /// Requests started and not yet answered in full.
+    in_progress: AtomicUsize,
+    /// Whether it speaks HTTP/2 (seen at its first request).
+    http2: AtomicBool,
+    /// The server's flag, set once the node stops.
+    stopping: Arc<AtomicBool>,
 }
 
 /// The user's service, counting each request (in the connection and in this
-/// node's line of the load table), and asking HTTP/1 clients to reconnect once the
-/// node stops.
+/// node's line of the load table) until its response is sent, and asking HTTP/1
+/// clients to reconnect once the node stops.
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
     connection: Arc<PerConnection>,
-    /// Set once the node stops.
-    stopping: Arc<AtomicBool>,
 }
 
 impl<S, B, R> Service<Request<R>> for Counted<S>
 where
     S: Service<Request<R>, Response = Response<B>>,
 {
-    type Response = S::Response;
+    type Response = Response<ResponseBody<B>>;
     type Error = S::Error;
-    type Future = CloseWhenStopping<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn call(&self, request: Request<R>) -> Self::Future {
-        self.connection.tally.request();
-        self.connection.requests.fetch_add(1, Ordering::AcqRel);
+        let connection = &self.connection;
+        connection.tally.request();
+        connection.requests.fetch_add(1, Ordering::AcqRel);
+        connection.in_progress.fetch_add(1, Ordering::AcqRel);
         // HTTP/2 has no `Connection` header: GOAWAY does that job.
         let http1 = request.version() < hyper::Version::HTTP_2;
-        CloseWhenStopping {
+        if !http1 {
+            connection.http2.store(true, Ordering::Relaxed);
+        }
+        ResponseFuture {
             inner: self.inner.call(request),
-            stopping: http1.then(|| self.stopping.clone()),
+            in_progress: Some(InProgress(connection.clone())),
+            http1,
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response future that adds `Connection: close` when the node is stopping.
-    struct CloseWhenStopping<F> {
-        #[pin]
-        inner: F,
-        stopping: Option<Arc<AtomicBool>>,
+/// A request in progress on its connection, until dropped.
+struct InProgress(Arc<PerConnection>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-impl<F, B, E> Future for CloseWhenStopping<F>
+pin_project_lite::pin_project! {
+    /// The user's response future; the response it gives keeps the request in
+    /// progress until its body is sent, and says `Connection: close` when the
+    /// node is stopping.
+    struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        in_progress: Option<InProgress>,
+        http1: bool,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = F::Output;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut result = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(response), Some(stopping)) = (&mut result, this.stopping) {
-            if stopping.load(Ordering::Acquire) {
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        let in_progress = this.in_progress.take();
+        if let Some(InProgress(connection)) = &in_progress {
+            if *this.http1 && connection.stopping.load(Ordering::Acquire) {
                 response
                     .headers_mut()
                     .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
-        Poll::Ready(result)
+        Poll::Ready(Ok(response.map(|inner| ResponseBody {
+            inner,
+            _in_progress: in_progress,
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The user's response body, keeping its request in progress until dropped
+    /// (hyper drops it once sent, or when the connection ends).
+    struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        _in_progress: Option<InProgress>,
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }

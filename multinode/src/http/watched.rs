@@ -1,11 +1,11 @@
-//! Running a connection until the node stops, without asking the stop at every
-//! wake-up.
+//! Running a connection under a watcher (the node's stop, the idle timeout)
+//! without polling the watcher at every wake-up.
 //!
 //! A connection's task wakes a few times per request. `tokio::select!` over the
-//! connection and the stop's `cancelled()` would poll both at every wake-up, and
-//! polling `cancelled()` takes the token's lock: about 140 instructions per
-//! request (`bench/instructions.sh`). [`UntilStop`] polls the stop with a waker of
-//! its own, and again only once that waker has fired.
+//! connection and the watcher would poll both at every wake-up; polling the stop's
+//! `cancelled()` alone takes the token's lock, about 140 instructions per request
+//! (`bench/instructions.sh`). [`Watched`] polls the watcher with a waker of its
+//! own, and again only once that waker has fired.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,39 +14,39 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 pin_project_lite::pin_project! {
-    /// Resolves to `Some(output)` when `connection` ends, or to `None` when `stop`
-    /// resolves first. The connection is polled first.
-    pub(super) struct UntilStop<C, S> {
+    /// Resolves to `Ok(output)` when `connection` ends, or to `Err(output)` when
+    /// `watcher` resolves first. The connection is polled first.
+    pub(super) struct Watched<C, W> {
         #[pin]
         connection: C,
         #[pin]
-        stop: S,
+        watcher: W,
         signal: Arc<Signal>,
-        stop_waker: Waker,
+        watcher_waker: Waker,
         // The task's waker that `signal` holds, to compare without its lock.
         task: Option<Waker>,
     }
 }
 
-impl<C, S> UntilStop<C, S> {
-    pub(super) fn new(connection: C, stop: S) -> Self {
+impl<C, W> Watched<C, W> {
+    pub(super) fn new(connection: C, watcher: W) -> Self {
         let signal = Arc::new(Signal {
-            // So that the first poll polls the stop, which gives it its waker.
+            // So that the first poll polls the watcher, which gives it its waker.
             fired: AtomicBool::new(true),
             task: Mutex::new(None),
         });
-        UntilStop {
+        Watched {
             connection,
-            stop,
-            stop_waker: Waker::from(signal.clone()),
+            watcher,
+            watcher_waker: Waker::from(signal.clone()),
             signal,
             task: None,
         }
     }
 }
 
-impl<C: Future, S: Future> Future for UntilStop<C, S> {
-    type Output = Option<C::Output>;
+impl<C: Future, W: Future> Future for Watched<C, W> {
+    type Output = Result<C::Output, W::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -55,21 +55,19 @@ impl<C: Future, S: Future> Future for UntilStop<C, S> {
             *this.signal.lock() = Some(cx.waker().clone());
         }
         if let Poll::Ready(output) = this.connection.poll(cx) {
-            return Poll::Ready(Some(output));
+            return Poll::Ready(Ok(output));
         }
-        if this.signal.fired.swap(false, Ordering::AcqRel)
-            && this
-                .stop
-                .poll(&mut Context::from_waker(this.stop_waker))
-                .is_ready()
-        {
-            return Poll::Ready(None);
+        if this.signal.fired.swap(false, Ordering::AcqRel) {
+            let mut watcher_cx = Context::from_waker(this.watcher_waker);
+            if let Poll::Ready(output) = this.watcher.poll(&mut watcher_cx) {
+                return Poll::Ready(Err(output));
+            }
         }
         Poll::Pending
     }
 }
 
-/// The stop's waker: notes that it fired and wakes the task.
+/// The watcher's waker: notes that it fired and wakes the task.
 struct Signal {
     fired: AtomicBool,
     task: Mutex<Option<Waker>>,
@@ -114,12 +112,12 @@ mod tests {
     #[tokio::test]
     async fn the_connection_s_output_when_it_ends_first() {
         let token = CancellationToken::new();
-        let until = UntilStop::new(async { 7 }, token.cancelled_owned());
-        assert_eq!(until.await, Some(7));
+        let watched = Watched::new(async { 7 }, token.cancelled_owned());
+        assert_eq!(watched.await, Ok(7));
     }
 
     #[tokio::test]
-    async fn the_stop_is_asked_only_when_it_fired() {
+    async fn the_watcher_is_polled_only_when_it_was_woken() {
         let token = CancellationToken::new();
         let (wake, mut woken) = tokio::sync::mpsc::unbounded_channel::<()>();
         // Wakes the "connection" 100 times, one at a time, then stops.
@@ -132,24 +130,24 @@ mod tests {
             stopper.cancel();
         });
         let connection = async move { while woken.recv().await.is_some() {} };
-        let (connection_polls, stop_polls) = (Arc::default(), Arc::default());
-        let until = UntilStop::new(
+        let (connection_polls, watcher_polls) = (Arc::default(), Arc::default());
+        let watched = Watched::new(
             counted(Arc::clone(&connection_polls), connection),
-            counted(Arc::clone(&stop_polls), token.cancelled_owned()),
+            counted(Arc::clone(&watcher_polls), token.cancelled_owned()),
         );
-        let outcome = tokio::time::timeout(Duration::from_secs(10), until).await;
-        assert_eq!(outcome, Ok(None), "the stop ends it");
+        let outcome = tokio::time::timeout(Duration::from_secs(10), watched).await;
+        assert_eq!(outcome, Ok(Err(())), "the stop ends it");
         assert!(connection_polls.load(Ordering::Relaxed) >= 100);
         // Once to give it a waker, once when it fired.
-        assert_eq!(stop_polls.load(Ordering::Relaxed), 2);
+        assert_eq!(watcher_polls.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
-    async fn a_stop_that_fired_before_the_first_poll_is_seen() {
+    async fn a_watcher_ready_at_the_first_poll_ends_it() {
         let token = CancellationToken::new();
         token.cancel();
-        let until = UntilStop::new(std::future::pending::<()>(), token.cancelled_owned());
-        let outcome = tokio::time::timeout(Duration::from_secs(10), until).await;
-        assert_eq!(outcome, Ok(None));
+        let watched = Watched::new(std::future::pending::<()>(), token.cancelled_owned());
+        let outcome = tokio::time::timeout(Duration::from_secs(10), watched).await;
+        assert_eq!(outcome, Ok(Err(())));
     }
 }
