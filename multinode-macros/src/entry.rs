@@ -25,13 +25,15 @@ const KEYS: &[&str] = &[
 
 const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
 
-pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+/// Expands the attribute; `multi_thread` says whether `multinode` was built with its
+/// `multi-thread` feature, without which `flavor = "multi_thread"` is an error.
+pub(crate) fn main(args: TokenStream, item: TokenStream, multi_thread: bool) -> TokenStream {
     let function: ItemFn = match syn::parse2(item) {
         Ok(function) => function,
         Err(error) => return error.to_compile_error(),
     };
     let name = function.sig.ident.clone();
-    match expand(args, function) {
+    match expand(args, function, multi_thread) {
         Ok(tokens) => tokens,
         // Emit an empty `main` beside the errors, so that they are the only ones.
         Err(error) => {
@@ -41,7 +43,7 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(args: TokenStream, function: ItemFn) -> syn::Result<TokenStream> {
+fn expand(args: TokenStream, function: ItemFn, multi_thread: bool) -> syn::Result<TokenStream> {
     let metas = syn::parse::Parser::parse2(Punctuated::<Meta, Token![,]>::parse_terminated, args)?;
     let keys = metas
         .into_iter()
@@ -56,7 +58,7 @@ fn expand(args: TokenStream, function: ItemFn) -> syn::Result<TokenStream> {
             )),
         })
         .collect::<syn::Result<Vec<_>>>()?;
-    let calls = builder_calls(&keys)?;
+    let calls = builder_calls(&keys, multi_thread)?;
     check_signature(&function)?;
 
     let ItemFn {
@@ -84,7 +86,7 @@ fn expand(args: TokenStream, function: ItemFn) -> syn::Result<TokenStream> {
 }
 
 /// One `.key(value)` call per key, each value checked at its token.
-fn builder_calls(keys: &[MetaNameValue]) -> syn::Result<Vec<TokenStream>> {
+fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<TokenStream>> {
     let mut seen: Vec<String> = Vec::new();
     let mut calls = Vec::new();
     let mut flavor_multi_thread = false;
@@ -143,6 +145,13 @@ fn builder_calls(keys: &[MetaNameValue]) -> syn::Result<Vec<TokenStream>> {
             "flavor" => {
                 let variant = match string(value, &name, "\"current_thread\" or \"multi_thread\"")?.as_str() {
                     "current_thread" => quote!(CurrentThread),
+                    "multi_thread" if !multi_thread => {
+                        return Err(syn::Error::new(
+                            span,
+                            "flavor = \"multi_thread\" needs multinode's `multi-thread` feature: \
+                             multinode = { version = \"0.1\", features = [\"multi-thread\"] }",
+                        ))
+                    }
                     "multi_thread" => {
                         flavor_multi_thread = true;
                         quote!(MultiThread)
@@ -338,5 +347,38 @@ fn is_path_ending_in(ty: &Type, name: &str) -> bool {
         }
         Type::Group(group) => is_path_ending_in(&group.elem, name),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(attribute: &str, multi_thread: bool) -> Result<String, String> {
+        let keys = syn::parse::Parser::parse_str(
+            Punctuated::<MetaNameValue, Token![,]>::parse_terminated,
+            attribute,
+        )
+        .unwrap();
+        let keys: Vec<_> = keys.into_iter().collect();
+        builder_calls(&keys, multi_thread)
+            .map(|calls| quote!(#(#calls)*).to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn multi_thread_with_the_feature_sets_the_flavor_and_threads() {
+        let calls = calls(r#"flavor = "multi_thread", worker_threads = 2"#, true).unwrap();
+        assert!(calls.contains("Flavor :: MultiThread"), "{calls}");
+        assert!(calls.contains("worker_threads (2usize)"), "{calls}");
+    }
+
+    #[test]
+    fn multi_thread_without_the_feature_says_how_to_turn_it_on() {
+        let error = calls(r#"flavor = "multi_thread""#, false).unwrap_err();
+        assert!(error.contains(r#"features = ["multi-thread"]"#), "{error}");
+        // The other flavor needs nothing.
+        let calls = calls(r#"flavor = "current_thread""#, false).unwrap();
+        assert!(calls.contains("Flavor :: CurrentThread"), "{calls}");
     }
 }

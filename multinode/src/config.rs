@@ -10,7 +10,9 @@ use crate::Nodes;
 /// Which tokio runtime each process builds for its body.
 ///
 /// The processes are the parallelism, so the default is one `current_thread`
-/// runtime per process.
+/// runtime per process. `MultiThread` needs this crate's `multi-thread` feature
+/// (`multinode = { version = "0.1", features = ["multi-thread"] }`); without it,
+/// a program that asks for it stops with an error before any process starts.
 ///
 /// ```
 /// let builder = multinode::Builder::new().flavor(multinode::Flavor::MultiThread);
@@ -365,6 +367,12 @@ impl Builder {
         if self.worker_threads == Some(0) {
             return Err(ConfigError::key("worker_threads", "0: expected at least 1"));
         }
+        if self.flavor == Flavor::MultiThread && !cfg!(feature = "multi-thread") {
+            return Err(ConfigError::key(
+                "flavor",
+                "\"multi_thread\": needs multinode's `multi-thread` feature",
+            ));
+        }
         if self.worker_threads.is_some() && self.flavor == Flavor::CurrentThread {
             return Err(ConfigError::key(
                 "worker_threads",
@@ -394,7 +402,15 @@ impl Builder {
     pub(crate) fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let mut builder = match self.flavor {
             Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+            #[cfg(feature = "multi-thread")]
             Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            // Refused by `resolve` before any process starts.
+            #[cfg(not(feature = "multi-thread"))]
+            Flavor::MultiThread => {
+                return Err(std::io::Error::other(
+                    "flavor = \"multi_thread\" needs multinode's `multi-thread` feature",
+                ))
+            }
         };
         if let Some(threads) = self.worker_threads {
             builder.worker_threads(threads);
@@ -504,6 +520,33 @@ mod tests {
         assert!(err.starts_with("`nodes`"), "{err}");
         let err = resolve(Builder::new().worker_threads(2), &[]).unwrap_err();
         assert!(err.starts_with("`worker_threads`"), "{err}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "multi-thread"))]
+    fn multi_thread_without_the_feature_is_refused_before_anything_starts() {
+        let builder = Builder::new().flavor(Flavor::MultiThread);
+        let err = resolve(builder.clone(), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            "`flavor` = \"multi_thread\": needs multinode's `multi-thread` feature"
+        );
+        assert!(builder.runtime().is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "multi-thread")]
+    fn multi_thread_builds_a_runtime_with_its_worker_threads() {
+        let builder = Builder::new().flavor(Flavor::MultiThread).worker_threads(2);
+        resolve(builder.clone(), &[]).unwrap();
+        let runtime = builder.runtime().unwrap();
+        assert_eq!(runtime.metrics().num_workers(), 2);
+        let on = runtime.block_on(async {
+            tokio::spawn(async { std::thread::current().id() })
+                .await
+                .unwrap()
+        });
+        assert_ne!(on, std::thread::current().id(), "a worker thread ran it");
     }
 
     #[test]

@@ -42,15 +42,13 @@ pub mod mesh;
 mod nodes;
 mod supervisor;
 
-pub use bootstrap::MainResult;
-pub use config::{Balance, Builder, Flavor};
-pub use mesh::Peer;
 /// Turns `async fn main(nodes: Nodes)` into a multi-process server.
 ///
 /// Every key is a [`Builder`] method of the same name: `port`, `host`, `nodes`,
 /// `master_listen`, `restart`, `shutdown_timeout` (seconds), `flavor`
-/// (`"current_thread"` or `"multi_thread"`), `worker_threads`, `backlog`, `balance`
-/// (`"least_conn"`, `"reuse_port"` or `"shared"`).
+/// (`"current_thread"` or `"multi_thread"`, which needs this crate's `multi-thread`
+/// feature), `worker_threads`, `backlog`, `balance` (`"least_conn"`, `"reuse_port"`
+/// or `"shared"`).
 ///
 /// ```no_run
 /// #[multinode::main(port = 8080, nodes = 4, shutdown_timeout = 10)]
@@ -58,5 +56,17 @@ pub use mesh::Peer;
 ///     nodes.shutdown().await;
 /// }
 /// ```
-pub use multinode_macros::main;
+pub use attribute::main;
+pub use bootstrap::MainResult;
+pub use config::{Balance, Builder, Flavor};
+pub use mesh::Peer;
 pub use nodes::Nodes;
+
+/// The attribute's version for this build: with the `multi-thread` feature, or
+/// one that makes `flavor = "multi_thread"` a compile error saying how to turn it on.
+mod attribute {
+    #[cfg(feature = "multi-thread")]
+    pub use multinode_macros::main;
+    #[cfg(not(feature = "multi-thread"))]
+    pub use multinode_macros::main_without_multi_thread as main;
+}

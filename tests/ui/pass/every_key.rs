@@ -1,4 +1,6 @@
-// Every key, and `-> ()` written out.
+// Every key, and `-> ()` written out; but `worker_threads`, which goes with
+// `flavor = "multi_thread"`, which needs multinode's `multi-thread` feature (the
+// macro's unit tests and multinode's `--features multi-thread` tests cover them).
 #[multinode::main(
     port = 0,
     host = "127.0.0.1",
@@ -6,8 +8,7 @@
     master_listen = false,
     restart = false,
     shutdown_timeout = 0.5,
-    flavor = "multi_thread",
-    worker_threads = 2,
+    flavor = "current_thread",
     backlog = 64,
     balance = "shared",
     timeout = 10,
