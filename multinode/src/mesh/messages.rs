@@ -452,8 +452,10 @@ impl Router {
         let link = links.live.entry(id).or_insert_with(|| {
             let outbox = Arc::new(Outbox::new(id, self.options.queue));
             let (streams, streams_rx) = mpsc::unbounded_channel();
-            let writer = outbox::write_to(id, outbox.clone(), streams_rx);
-            tokio::spawn(writer.in_current_span());
+            // The node's span goes with the task's few log lines, not around
+            // each of its polls: entering a span costs more than some polls.
+            let span = tracing::Span::current();
+            tokio::spawn(outbox::write_to(id, outbox.clone(), streams_rx, span));
             Link { outbox, streams }
         });
         link.streams.clone()
@@ -499,9 +501,10 @@ where
                         let (read, write) = peer.into_split();
                         let writer = router.link(id);
                         let _ = writer.send(Stream::Up(generation, write));
+                        let span = tracing::Span::current();
                         let reader =
-                            read_from(id, generation, read, options, inbox.clone(), writer);
-                        tokio::spawn(reader.in_current_span());
+                            read_from(id, generation, read, options, inbox.clone(), writer, span);
+                        tokio::spawn(reader);
                     }
                     Item::Gone(id) => router.gone(id),
                 }
@@ -529,7 +532,8 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads one incarnation's stream into the inbox, every frame of a read in one
 /// batch. A bad frame closes that stream, with an error naming the node; nothing
-/// else is touched. Tells the writer when the stream is over.
+/// else is touched. Tells the writer when the stream is over. Its lines are logged
+/// in `span` (the node's).
 async fn read_from(
     id: usize,
     generation: u64,
@@ -537,10 +541,13 @@ async fn read_from(
     options: Options,
     inbox: Arc<Inbox>,
     writer: mpsc::UnboundedSender<Stream>,
+    span: tracing::Span,
 ) {
     let mut stream = Registered::new(inbox, id, generation, half);
     let (half, inbox) = (&mut stream.half, &*stream.inbox);
-    match read_frames(id, generation, half, options, inbox).await {
+    let read = read_frames(id, generation, half, options, inbox).await;
+    let _in_node = span.enter(); // no await from here on
+    match read {
         Ok(()) => tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream"),
         Err(error) => {
             tracing::error!(

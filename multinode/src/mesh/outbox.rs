@@ -171,11 +171,13 @@ impl Drop for Appended<'_> {
 /// Node `id`'s writer: writes what is queued to the stream of its newest live
 /// incarnation. When that stream fails (the process died), the piece that failed
 /// is written again, whole, to the next newest live incarnation or to the next one
-/// meshed: frames are not lost to a restart, and framing stays intact.
+/// meshed: frames are not lost to a restart, and framing stays intact. Its lines
+/// are logged in `span` (the node's).
 pub(crate) async fn write_to(
     id: usize,
     outbox: Arc<Outbox>,
     mut streams: mpsc::UnboundedReceiver<Stream>,
+    span: tracing::Span,
 ) {
     let mut live: BTreeMap<u64, OwnedWriteHalf> = BTreeMap::new();
     let mut chunk = BytesMut::new();
@@ -208,11 +210,11 @@ pub(crate) async fn write_to(
         match newest.get_mut().write_all(&chunk).await {
             Ok(()) => unsent = false,
             Err(error) => {
-                tracing::warn!(
+                span.in_scope(|| tracing::warn!(
                     peer = id,
                     generation = *newest.key(),
                     "mesh: cannot write to node {id} ({error}); what it did not get waits for its next incarnation"
-                );
+                ));
                 newest.remove();
             }
         }
