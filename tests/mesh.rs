@@ -167,8 +167,9 @@ fn a_stalled_receiver_bounds_the_senders_memory() {
         .unwrap()
         .parse()
         .unwrap();
-    // The sender's queue, the socket and the receiver's inbox: about 2 × 1024.
-    assert!(queued < 5_000, "{queued} of 4 KiB messages queued");
+    // The sender's queue (1024) and what the socket holds (a few dozen): the
+    // stalled receiver reads nothing, so nothing piles up on its side.
+    assert!(queued < 1_500, "{queued} of 4 KiB messages queued");
     let sender = pid_of(&program, 1, 1);
     let rss = rss_kib(sender);
     assert!(rss < 48 * 1024, "the sender holds {rss} KiB");

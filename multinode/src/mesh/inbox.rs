@@ -1,267 +1,381 @@
-//! This node's incoming frames, from every other node, until the body takes
-//! them: bounded in frames, filled a batch at a time by the readers (one per
-//! stream) and emptied a batch at a time by the receiver, which decodes each
-//! message only when the body asks for it.
+//! This node's incoming streams, one per incarnation of every other node, read
+//! by the task that calls `Receiver::recv` itself: no reader task and no queue
+//! between a stream and the receiver. Frames are cut with tokio-util's codec
+//! straight from each stream's read buffer, one when the receiver asks for one;
+//! what the receiver has not asked for stays in the socket, whose buffer is the
+//! back-pressure on the sender.
 //!
-//! A batch holds its frames' bodies back to back in one buffer. Batches are
-//! swapped, not copied, between the readers, the inbox and the receiver, so
-//! their buffers stay allocated and warm; and since a message is decoded just
-//! before the body takes it, what decoding allocates is freed before the next
-//! one is decoded (the allocator's fastest case).
+//! The streams take turns: in its turn a stream gives the frames already read
+//! from it and at most one more read's worth, so that a busy node does not
+//! starve the others. New streams join at the end of a round.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::RawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::os::fd::AsRawFd;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::sync::Notify;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
+use super::outbox::Stream;
 use super::KEEP_CAPACITY;
 
-/// One frame's origin and length; its body is in its batch's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Frame {
-    pub(crate) from: usize,
-    pub(crate) generation: u64,
-    pub(crate) len: usize,
+/// How much one read takes from a stream at most (frames may be longer).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The stream from one incarnation of another node, as the inbox reads it.
+pub(crate) struct Incoming {
+    id: usize,
+    generation: u64,
+    half: OwnedReadHalf,
+    codec: LengthDelimitedCodec,
+    buffer: BytesMut,
+    /// That node's writer, told when the stream is over.
+    writer: mpsc::UnboundedSender<Stream>,
 }
 
-/// Frames in arrival order, their bodies back to back.
-#[derive(Default)]
-pub(crate) struct Batch {
-    bodies: BytesMut,
-    frames: VecDeque<Frame>,
-    /// Where the next frame's body starts in `bodies`.
-    at: usize,
-}
-
-impl Batch {
-    /// Adds a frame from incarnation `generation` of node `from`.
-    pub(crate) fn push(&mut self, from: usize, generation: u64, body: &[u8]) {
-        self.bodies.extend_from_slice(body);
-        self.frames.push_back(Frame {
-            from,
+impl Incoming {
+    /// The read half of incarnation `generation` of node `id`, whose frames
+    /// `codec` cuts; `writer` writes to its other half.
+    pub(crate) fn new(
+        id: usize,
+        generation: u64,
+        half: OwnedReadHalf,
+        codec: LengthDelimitedCodec,
+        writer: mpsc::UnboundedSender<Stream>,
+    ) -> Self {
+        Incoming {
+            id,
             generation,
-            len: body.len(),
-        });
-    }
-
-    /// The next frame and its body.
-    pub(crate) fn pop(&mut self) -> Option<(Frame, &[u8])> {
-        let frame = self.frames.pop_front()?;
-        let body = &self.bodies[self.at..self.at + frame.len];
-        self.at += frame.len;
-        Some((frame, body))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.frames.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    fn clear(&mut self) {
-        self.frames.clear();
-        self.bodies.clear();
-        self.at = 0;
-        if self.bodies.capacity() > KEEP_CAPACITY {
-            self.bodies = BytesMut::new(); // once large messages are through, give it back
+            half,
+            codec,
+            buffer: BytesMut::new(),
+            writer,
         }
     }
 
-    /// Moves `other`'s frames after this batch's, leaving `other` empty.
-    fn append(&mut self, other: &mut Batch) {
-        self.bodies.extend_from_slice(&other.bodies[other.at..]);
-        self.frames.append(&mut other.frames);
-        other.clear();
+    /// Reads what the stream has, up to [`READ_CHUNK`] (more if a longer frame
+    /// is being read).
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buffer.is_empty() && self.buffer.capacity() > KEEP_CAPACITY {
+            self.buffer = BytesMut::new(); // once large frames are through, give it back
+        }
+        self.buffer.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.half), cx, &mut self.buffer)
     }
+}
+
+/// What the inbox has for the receiver.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// The body of a frame from incarnation `generation` of node `from`.
+    Frame {
+        from: usize,
+        generation: u64,
+        body: BytesMut,
+    },
+    /// That incarnation closed its stream (EOF).
+    Ended { id: usize, generation: u64 },
+    /// That stream was closed for what was wrong with it.
+    Failed {
+        id: usize,
+        generation: u64,
+        error: String,
+    },
 }
 
 pub(crate) struct Inbox {
-    state: Mutex<State>,
-    capacity: usize,
-    /// Wakes the receiver.
-    arrived: Notify,
-    /// Wakes the readers waiting for room.
-    room: Notify,
+    /// New streams, as they pass their handshake.
+    arrivals: mpsc::UnboundedReceiver<Incoming>,
+    /// No more streams will come (the master is gone).
+    ended: bool,
+    streams: Vec<Incoming>,
+    /// The stream whose turn it is, and whether it was read in this turn.
+    turn: usize,
+    read_in_turn: bool,
 }
-
-struct State {
-    queued: Batch,
-    /// The stream of each incarnation being read, by (node, generation), so
-    /// that the receiver can close one whose message does not decode.
-    streams: BTreeMap<(usize, u64), RawFd>,
-    /// No more messages will come (the master is gone).
-    closed: bool,
-    /// The receiver was dropped: readers stop.
-    unread: bool,
-}
-
-/// The receiver was dropped.
-#[derive(Debug)]
-pub(crate) struct ReceiverGone;
 
 impl Inbox {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(arrivals: mpsc::UnboundedReceiver<Incoming>) -> Self {
         Inbox {
-            state: Mutex::new(State {
-                queued: Batch::default(),
-                streams: BTreeMap::new(),
-                closed: false,
-                unread: false,
-            }),
-            capacity,
-            arrived: Notify::new(),
-            room: Notify::new(),
+            arrivals,
+            ended: false,
+            streams: Vec::new(),
+            turn: 0,
+            read_in_turn: false,
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// How many streams are being read.
+    pub(crate) fn len(&self) -> usize {
+        self.streams.len()
     }
 
-    /// Moves `batch` in, leaving it empty, waiting while the inbox is full (it
-    /// holds at most its capacity plus one batch).
-    pub(crate) async fn push(&self, batch: &mut Batch) -> Result<(), ReceiverGone> {
+    /// The next frame, or the end of a stream; `None` once no stream is left
+    /// and no more will come. Cancel safe: nothing is taken from a stream but
+    /// what is returned.
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        // Streams in a row that had nothing, since the last read or the last
+        // new stream: once every stream is among them, there is nothing to read.
+        let mut idle = 0;
         loop {
-            let room = self.room.notified();
-            {
-                let mut state = self.state();
-                if state.unread {
-                    return Err(ReceiverGone);
+            if self.turn >= self.streams.len() {
+                // A round is over: new streams join.
+                self.turn = 0;
+                if self.take_arrivals(cx) {
+                    idle = 0;
                 }
-                if state.queued.len() < self.capacity {
-                    if state.queued.is_empty() {
-                        std::mem::swap(&mut state.queued, batch);
-                        batch.clear();
-                    } else {
-                        state.queued.append(batch);
+            }
+            let Some(stream) = self.streams.get_mut(self.turn) else {
+                return if self.ended {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Pending // take_arrivals registered the waker
+                };
+            };
+            match stream.codec.decode(&mut stream.buffer) {
+                Ok(Some(body)) => {
+                    return Poll::Ready(Some(Event::Frame {
+                        from: stream.id,
+                        generation: stream.generation,
+                        body,
+                    }))
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let error = format!("a bad frame ({error})");
+                    return Poll::Ready(Some(self.remove_turn(Some(error))));
+                }
+            }
+            if !self.read_in_turn {
+                match stream.poll_read(cx) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Some(self.remove_turn(None))),
+                    Poll::Ready(Ok(_)) => {
+                        self.read_in_turn = true;
+                        idle = 0;
+                        continue;
                     }
-                    drop(state);
-                    self.arrived.notify_one();
-                    return Ok(());
+                    Poll::Ready(Err(error)) => {
+                        let error = format!("a read error ({error})");
+                        return Poll::Ready(Some(self.remove_turn(Some(error))));
+                    }
+                    Poll::Pending => idle += 1,
                 }
             }
-            room.await;
-        }
-    }
-
-    /// Swaps everything queued into `into` (whose frames were all taken); false
-    /// when nothing was queued and no more will come.
-    pub(crate) async fn take_all(&self, into: &mut Batch) -> bool {
-        into.clear();
-        loop {
-            let arrived = self.arrived.notified();
-            {
-                let mut state = self.state();
-                if !state.queued.is_empty() {
-                    std::mem::swap(&mut state.queued, into);
-                    drop(state);
-                    self.room.notify_waiters();
-                    return true;
+            // This stream's turn is over.
+            self.turn += 1;
+            self.read_in_turn = false;
+            if idle >= self.streams.len() {
+                // Nothing anywhere: wait for a stream, or for a new one.
+                if !self.take_arrivals(cx) {
+                    return Poll::Pending;
                 }
-                if state.closed {
-                    return false;
-                }
+                idle = 0;
             }
-            arrived.await;
         }
     }
 
-    /// A reader reads incarnation `generation` of node `from` on `fd`, until
-    /// [`Inbox::unregister`].
-    pub(crate) fn register(&self, from: usize, generation: u64, fd: RawFd) {
-        self.state().streams.insert((from, generation), fd);
+    /// Adds the streams that arrived, if any (true); registers the waker for
+    /// the next one.
+    fn take_arrivals(&mut self, cx: &mut Context<'_>) -> bool {
+        let before = self.streams.len();
+        while !self.ended {
+            match self.arrivals.poll_recv(cx) {
+                Poll::Ready(Some(stream)) => self.streams.push(stream),
+                Poll::Ready(None) => self.ended = true,
+                Poll::Pending => break,
+            }
+        }
+        self.streams.len() > before
     }
 
-    /// The reader of that stream is done with it.
-    pub(crate) fn unregister(&self, from: usize, generation: u64) {
-        self.state().streams.remove(&(from, generation));
-    }
-
-    /// Shuts the stream from incarnation `generation` of node `from` down in
-    /// both directions (its reader then sees its end), unless it is over already.
-    pub(crate) fn shut_down(&self, from: usize, generation: u64) {
-        let state = self.state();
-        if let Some(fd) = state.streams.get(&(from, generation)) {
-            // Registered, so its reader holds it open: `fd` is that stream.
-            let _ = nix::sys::socket::shutdown(*fd, nix::sys::socket::Shutdown::Both);
+    /// Drops the stream whose turn it is, telling its writer, and says why.
+    fn remove_turn(&mut self, error: Option<String>) -> Event {
+        let stream = self.streams.remove(self.turn);
+        self.read_in_turn = false;
+        let (id, generation) = (stream.id, stream.generation);
+        if error.is_some() {
+            shut_down(&stream);
+        }
+        let _ = stream.writer.send(Stream::Down(generation));
+        match error {
+            Some(error) => Event::Failed {
+                id,
+                generation,
+                error,
+            },
+            None => Event::Ended { id, generation },
         }
     }
 
-    /// No more messages will come.
-    pub(crate) fn close(&self) {
-        self.state().closed = true;
-        self.arrived.notify_one();
+    /// Closes the stream from incarnation `generation` of node `id` (a message
+    /// on it did not decode), unless it is over already.
+    pub(crate) fn close(&mut self, id: usize, generation: u64) {
+        let at = self
+            .streams
+            .iter()
+            .position(|s| (s.id, s.generation) == (id, generation));
+        if let Some(at) = at {
+            let stream = self.streams.remove(at);
+            shut_down(&stream);
+            let _ = stream.writer.send(Stream::Down(generation));
+            if at < self.turn {
+                self.turn -= 1;
+            } else if at == self.turn {
+                self.read_in_turn = false;
+            }
+        }
     }
+}
 
-    /// The receiver is gone: readers stop.
-    pub(crate) fn unread(&self) {
-        self.state().unread = true;
-        self.room.notify_waiters();
-    }
+/// Shuts `stream` down in both directions: the other node sees its end.
+fn shut_down(stream: &Incoming) {
+    let fd = stream.half.as_ref().as_raw_fd();
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixStream;
 
-    fn batch(frames: &[(usize, &str)]) -> Batch {
-        let mut batch = Batch::default();
-        for (from, body) in frames {
-            batch.push(*from, 1, body.as_bytes());
-        }
-        batch
+    /// An inbox, and a way to give it streams: the far end of each, and the
+    /// writer's end of its channel.
+    fn inbox() -> (
+        Inbox,
+        impl Fn(usize) -> (UnixStream, mpsc::UnboundedReceiver<Stream>),
+    ) {
+        let (arrive, arrivals) = mpsc::unbounded_channel();
+        let add = move |id| {
+            let (near, far) = UnixStream::pair().unwrap();
+            let (writer, writer_rx) = mpsc::unbounded_channel();
+            let codec = LengthDelimitedCodec::builder()
+                .max_frame_length(16)
+                .new_codec();
+            let (read, _write) = near.into_split();
+            arrive
+                .send(Incoming::new(id, 1, read, codec, writer))
+                .unwrap();
+            (far, writer_rx)
+        };
+        (Inbox::new(arrivals), add)
     }
 
-    fn drain(batch: &mut Batch) -> Vec<(usize, String)> {
-        let mut out = Vec::new();
-        while let Some((frame, body)) = batch.pop() {
-            out.push((frame.from, String::from_utf8(body.to_vec()).unwrap()));
-        }
-        out
+    async fn next(inbox: &mut Inbox) -> Option<Event> {
+        poll_fn(|cx| inbox.poll_next(cx)).await
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        frame
     }
 
     #[tokio::test]
-    async fn batches_in_batches_out_bounded() {
-        let inbox = Inbox::new(2);
-        let mut first = batch(&[(1, "a"), (1, "bc")]);
-        inbox.push(&mut first).await.unwrap();
-        assert!(first.is_empty(), "moved in");
-        let mut more = batch(&[(2, "d")]);
-        let full =
-            tokio::time::timeout(std::time::Duration::from_millis(50), inbox.push(&mut more));
-        assert!(full.await.is_err(), "a full inbox makes readers wait");
-        let mut out = Batch::default();
-        assert!(inbox.take_all(&mut out).await);
-        assert_eq!(drain(&mut out), [(1, "a".into()), (1, "bc".into())]);
-        inbox.close();
-        assert!(!inbox.take_all(&mut out).await);
-        inbox.unread();
-        assert!(inbox.push(&mut batch(&[(2, "e")])).await.is_err());
+    async fn streams_take_turns_a_read_each() {
+        let (mut inbox, add) = inbox();
+        let (one, _w1) = add(1);
+        let (mut two, _w2) = add(2);
+        // Node 1 has sent all its socket holds (several reads' worth) before
+        // node 2 sends one frame.
+        let chunk: Vec<u8> = (0..1000).flat_map(|_| frame(b"1")).collect();
+        let mut sent = 0;
+        let rest = loop {
+            sent += 1000;
+            match one.try_write(&chunk) {
+                Ok(all) if all == chunk.len() => continue,
+                Ok(part) => break chunk[part..].to_vec(),
+                Err(_) => break chunk.clone(),
+            }
+        };
+        assert!(sent * 5 > 2 * READ_CHUNK, "{sent} frames fit");
+        let mut one = one;
+        tokio::spawn(async move { one.write_all(&rest).await });
+        two.write_all(&frame(b"2")).await.unwrap();
+        let mut order = Vec::new();
+        for _ in 0..=sent {
+            match next(&mut inbox).await {
+                Some(Event::Frame { from, body, .. }) => {
+                    assert_eq!(&body[..], from.to_string().as_bytes());
+                    order.push(from);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let before_two = order.iter().position(|from| *from == 2).unwrap();
+        assert!(
+            before_two <= READ_CHUNK / 5,
+            "node 2 waited for {before_two} of node 1's {sent} frames"
+        );
+        assert_eq!(order.iter().filter(|from| **from == 1).count(), sent);
     }
 
     #[tokio::test]
-    async fn a_batch_pushed_onto_queued_frames_keeps_the_order() {
-        let inbox = Inbox::new(10);
-        let mut out = Batch::default();
-        inbox.push(&mut batch(&[(1, "a"), (2, "b")])).await.unwrap();
-        inbox.push(&mut batch(&[(3, "cd")])).await.unwrap();
-        assert!(inbox.take_all(&mut out).await);
-        assert_eq!(
-            out.pop().map(|(f, b)| (f.from, b.to_vec())),
-            Some((1, b"a".to_vec()))
+    async fn a_stream_that_joins_mid_round_is_read() {
+        let (mut inbox, add) = inbox();
+        let (mut one, _w1) = add(1);
+        let (_two, _w2) = add(2);
+        one.write_all(&frame(b"1")).await.unwrap();
+        assert!(matches!(
+            next(&mut inbox).await,
+            Some(Event::Frame { from: 1, .. })
+        ));
+        // Node 3 joins while node 1's turn ends and node 2 has nothing: the
+        // round that takes it in must also wait for it before waiting.
+        let (mut three, _w3) = add(3);
+        let receiving = tokio::spawn(async move { next(&mut inbox).await });
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // the receiver is waiting
+        }
+        three.write_all(&frame(b"3")).await.unwrap();
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), receiving);
+        assert!(
+            matches!(got.await, Ok(Ok(Some(Event::Frame { from: 3, .. })))),
+            "node 3's frame is read"
         );
-        // Half taken; the rest stays in order after the next take.
-        assert_eq!(
-            drain(&mut out),
-            [(2, "b".into()), (3, "cd".into())],
-            "in order"
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_or_an_end_drops_that_stream_and_tells_its_writer() {
+        let (mut inbox, add) = inbox();
+        let (mut one, mut w1) = add(1);
+        let (mut two, mut w2) = add(2);
+        one.write_all(&u32::MAX.to_be_bytes()).await.unwrap(); // over 16 bytes
+        match next(&mut inbox).await {
+            Some(Event::Failed { id: 1, error, .. }) => assert!(error.contains("frame"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(w1.recv().await, Some(Stream::Down(1))));
+        let mut byte = [0u8; 1];
+        let read = tokio::io::AsyncReadExt::read(&mut one, &mut byte).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "node 1's stream is shut");
+        two.write_all(&frame(b"ok")).await.unwrap();
+        drop(two);
+        assert!(matches!(
+            next(&mut inbox).await,
+            Some(Event::Frame { from: 2, .. })
+        ));
+        assert!(matches!(
+            next(&mut inbox).await,
+            Some(Event::Ended { id: 2, .. })
+        ));
+        assert!(matches!(w2.recv().await, Some(Stream::Down(1))));
+        assert_eq!(inbox.len(), 0);
+        let (_three, _w3) = add(3);
+        assert_eq!(inbox.len(), 0, "joins when the inbox is next read");
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(20), next(&mut inbox));
+        assert!(waiting.await.is_err(), "nothing to read yet");
+        assert_eq!(inbox.len(), 1);
+        drop((_three, add));
+        assert!(matches!(
+            next(&mut inbox).await,
+            Some(Event::Ended { id: 3, .. })
+        ));
+        assert!(
+            next(&mut inbox).await.is_none(),
+            "no stream left, none to come"
         );
-        inbox.push(&mut batch(&[(1, "e")])).await.unwrap();
-        assert!(inbox.take_all(&mut out).await);
-        assert_eq!(drain(&mut out), [(1, "e".into())]);
     }
 }

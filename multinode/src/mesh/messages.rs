@@ -7,26 +7,24 @@
 //! `send` wait instead of growing memory, and messages to a node that is
 //! restarting wait in its queue until its next incarnation is meshed.
 //!
-//! On the receiving side, one reader per stream cuts frames with the codec and
-//! queues their bodies in the inbox; `Receiver::recv` decodes each message when
-//! the body asks for it.
+//! On the receiving side, `Receiver::recv` reads the streams itself, cuts one
+//! frame with the codec and decodes it: no reader task, no queue in between.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::future::poll_fn;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
 
 use bytes::{BufMut, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::LengthDelimitedCodec;
 use tracing::Instrument;
 
-use super::inbox::{Batch, Inbox};
+use super::inbox::{Event, Inbox, Incoming};
 use super::outbox::{self, Outbox, Stream};
 use super::peer::{Item, PeerQueue};
 
@@ -79,8 +77,9 @@ impl Options {
         self
     }
 
-    /// How many messages may wait for each node, and in this node's inbox
-    /// (default 1024). Past that, `send` waits and `try_send` fails.
+    /// How many messages may wait for each node (default 1024). Past that,
+    /// `send` waits and `try_send` fails. (Incoming messages wait in the
+    /// streams' socket buffers until [`Receiver::recv`] reads them.)
     ///
     /// ```
     /// let options = multinode::mesh::Options::new().queue(64);
@@ -311,12 +310,7 @@ impl<M> Sender<M> {
 /// # }
 /// ```
 pub struct Receiver<M> {
-    inbox: Arc<Inbox>,
-    /// Taken from the inbox, not yet decoded.
-    taken: Batch,
-    /// Incarnations whose stream was closed for a message that did not decode:
-    /// their frames still taken are dropped.
-    closed: BTreeSet<(usize, u64)>,
+    inbox: Inbox,
     /// The node's span, for the errors logged from whatever task receives.
     span: tracing::Span,
     _message: PhantomData<fn() -> M>,
@@ -325,21 +319,20 @@ pub struct Receiver<M> {
 impl<M> fmt::Debug for Receiver<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
-            .field("taken", &self.taken.len())
+            .field("streams", &self.inbox.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl<M> Drop for Receiver<M> {
-    fn drop(&mut self) {
-        self.inbox.unread();
     }
 }
 
 impl<M: DeserializeOwned> Receiver<M> {
     /// The next message and the id of the node that sent it; `None` once the
-    /// master is gone. A message that does not decode as `M` closes the stream
-    /// it came on (logged, naming the node) and is skipped.
+    /// master is gone and every stream has ended. A frame that is not one (over
+    /// [`Options::max_frame_len`]) or a message that does not decode as `M`
+    /// closes the stream it came on (logged, naming the node); the messages
+    /// before it are delivered.
+    ///
+    /// The streams are read only by `recv`: until it is called, messages wait
+    /// in the sockets, and their senders wait once those are full.
     ///
     /// Cancel safe: a message is taken only by the call that returns it, so
     /// `recv` can be a branch of `tokio::select!`.
@@ -352,31 +345,50 @@ impl<M: DeserializeOwned> Receiver<M> {
     /// # }
     /// ```
     pub async fn recv(&mut self) -> Option<(usize, M)> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, M)>> {
         loop {
-            let Some((frame, body)) = self.taken.pop() else {
-                if !self.inbox.take_all(&mut self.taken).await {
-                    return None;
-                }
-                continue;
+            let Some(event) = std::task::ready!(self.inbox.poll_next(cx)) else {
+                return Poll::Ready(None);
             };
-            let incarnation = (frame.from, frame.generation);
-            if self.closed.contains(&incarnation) {
-                continue;
-            }
-            match postcard::from_bytes::<M>(body) {
-                Ok(message) => return Some((frame.from, message)),
-                Err(error) => {
-                    let id = frame.from;
-                    self.span.in_scope(|| tracing::error!(
-                        peer = id,
-                        generation = frame.generation,
-                        "mesh: a malformed message ({error}) from node {id}: closing the stream from node {id}"
-                    ));
-                    self.inbox.shut_down(id, frame.generation);
-                    self.closed.insert(incarnation);
-                }
+            match event {
+                Event::Frame {
+                    from,
+                    generation,
+                    body,
+                } => match postcard::from_bytes::<M>(&body) {
+                    Ok(message) => return Poll::Ready(Some((from, message))),
+                    Err(error) => {
+                        self.log_closed(
+                            from,
+                            generation,
+                            &format!("a malformed message ({error})"),
+                        );
+                        self.inbox.close(from, generation);
+                    }
+                },
+                Event::Ended { id, generation } => self.span.in_scope(|| {
+                    tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream")
+                }),
+                Event::Failed {
+                    id,
+                    generation,
+                    error,
+                } => self.log_closed(id, generation, &error),
             }
         }
+    }
+
+    fn log_closed(&self, id: usize, generation: u64, error: &str) {
+        self.span.in_scope(|| {
+            tracing::error!(
+                peer = id,
+                generation,
+                "mesh: {error} from node {id}: closing the stream from node {id}"
+            )
+        });
     }
 }
 
@@ -490,9 +502,9 @@ where
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
     }
-    let inbox = Arc::new(Inbox::new(options.queue));
+    let (arrive, arrivals) = mpsc::unbounded_channel();
     let dispatch = {
-        let (router, inbox) = (router.clone(), inbox.clone());
+        let router = router.clone();
         async move {
             while let Some(item) = queue.pop().await {
                 match item {
@@ -501,15 +513,13 @@ where
                         let (read, write) = peer.into_split();
                         let writer = router.link(id);
                         let _ = writer.send(Stream::Up(generation, write));
-                        let span = tracing::Span::current();
-                        let reader =
-                            read_from(id, generation, read, options, inbox.clone(), writer, span);
-                        tokio::spawn(reader);
+                        let incoming = Incoming::new(id, generation, read, options.codec(), writer);
+                        let _ = arrive.send(incoming); // Err: the receiver was dropped
                     }
                     Item::Gone(id) => router.gone(id),
                 }
             }
-            inbox.close(); // the master is gone
+            // The master is gone: no more streams will come.
         }
     };
     tokio::spawn(dispatch.in_current_span());
@@ -518,111 +528,11 @@ where
         _message: PhantomData,
     };
     let receiver = Receiver {
-        inbox,
-        taken: Batch::default(),
-        closed: BTreeSet::new(),
+        inbox: Inbox::new(arrivals),
         span: tracing::Span::current(),
         _message: PhantomData,
     };
     (sender, receiver)
-}
-
-/// How much one read takes from a stream at most (frames may be longer).
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Reads one incarnation's stream into the inbox, every frame of a read in one
-/// batch. A bad frame closes that stream, with an error naming the node; nothing
-/// else is touched. Tells the writer when the stream is over. Its lines are logged
-/// in `span` (the node's).
-async fn read_from(
-    id: usize,
-    generation: u64,
-    half: OwnedReadHalf,
-    options: Options,
-    inbox: Arc<Inbox>,
-    writer: mpsc::UnboundedSender<Stream>,
-    span: tracing::Span,
-) {
-    let mut stream = Registered::new(inbox, id, generation, half);
-    let (half, inbox) = (&mut stream.half, &*stream.inbox);
-    let read = read_frames(id, generation, half, options, inbox).await;
-    let _in_node = span.enter(); // no await from here on
-    match read {
-        Ok(()) => tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream"),
-        Err(error) => {
-            tracing::error!(
-                peer = id,
-                generation,
-                "mesh: {error} from node {id}: closing the stream from node {id}"
-            );
-            inbox.shut_down(id, generation);
-        }
-    }
-    drop(stream);
-    let _ = writer.send(Stream::Down(generation));
-}
-
-/// A stream's read half, registered in the inbox (so that `recv` can shut the
-/// stream down) for as long as it is held: unregistered before the descriptor
-/// can close, also when the reader task is dropped.
-struct Registered {
-    inbox: Arc<Inbox>,
-    id: usize,
-    generation: u64,
-    half: OwnedReadHalf,
-}
-
-impl Registered {
-    fn new(inbox: Arc<Inbox>, id: usize, generation: u64, half: OwnedReadHalf) -> Self {
-        inbox.register(id, generation, half.as_ref().as_raw_fd());
-        Registered {
-            inbox,
-            id,
-            generation,
-            half,
-        }
-    }
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        // Before the fields, so while `half` is still open.
-        self.inbox.unregister(self.id, self.generation);
-    }
-}
-
-/// Reads until EOF (or the receiver is gone): `Err` with what was wrong.
-async fn read_frames(
-    id: usize,
-    generation: u64,
-    half: &mut OwnedReadHalf,
-    options: Options,
-    inbox: &Inbox,
-) -> Result<(), String> {
-    let mut codec = options.codec();
-    let mut buffer = BytesMut::new();
-    let mut batch = Batch::default();
-    loop {
-        buffer.reserve(READ_CHUNK);
-        match half.read_buf(&mut buffer).await {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(error) => return Err(format!("a read error ({error})")),
-        }
-        let bad = loop {
-            match codec.decode(&mut buffer) {
-                Ok(Some(frame)) => batch.push(id, generation, &frame),
-                Ok(None) => break None,
-                Err(error) => break Some(format!("a bad frame ({error})")),
-            }
-        };
-        if !batch.is_empty() && inbox.push(&mut batch).await.is_err() {
-            return Ok(()); // the receiver was dropped
-        }
-        if let Some(error) = bad {
-            return Err(error);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -632,6 +542,7 @@ mod tests {
     use crate::mesh::{run, Inbound};
     use proptest::prelude::*;
     use std::time::Duration;
+    use tokio_util::codec::Decoder;
 
     type Node = (mpsc::UnboundedSender<Inbound>, Arc<PeerQueue>);
 
@@ -757,14 +668,27 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().1, vec![1, 2, 3]);
     }
 
+    /// Receives on its own task, as a node's body would; what it gets comes out
+    /// of the channel.
+    fn receiving(mut rx: Receiver<String>) -> mpsc::UnboundedReceiver<(usize, String)> {
+        let (got, heard) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let _ = got.send(message);
+            }
+        });
+        heard
+    }
+
     #[tokio::test]
     async fn a_bad_frame_closes_that_stream_only() {
         use tokio::io::AsyncWriteExt;
         // Node 0 takes its streams raw, as a misbehaving peer would.
         let nodes = mesh(3);
         let mut rogue = crate::mesh::Peers::new(nodes[0].1.clone());
-        let (tx1, mut rx1) = messages::<String>(&nodes, 1, Options::new().max_frame_len(1024));
-        let (tx2, mut rx2) = messages::<String>(&nodes, 2, Options::new().max_frame_len(1024));
+        let (tx1, rx1) = messages::<String>(&nodes, 1, Options::new().max_frame_len(1024));
+        let (tx2, rx2) = messages::<String>(&nodes, 2, Options::new().max_frame_len(1024));
+        let (mut heard1, mut heard2) = (receiving(rx1), receiving(rx2));
         let (mut to_one, mut to_two) = {
             let (a, b) = (rogue.recv().await.unwrap(), rogue.recv().await.unwrap());
             if a.id() == 1 {
@@ -773,33 +697,26 @@ mod tests {
                 (b, a)
             }
         };
+        let mut buf = [0u8; 1];
+        let closed = |read| matches!(read, Ok(Ok(0) | Err(_)));
         // A length prefix far over the limit.
         to_one.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-        let mut buf = [0u8; 1];
-        let read = tokio::io::AsyncReadExt::read(&mut to_one, &mut buf).await;
-        assert!(matches!(read, Ok(0) | Err(_)), "node 1 closed the stream");
+        let read = tokio::io::AsyncReadExt::read(&mut to_one, &mut buf);
+        let read = tokio::time::timeout(Duration::from_secs(5), read).await;
+        assert!(closed(read), "node 1 closed the stream");
         // Node 1 still talks with node 2, both ways.
         tx2.send(1, &"still here".to_string()).await.unwrap();
-        assert_eq!(rx1.recv().await.unwrap(), (2, "still here".to_string()));
+        assert_eq!(heard1.recv().await, Some((2, "still here".to_string())));
         tx1.send(2, &"me too".to_string()).await.unwrap();
         // A whole frame whose body is no String: node 2 closes that stream when
         // its receiver comes to it, and gets node 1's message after it.
         to_two.write_all(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
         tx1.send(2, &"after".to_string()).await.unwrap();
-        let (got, mut heard) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(message) = rx2.recv().await {
-                let _ = got.send(message);
-            }
-        });
         let read = tokio::io::AsyncReadExt::read(&mut to_two, &mut buf);
         let read = tokio::time::timeout(Duration::from_secs(5), read).await;
-        assert!(
-            matches!(read, Ok(Ok(0) | Err(_))),
-            "node 2 closed the stream"
-        );
+        assert!(closed(read), "node 2 closed the stream");
         for text in ["me too", "after"] {
-            assert_eq!(heard.recv().await, Some((1, text.to_string())));
+            assert_eq!(heard2.recv().await, Some((1, text.to_string())));
         }
     }
 

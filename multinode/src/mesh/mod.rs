@@ -21,8 +21,9 @@
 //! }
 //! ```
 
-/// The largest buffer a queue or a batch keeps once it is emptied: room for the
-/// next turn, not for ever the largest burst.
+/// The largest buffer an outgoing queue keeps once a burst is through, or an
+/// incoming stream once its frames are: room for the next messages, not for
+/// ever the largest burst.
 const KEEP_CAPACITY: usize = 1024 * 1024;
 
 mod handshake;

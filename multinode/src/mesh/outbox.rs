@@ -115,14 +115,20 @@ impl Outbox {
 
     /// Swaps everything queued into `chunk`, whose old content was written and
     /// whose room the senders get next: two buffers take turns, so that their
-    /// memory stays allocated and warm. False when nothing is queued.
+    /// memory stays allocated and warm while frames keep coming. False when
+    /// nothing is queued: then a burst is over, and buffers grown past
+    /// [`KEEP_CAPACITY`] are given back.
     fn take(&self, chunk: &mut BytesMut) -> bool {
         chunk.clear();
-        if chunk.capacity() > KEEP_CAPACITY {
-            *chunk = BytesMut::new(); // once large messages are through, give it back
-        }
         let mut state = self.state();
         if state.frames == 0 {
+            if state.buffer.capacity() > KEEP_CAPACITY {
+                state.buffer = BytesMut::new(); // empty: nothing is queued
+            }
+            drop(state);
+            if chunk.capacity() > KEEP_CAPACITY {
+                *chunk = BytesMut::new();
+            }
             return false;
         }
         state.frames = 0;
@@ -270,6 +276,26 @@ mod tests {
         let mut chunk = BytesMut::new();
         assert!(outbox.take(&mut chunk));
         assert_eq!(&chunk[..], b"whole");
+    }
+
+    #[test]
+    fn buffers_grown_by_a_burst_are_given_back_once_it_is_through() {
+        let outbox = Outbox::new(1, 8);
+        let big = |buffer: &mut BytesMut| {
+            buffer.extend_from_slice(&vec![1u8; 2 * KEEP_CAPACITY]);
+            Ok(())
+        };
+        let mut chunk = BytesMut::new();
+        for _ in 0..2 {
+            outbox.try_send_with(big).unwrap();
+            assert!(outbox.take(&mut chunk));
+            assert_eq!(chunk.len(), 2 * KEEP_CAPACITY);
+        }
+        // Both buffers grew, and are kept while frames keep coming.
+        assert!(outbox.state().buffer.capacity() >= 2 * KEEP_CAPACITY);
+        assert!(!outbox.take(&mut chunk), "the burst is through");
+        assert!(chunk.capacity() <= KEEP_CAPACITY);
+        assert!(outbox.state().buffer.capacity() <= KEEP_CAPACITY);
     }
 
     #[tokio::test]
