@@ -11,7 +11,8 @@
 //!   and the floor under it on this machine: the same over bare socketpairs to 3
 //!   threads sleeping in a blocking read.
 //!
-//! `QUICK=1` sends fewer messages. The output is one CSV line per figure after a
+//! `QUICK=1` sends fewer messages; `ONLY=64` (or `ONLY=4096`) measures that
+//! size alone, 10 rounds, and no broadcast (for a profiler). The output is one CSV line per figure after a
 //! `mesh,` prefix, which `bench/run.py` reads.
 
 use std::time::{Duration, Instant};
@@ -85,11 +86,20 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
             up += 1;
         }
     }
-    let rounds = if quick { 1 } else { 3 };
-    for (size, count) in [
+    let only: Option<usize> = std::env::var("ONLY").ok().and_then(|s| s.parse().ok());
+    let rounds = match (quick, only) {
+        (_, Some(_)) => 10,
+        (true, None) => 1,
+        (false, None) => 3,
+    };
+    let sizes = [
         (64, if quick { 200_000 } else { 1_000_000 }),
         (4096, if quick { 50_000 } else { 200_000 }),
-    ] {
+    ];
+    for (size, count) in sizes
+        .into_iter()
+        .filter(|(size, _)| only.is_none_or(|o| o == *size))
+    {
         let frame =
             Bytes::from(postcard::to_stdvec(&Bench::Data(Bytes::from(vec![0x42; size]))).unwrap());
         let (mut mesh, mut bare) = (Vec::new(), Vec::new());
@@ -111,6 +121,9 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
         }
         report("mesh", size, count, frame.len(), &mesh);
         report("bare socketpair", size, count, frame.len(), &bare);
+    }
+    if only.is_some() {
+        return;
     }
     // Broadcast latency, one broadcast at a time.
     let pings = if quick { 300 } else { 2000 };
