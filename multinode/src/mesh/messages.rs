@@ -571,6 +571,13 @@ mod tests {
         start(id, 0..nodes.len(), nodes[id].1.clone(), options)
     }
 
+    #[test]
+    fn both_halves_can_go_to_any_task() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<Sender<String>>();
+        send_and_sync::<Receiver<String>>();
+    }
+
     #[tokio::test]
     async fn every_node_hears_every_other_once_in_order() {
         let nodes = mesh(4);
