@@ -76,6 +76,11 @@ pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
 /// The most processes one master will supervise.
 pub(crate) const MAX_NODES: usize = 1024;
 
+/// Why `flavor = "multi_thread"` is refused when this crate is built without
+/// its `multi-thread` feature.
+#[cfg(not(feature = "multi-thread"))]
+const MULTI_THREAD_NEEDS: &str = "needs multinode's `multi-thread` feature";
+
 /// Settings for a multinode program: what `#[multinode::main(...)]` expands to.
 ///
 /// Every attribute key is a method of the same name. `MULTINODE_PORT`,
@@ -367,11 +372,10 @@ impl Builder {
         if self.worker_threads == Some(0) {
             return Err(ConfigError::key("worker_threads", "0: expected at least 1"));
         }
-        if self.flavor == Flavor::MultiThread && !cfg!(feature = "multi-thread") {
-            return Err(ConfigError::key(
-                "flavor",
-                "\"multi_thread\": needs multinode's `multi-thread` feature",
-            ));
+        #[cfg(not(feature = "multi-thread"))]
+        if self.flavor == Flavor::MultiThread {
+            let why = format!("\"multi_thread\": {MULTI_THREAD_NEEDS}");
+            return Err(ConfigError::key("flavor", &why));
         }
         if self.worker_threads.is_some() && self.flavor == Flavor::CurrentThread {
             return Err(ConfigError::key(
@@ -407,9 +411,9 @@ impl Builder {
             // Refused by `resolve` before any process starts.
             #[cfg(not(feature = "multi-thread"))]
             Flavor::MultiThread => {
-                return Err(std::io::Error::other(
-                    "flavor = \"multi_thread\" needs multinode's `multi-thread` feature",
-                ))
+                return Err(std::io::Error::other(format!(
+                    "flavor = \"multi_thread\" {MULTI_THREAD_NEEDS}"
+                )))
             }
         };
         if let Some(threads) = self.worker_threads {
