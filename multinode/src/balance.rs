@@ -304,6 +304,15 @@ impl Tally {
     }
 }
 
+#[cfg(test)]
+impl Tally {
+    /// The first line of a table of its own.
+    pub(crate) fn for_tests() -> Self {
+        let table = Arc::new(LoadTable::create().expect("a load table"));
+        Tally { table, slot: 0 }
+    }
+}
+
 impl Drop for Tally {
     fn drop(&mut self) {
         let active = &self.table.entry(self.slot).active;

@@ -319,10 +319,11 @@ async fn idle(state: &PerConnection, timeout: Duration) {
     let mut seen = state.requests.load(Ordering::Acquire);
     while quiet < CHECKS {
         tokio::time::sleep(timeout / CHECKS).await;
+        if state.http2.load(Ordering::Relaxed) {
+            return std::future::pending().await; // and no more wake-ups for it
+        }
         let requests = state.requests.load(Ordering::Acquire);
-        let busy = requests != seen
-            || state.in_progress.load(Ordering::Acquire) > 0
-            || state.http2.load(Ordering::Relaxed);
+        let busy = requests != seen || state.in_progress.load(Ordering::Acquire) > 0;
         quiet = if busy { 0 } else { quiet + 1 };
         seen = requests;
     }
@@ -449,5 +450,32 @@ impl<B: Body> Body for ResponseBody<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_after_four_quiet_checks_and_http2_never() {
+        let state = PerConnection {
+            tally: Tally::for_tests(),
+            requests: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
+            stopping: Arc::new(AtomicBool::new(false)),
+        };
+        let timeout = Duration::from_secs(4);
+        let started = tokio::time::Instant::now();
+        idle(&state, timeout).await;
+        assert_eq!(started.elapsed(), timeout, "four checks, one a second");
+        state.in_progress.store(1, Ordering::Release);
+        let busy = tokio::time::timeout(10 * timeout, idle(&state, timeout));
+        assert!(busy.await.is_err(), "a request in progress is not idle");
+        state.in_progress.store(0, Ordering::Release);
+        state.http2.store(true, Ordering::Relaxed);
+        let http2 = tokio::time::timeout(10 * timeout, idle(&state, timeout));
+        assert!(http2.await.is_err(), "HTTP/2 is never idle");
     }
 }
