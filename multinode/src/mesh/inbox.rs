@@ -191,15 +191,9 @@ impl Inbox {
         self.streams.len() > before
     }
 
-    /// Drops the stream whose turn it is, telling its writer, and says why.
+    /// Drops the stream whose turn it is, and says why.
     fn remove_turn(&mut self, error: Option<String>) -> Event {
-        let stream = self.streams.remove(self.turn);
-        self.read_in_turn = false;
-        let (id, generation) = (stream.id, stream.generation);
-        if error.is_some() {
-            shut_down(&stream);
-        }
-        let _ = stream.writer.send(Stream::Down(generation));
+        let (id, generation) = self.remove(self.turn, error.is_some());
         match error {
             Some(error) => Event::Failed {
                 id,
@@ -218,15 +212,23 @@ impl Inbox {
             .iter()
             .position(|s| (s.id, s.generation) == (id, generation));
         if let Some(at) = at {
-            let stream = self.streams.remove(at);
-            shut_down(&stream);
-            let _ = stream.writer.send(Stream::Down(generation));
-            if at < self.turn {
-                self.turn -= 1;
-            } else if at == self.turn {
-                self.read_in_turn = false;
-            }
+            self.remove(at, true);
         }
+    }
+
+    /// Drops stream `at`, shut down first if `shut`, and tells its writer.
+    fn remove(&mut self, at: usize, shut: bool) -> (usize, u64) {
+        let stream = self.streams.remove(at);
+        if shut {
+            shut_down(&stream);
+        }
+        let _ = stream.writer.send(Stream::Down(stream.generation));
+        if at < self.turn {
+            self.turn -= 1;
+        } else if at == self.turn {
+            self.read_in_turn = false;
+        }
+        (stream.id, stream.generation)
     }
 }
 
