@@ -3,16 +3,19 @@
 //! prints, then returns, which stops every node:
 //!
 //! - messages/s and MB/s from node 1 to node 0 through the message layer, for 64-byte
-//!   and 4 KiB payloads, against the same frames over a bare Unix socketpair with
-//!   the same codec (tokio-util's length-delimited), written and read by two
-//!   threads, each on its own current_thread runtime like two nodes;
+//!   and 4 KiB `Bytes` payloads, against the same frames over a bare Unix
+//!   socketpair with the same codec (tokio-util's length-delimited), written and
+//!   read by two threads, each on its own current_thread runtime like two nodes;
+//!   and the same for a 64-byte payload in a fixed array (`[u8; 64]`), which
+//!   decodes without an allocation: the message layer's own cost, without the
+//!   allocator's;
 //! - broadcast latency from node 0 to the 3 others: per broadcast, until the last
 //!   of them has it (CLOCK_MONOTONIC is one clock for every process), p50 and p99;
 //!   and the floor under it on this machine: the same over bare socketpairs to 3
 //!   threads sleeping in a blocking read.
 //!
 //! `QUICK=1` sends fewer messages; `ONLY=64` (or `ONLY=4096`) measures that
-//! size alone, 10 rounds, and no broadcast (for a profiler). The output is one CSV line per figure after a
+//! size alone (both payloads for 64), 10 rounds, and no broadcast (for a profiler). The output is one CSV line per figure after a
 //! `mesh,` prefix, which `bench/run.py` reads.
 
 use std::time::{Duration, Instant};
@@ -27,12 +30,21 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 #[derive(Debug, Serialize, Deserialize)]
 enum Bench {
     Up,
-    Go { size: usize, count: usize },
+    Go {
+        size: usize,
+        count: usize,
+        array: bool,
+    },
     Start,
     Data(Bytes),
+    Array(Array64),
     End,
-    Ping { sent_ns: u64 },
-    Pong { latency_ns: u64 },
+    Ping {
+        sent_ns: u64,
+    },
+    Pong {
+        latency_ns: u64,
+    },
 }
 
 fn main() {
@@ -61,8 +73,8 @@ async fn body(mut nodes: Nodes) {
 async fn serve(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
     while let Some((_, message)) = rx.recv().await {
         match message {
-            Bench::Go { size, count } => {
-                let data = Bench::Data(Bytes::from(vec![0x42; size]));
+            Bench::Go { size, count, array } => {
+                let data = data(size, array);
                 tx.send(0, &Bench::Start).await.unwrap();
                 for _ in 0..count {
                     tx.send(0, &data).await.unwrap();
@@ -92,26 +104,27 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
         (true, None) => 1,
         (false, None) => 3,
     };
-    let sizes = [
-        (64, if quick { 200_000 } else { 1_000_000 }),
-        (4096, if quick { 50_000 } else { 200_000 }),
+    let small = if quick { 200_000 } else { 1_000_000 };
+    let phases = [
+        (64, small, false),
+        (4096, if quick { 50_000 } else { 200_000 }, false),
+        (64, small, true),
     ];
-    for (size, count) in sizes
+    for (size, count, array) in phases
         .into_iter()
-        .filter(|(size, _)| only.is_none_or(|o| o == *size))
+        .filter(|(size, _, _)| only.is_none_or(|o| o == *size))
     {
-        let frame =
-            Bytes::from(postcard::to_stdvec(&Bench::Data(Bytes::from(vec![0x42; size]))).unwrap());
+        let frame = Bytes::from(postcard::to_stdvec(&data(size, array)).unwrap());
         let (mut mesh, mut bare) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             bare.push(bare_socketpair(frame.clone(), count));
-            tx.send(1, &Bench::Go { size, count }).await.unwrap();
+            tx.send(1, &Bench::Go { size, count, array }).await.unwrap();
             let mut started = None;
             let mut received = 0;
             let elapsed = loop {
                 match rx.recv().await.unwrap().1 {
                     Bench::Start => started = Some(Instant::now()),
-                    Bench::Data(_) => received += 1,
+                    Bench::Data(_) | Bench::Array(_) => received += 1,
                     Bench::End => break started.unwrap().elapsed(),
                     _ => {}
                 }
@@ -119,8 +132,9 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
             assert_eq!(received, count);
             mesh.push(elapsed);
         }
-        report("mesh", size, count, frame.len(), &mesh);
-        report("bare socketpair", size, count, frame.len(), &bare);
+        let what = |path| format!("{path} {size} B{}", if array { " array" } else { "" });
+        report(&what("mesh"), count, size, frame.len(), &mesh);
+        report(&what("bare socketpair"), count, size, frame.len(), &bare);
     }
     if only.is_some() {
         return;
@@ -146,6 +160,45 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
     print_latency("broadcast to 3 nodes", latencies);
     let floor = tokio::task::spawn_blocking(move || bare_broadcast(pings));
     print_latency("bare broadcast to 3 threads", floor.await.unwrap());
+}
+
+/// A message of `size` bytes of payload: a `Bytes`, or the 64 bytes of an array.
+fn data(size: usize, array: bool) -> Bench {
+    if array {
+        Bench::Array(Array64([0x42; 64]))
+    } else {
+        Bench::Data(Bytes::from(vec![0x42; size]))
+    }
+}
+
+/// 64 bytes encoded as serde bytes (a length, then the bytes: the same frame as a
+/// `Bytes` of 64), decoded into the array: no allocation.
+#[derive(Debug)]
+struct Array64([u8; 64]);
+
+impl Serialize for Array64 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Array64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Array64;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("64 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Array64, E> {
+                let array = bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+                Ok(Array64(array))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
 }
 
 /// The pause between two broadcasts, so that the receivers are asleep when one comes.
@@ -200,11 +253,11 @@ fn bare_broadcast(pings: usize) -> Vec<u64> {
 }
 
 /// Prints messages/s and MB/s (payload bytes) for each round's time.
-fn report(what: &str, size: usize, count: usize, frame: usize, times: &[Duration]) {
+fn report(what: &str, count: usize, size: usize, frame: usize, times: &[Duration]) {
     for time in times {
         let per_second = count as f64 / time.as_secs_f64();
         println!(
-            "mesh,{what} {size} B,msgs_per_s,{per_second:.0},MB_per_s,{:.1},frame_bytes,{frame}",
+            "mesh,{what},msgs_per_s,{per_second:.0},MB_per_s,{:.1},frame_bytes,{frame}",
             per_second * size as f64 / 1e6
         );
     }

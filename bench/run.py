@@ -220,9 +220,10 @@ def mesh_figures():
             latency[row[0], row[1]] = float(row[2])
     lines = ["", "## Mesh (bench/mesh_bench.rs: node 1 to node 0; min / median / max msgs/s)", "",
              "| path | msgs/s | MB/s (median) | mesh / bare (medians) |", "| --- | --- | --- | --- |"]
-    for size in (64, 4096):
-        mesh, bare = rates[f"mesh {size} B"], rates[f"bare socketpair {size} B"]
-        for name, values in ((f"mesh, {size} B", mesh), (f"bare socketpair, {size} B", bare)):
+    for size, payload in ((64, ""), (4096, ""), (64, " array")):
+        mesh, bare = rates[f"mesh {size} B{payload}"], rates[f"bare socketpair {size} B{payload}"]
+        kind = ", `[u8; 64]` payload" if payload else ""
+        for name, values in ((f"mesh, {size} B{kind}", mesh), (f"bare socketpair, {size} B{kind}", bare)):
             ratio = statistics.median(mesh) / statistics.median(bare) if values is mesh else 1
             lines.append(f"| {name} | {spread(values)} | {statistics.median(values) * size / 1e6:.0f} | "
                          f"{ratio:.2f} |")
