@@ -9,14 +9,13 @@
 //! from it and at most one more read's worth, so that a busy node does not
 //! starve the others. New streams join at the end of a round.
 
-use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
+use super::halves::ReadHalf;
 use super::outbox::Stream;
 use super::KEEP_CAPACITY;
 
@@ -29,7 +28,7 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) struct Incoming {
     id: usize,
     generation: u64,
-    half: OwnedReadHalf,
+    half: ReadHalf,
     codec: LengthDelimitedCodec,
     buffer: BytesMut,
     /// That node's writer, told when the stream is over.
@@ -42,7 +41,7 @@ impl Incoming {
     pub(crate) fn new(
         id: usize,
         generation: u64,
-        half: OwnedReadHalf,
+        half: ReadHalf,
         codec: LengthDelimitedCodec,
         writer: mpsc::UnboundedSender<Stream>,
     ) -> Self {
@@ -63,7 +62,7 @@ impl Incoming {
             self.buffer = BytesMut::new(); // once large frames are through, give it back
         }
         self.buffer.reserve(READ_CHUNK);
-        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.half), cx, &mut self.buffer)
+        self.half.poll_read_buf(cx, &mut self.buffer)
     }
 }
 
@@ -220,7 +219,7 @@ impl Inbox {
     fn remove(&mut self, at: usize, shut: bool) -> (usize, u64) {
         let stream = self.streams.remove(at);
         if shut {
-            shut_down(&stream);
+            stream.half.shut_down();
         }
         let _ = stream.writer.send(Stream::Down(stream.generation));
         if at < self.turn {
@@ -230,12 +229,6 @@ impl Inbox {
         }
         (stream.id, stream.generation)
     }
-}
-
-/// Shuts `stream` down in both directions: the other node sees its end.
-fn shut_down(stream: &Incoming) {
-    let fd = stream.half.as_ref().as_raw_fd();
-    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
 }
 
 #[cfg(test)]
@@ -258,7 +251,7 @@ mod tests {
             let codec = LengthDelimitedCodec::builder()
                 .max_frame_length(16)
                 .new_codec();
-            let (read, _write) = near.into_split();
+            let (read, _write) = crate::mesh::halves::split(near);
             arrive
                 .send(Incoming::new(id, 1, read, codec, writer))
                 .unwrap();

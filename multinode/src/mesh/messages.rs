@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::LengthDelimitedCodec;
 use tracing::Instrument;
 
+use super::halves;
 use super::inbox::{Event, Inbox, Incoming};
 use super::outbox::{self, Outbox, Stream};
 use super::peer::{Item, PeerQueue};
@@ -510,7 +511,7 @@ where
                 match item {
                     Item::Peer(peer) => {
                         let (id, generation) = (peer.id(), peer.generation());
-                        let (read, write) = peer.into_split();
+                        let (read, write) = halves::split(peer.into_inner());
                         let writer = router.link(id);
                         let _ = writer.send(Stream::Up(generation, write));
                         let incoming = Incoming::new(id, generation, read, options.codec(), writer);

@@ -26,6 +26,7 @@
 /// ever the largest burst.
 const KEEP_CAPACITY: usize = 1024 * 1024;
 
+mod halves;
 mod handshake;
 mod inbox;
 mod messages;

@@ -6,21 +6,27 @@
 //! queued in one piece and writes it with as few system calls as the socket
 //! allows. The queue is bounded in frames: past the bound, `send_with` waits for
 //! the writer (back-pressure) and `try_send_with` fails.
+//!
+//! The first frame after the writer went idle does not wait for it: its sender
+//! writes it to the stream at once (what the socket does not take is queued
+//! for the writer, which finishes the frame). The writer's turn comes only once
+//! the sending task yields, so this takes a hop off a lone message's way (a
+//! broadcast reaches its receivers before its sender's next await), while the
+//! rest of a burst still goes out in the writer's few large writes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, Notify};
 
+use super::halves::WriteHalf;
 use super::{SendError, KEEP_CAPACITY};
 
 /// A change in the streams to one node's incarnations, for its writer.
 pub(crate) enum Stream {
     /// Incarnation `generation` was meshed: the write half of its stream.
-    Up(u64, OwnedWriteHalf),
+    Up(u64, WriteHalf),
     /// Incarnation `generation`'s stream ended (its reader saw EOF or closed it).
     Down(u64),
 }
@@ -40,6 +46,24 @@ struct State {
     buffer: BytesMut,
     frames: usize,
     gone: bool,
+    /// While the writer is idle (nothing queued, nothing being written), the
+    /// stream of the node's newest live incarnation, for the next sender to
+    /// write to directly; that sender takes it, and the writer gives it again
+    /// when it next finds the queue empty.
+    direct: Option<(u64, WriteHalf)>,
+    /// How many bytes of the queue's first frame a sender wrote directly, and
+    /// to which incarnation.
+    written: Option<(u64, usize)>,
+}
+
+/// What the writer found in the queue.
+#[derive(Debug, PartialEq)]
+enum Taken {
+    /// Nothing: the writer is idle.
+    Nothing,
+    /// Frames, the first `.1` bytes of which are on incarnation `.0`'s stream
+    /// already if `Some`.
+    Frames(Option<(u64, usize)>),
 }
 
 impl Outbox {
@@ -50,6 +74,8 @@ impl Outbox {
                 buffer: BytesMut::new(),
                 frames: 0,
                 gone: false,
+                direct: None,
+                written: None,
             }),
             capacity,
             queued: Notify::new(),
@@ -82,7 +108,9 @@ impl Outbox {
 
     /// Queues the frame that `write` appends to the queue's buffer, if there is
     /// room: [`SendError::Full`] when there is not, [`SendError::Gone`] once the
-    /// node is gone. When `write` fails, what it appended is taken back.
+    /// node is gone. When `write` fails, what it appended is taken back. When
+    /// the writer is idle, the frame is written to the stream at once, and
+    /// only what the socket does not take is queued.
     pub(crate) fn try_send_with(
         &self,
         write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
@@ -94,11 +122,31 @@ impl Outbox {
         if state.frames >= self.capacity {
             return Err(SendError::Full(self.id));
         }
-        let appended = Appended::new(&mut state.buffer);
+        let State {
+            buffer,
+            frames,
+            direct,
+            written,
+            ..
+        } = &mut *state;
+        let appended = Appended::new(buffer);
         write(appended.buffer)?;
+        if let Some((generation, stream)) = direct.take() {
+            // The writer is idle, so this frame is all the buffer holds.
+            match stream.try_write(appended.buffer) {
+                Ok(all) if all == appended.buffer.len() => {
+                    drop(appended); // on its way: nothing to queue
+                    drop(state);
+                    self.queued.notify_one(); // the writer gives `direct` again
+                    return Ok(());
+                }
+                Ok(part) => *written = Some((generation, part)),
+                Err(_) => {} // full, or broken: the writer finds out which
+            }
+        }
         appended.keep();
-        state.frames += 1;
-        let first = state.frames == 1;
+        *frames += 1;
+        let first = *frames == 1;
         drop(state);
         if first {
             self.queued.notify_one();
@@ -108,34 +156,48 @@ impl Outbox {
 
     /// The node will not come back: senders are refused, the writer ends.
     pub(crate) fn close(&self) {
-        self.state().gone = true;
+        let mut state = self.state();
+        state.gone = true;
+        state.direct = None;
+        drop(state);
         self.room.notify_waiters();
         self.queued.notify_one();
     }
 
     /// Swaps everything queued into `chunk`, whose old content was written and
     /// whose room the senders get next: two buffers take turns, so that their
-    /// memory stays allocated and warm while frames keep coming. False when
-    /// nothing is queued: then a burst is over, and buffers grown past
-    /// [`KEEP_CAPACITY`] are given back.
-    fn take(&self, chunk: &mut BytesMut) -> bool {
+    /// memory stays allocated and warm while frames keep coming. When nothing
+    /// is queued, a burst is over: buffers grown past [`KEEP_CAPACITY`] are
+    /// given back, and the next sender may write to `newest` directly.
+    fn take(&self, chunk: &mut BytesMut, newest: Option<(u64, &WriteHalf)>) -> Taken {
         chunk.clear();
         let mut state = self.state();
         if state.frames == 0 {
             if state.buffer.capacity() > KEEP_CAPACITY {
                 state.buffer = BytesMut::new(); // empty: nothing is queued
             }
+            state.direct = newest.map(|(generation, stream)| (generation, stream.clone()));
             drop(state);
             if chunk.capacity() > KEEP_CAPACITY {
                 *chunk = BytesMut::new();
             }
-            return false;
+            return Taken::Nothing;
         }
         state.frames = 0;
+        state.direct = None;
         std::mem::swap(&mut state.buffer, chunk);
+        let written = state.written.take();
         drop(state);
         self.room.notify_waiters();
-        true
+        Taken::Frames(written)
+    }
+
+    /// Incarnation `generation`'s stream is over: no sender writes to it.
+    fn forget(&self, generation: u64) {
+        let mut state = self.state();
+        if state.direct.as_ref().is_some_and(|(g, _)| *g == generation) {
+            state.direct = None;
+        }
     }
 
     fn is_gone(&self) -> bool {
@@ -177,22 +239,28 @@ impl Drop for Appended<'_> {
 /// Node `id`'s writer: writes what is queued to the stream of its newest live
 /// incarnation. When that stream fails (the process died), the piece that failed
 /// is written again, whole, to the next newest live incarnation or to the next one
-/// meshed: frames are not lost to a restart, and framing stays intact. Its lines
-/// are logged in `span` (the node's).
+/// meshed: frames are not lost to a restart, and framing stays intact. (A frame
+/// a sender began directly is finished on the same stream, or written whole to
+/// another.) Its lines are logged in `span` (the node's).
 pub(crate) async fn write_to(
     id: usize,
     outbox: Arc<Outbox>,
     mut streams: mpsc::UnboundedReceiver<Stream>,
     span: tracing::Span,
 ) {
-    let mut live: BTreeMap<u64, OwnedWriteHalf> = BTreeMap::new();
+    let mut live: BTreeMap<u64, WriteHalf> = BTreeMap::new();
     let mut chunk = BytesMut::new();
     let mut unsent = false;
+    // Of the chunk's first frame: bytes a sender wrote directly, and where.
+    let mut written = None;
     loop {
         if !unsent && !live.is_empty() {
-            unsent = outbox.take(&mut chunk);
+            let newest = live.last_key_value().map(|(g, stream)| (*g, stream));
+            if let Taken::Frames(direct) = outbox.take(&mut chunk, newest) {
+                (unsent, written) = (true, direct);
+            }
         }
-        let (true, Some(mut newest)) = (unsent, live.last_entry()) else {
+        let (true, Some(newest)) = (unsent, live.last_entry()) else {
             // Nothing to write, or no one to write to: wait for either.
             tokio::select! {
                 biased;
@@ -201,6 +269,7 @@ pub(crate) async fn write_to(
                         live.insert(generation, half);
                     }
                     Some(Stream::Down(generation)) => {
+                        outbox.forget(generation);
                         live.remove(&generation);
                     }
                     None => return,
@@ -213,14 +282,19 @@ pub(crate) async fn write_to(
             }
             continue;
         };
-        match newest.get_mut().write_all(&chunk).await {
-            Ok(()) => unsent = false,
+        let from = match written {
+            Some((generation, bytes)) if generation == *newest.key() => bytes,
+            _ => 0, // whole, to a stream that has none of it
+        };
+        match newest.get().write_all(&chunk[from..]).await {
+            Ok(()) => (unsent, written) = (false, None),
             Err(error) => {
                 span.in_scope(|| tracing::warn!(
                     peer = id,
                     generation = *newest.key(),
                     "mesh: cannot write to node {id} ({error}); what it did not get waits for its next incarnation"
                 ));
+                outbox.forget(*newest.key());
                 newest.remove();
             }
         }
@@ -249,9 +323,9 @@ mod tests {
         outbox.send_with(put(b"bc")).await.unwrap();
         assert_eq!(outbox.try_send_with(put(b"d")), Err(SendError::Full(3)));
         let mut chunk = BytesMut::new();
-        assert!(outbox.take(&mut chunk));
+        assert!(matches!(outbox.take(&mut chunk, None), Taken::Frames(None)));
         assert_eq!(&chunk[..], b"abc", "a failed write left nothing");
-        assert!(!outbox.take(&mut chunk));
+        assert_eq!(outbox.take(&mut chunk, None), Taken::Nothing);
         outbox.try_send_with(put(b"d")).unwrap();
         outbox.close();
         assert_eq!(outbox.send_with(put(b"e")).await, Err(SendError::Gone(3)));
@@ -274,7 +348,7 @@ mod tests {
         });
         assert!(panicked.is_err());
         let mut chunk = BytesMut::new();
-        assert!(outbox.take(&mut chunk));
+        assert!(matches!(outbox.take(&mut chunk, None), Taken::Frames(None)));
         assert_eq!(&chunk[..], b"whole");
     }
 
@@ -288,12 +362,16 @@ mod tests {
         let mut chunk = BytesMut::new();
         for _ in 0..2 {
             outbox.try_send_with(big).unwrap();
-            assert!(outbox.take(&mut chunk));
+            assert!(matches!(outbox.take(&mut chunk, None), Taken::Frames(None)));
             assert_eq!(chunk.len(), 2 * KEEP_CAPACITY);
         }
         // Both buffers grew, and are kept while frames keep coming.
         assert!(outbox.state().buffer.capacity() >= 2 * KEEP_CAPACITY);
-        assert!(!outbox.take(&mut chunk), "the burst is through");
+        assert_eq!(
+            outbox.take(&mut chunk, None),
+            Taken::Nothing,
+            "the burst is through"
+        );
         assert!(chunk.capacity() <= KEEP_CAPACITY);
         assert!(outbox.state().buffer.capacity() <= KEEP_CAPACITY);
     }
@@ -312,8 +390,120 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "no room: send waits");
-        assert!(outbox.take(&mut BytesMut::new()));
+        assert!(matches!(
+            outbox.take(&mut BytesMut::new(), None),
+            Taken::Frames(None)
+        ));
         let sent = tokio::time::timeout(std::time::Duration::from_secs(5), waiting);
         assert_eq!(sent.await.expect("woken by take").unwrap(), Ok(()));
+    }
+
+    /// An outbox to node 1 with its writer task, and a way to mesh incarnations:
+    /// the far end of each new stream.
+    fn with_writer() -> (
+        Arc<Outbox>,
+        impl Fn(u64) -> tokio::net::UnixStream,
+        mpsc::UnboundedSender<Stream>,
+    ) {
+        let outbox = Arc::new(Outbox::new(1, 64));
+        let (streams, streams_rx) = mpsc::unbounded_channel();
+        let span = tracing::Span::none();
+        tokio::spawn(write_to(1, outbox.clone(), streams_rx, span));
+        let up = {
+            let streams = streams.clone();
+            move |generation| {
+                let (near, far) = tokio::net::UnixStream::pair().unwrap();
+                let (_read, write) = super::super::halves::split(near);
+                streams.send(Stream::Up(generation, write)).unwrap();
+                far
+            }
+        };
+        (outbox, up, streams)
+    }
+
+    fn bytes(data: &[u8]) -> impl FnOnce(&mut BytesMut) -> Result<(), SendError> + '_ {
+        move |buffer| {
+            buffer.extend_from_slice(data);
+            Ok(())
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await; // the writer runs, and is idle again
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_frame_of_a_burst_is_written_at_once_the_rest_by_the_writer() {
+        use std::io::Read;
+        let (outbox, up, _streams) = with_writer();
+        // Read without the runtime: what is in the socket, when it is asked.
+        let mut far = up(1).into_std().unwrap();
+        settle().await;
+        let mut got = [0u8; 16];
+        for round in 0..2 {
+            outbox.try_send_with(bytes(b"one")).unwrap();
+            // No await since: the sender wrote it itself.
+            assert_eq!(far.read(&mut got).unwrap(), 3, "round {round}");
+            outbox.try_send_with(bytes(b"two")).unwrap();
+            outbox.try_send_with(bytes(b"three")).unwrap();
+            let queued = far.read(&mut got);
+            assert!(queued.is_err(), "the rest waits for the writer: {queued:?}");
+            settle().await;
+            assert_eq!(far.read(&mut got).unwrap(), 8);
+            assert_eq!(&got[..8], b"twothree");
+        }
+    }
+
+    /// Reads `len` bytes from `far`, or fails after 10 s.
+    async fn read(far: &mut tokio::net::UnixStream, len: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0u8; len];
+        let reading = far.read_exact(&mut got);
+        tokio::time::timeout(std::time::Duration::from_secs(10), reading)
+            .await
+            .expect("all of it came")
+            .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_socket_takes_part_of_is_finished_by_the_writer() {
+        let (outbox, up, _streams) = with_writer();
+        let mut far = up(1);
+        settle().await;
+        // More than a socket holds: the sender writes what it takes.
+        let big: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| i as u8).collect();
+        outbox.try_send_with(bytes(&big)).unwrap();
+        let written = outbox.state().written;
+        assert!(
+            matches!(written, Some((1, part)) if part > 0 && part < big.len()),
+            "{written:?}"
+        );
+        outbox.try_send_with(bytes(b"after")).unwrap();
+        assert_eq!(read(&mut far, big.len()).await, big);
+        assert_eq!(read(&mut far, 5).await, b"after");
+    }
+
+    #[tokio::test]
+    async fn a_frame_begun_on_a_dead_incarnation_goes_whole_to_the_next() {
+        let (outbox, up, streams) = with_writer();
+        let first = up(1);
+        settle().await;
+        let big: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        outbox.try_send_with(bytes(&big)).unwrap();
+        assert!(matches!(outbox.state().written, Some((1, _))));
+        drop(first); // incarnation 1 dies with part of the frame
+        let _ = streams.send(Stream::Down(1));
+        let mut second = up(2);
+        assert_eq!(
+            read(&mut second, big.len()).await,
+            big,
+            "whole, from its start"
+        );
+        settle().await;
+        outbox.try_send_with(bytes(b"next")).unwrap();
+        assert_eq!(read(&mut second, 4).await, b"next");
     }
 }
