@@ -10,13 +10,15 @@
 //!   decodes without an allocation: the message layer's own cost, without the
 //!   allocator's;
 //! - broadcast latency from node 0 to the 3 others: per broadcast, until the last
-//!   of them has it (CLOCK_MONOTONIC is one clock for every process), p50 and p99;
-//!   and the floor under it on this machine: the same over bare socketpairs to 3
-//!   threads sleeping in a blocking read.
+//!   of them has it (CLOCK_MONOTONIC is one clock for every process; each
+//!   receiver keeps its latencies and reports them after the last broadcast),
+//!   p50 and p99; and the floor under it on this machine: the same over bare
+//!   socketpairs to 3 threads, and to 3 processes, sleeping in a blocking read.
 //!
 //! `QUICK=1` sends fewer messages; `ONLY=64` (or `ONLY=4096`) measures that
-//! size alone (both payloads for 64), 10 rounds, and no broadcast (for a profiler). The output is one CSV line per figure after a
-//! `mesh,` prefix, which `bench/run.py` reads.
+//! size alone (both payloads for 64), 10 rounds, and no broadcast (for a
+//! profiler); `ONLY=broadcast` measures the broadcast latency alone. The output
+//! is one CSV line per figure after a `mesh,` prefix, which `bench/run.py` reads.
 
 use std::time::{Duration, Instant};
 
@@ -42,14 +44,26 @@ enum Bench {
     Ping {
         sent_ns: u64,
     },
-    Pong {
+    /// Asks a worker for the latencies it measured: one `Latency` each, in order.
+    Report,
+    Latency {
         latency_ns: u64,
     },
 }
 
 fn main() {
+    if std::env::var_os(BARE_RECEIVER).is_some() {
+        // One of the floor's receiver processes: its socket is standard input.
+        for latency in time_arrivals(std::io::stdin().lock()) {
+            println!("{latency}");
+        }
+        return;
+    }
     multinode::Builder::new().port(0).nodes(4).run(body)
 }
+
+/// Set in the environment of the floor's receiver processes.
+const BARE_RECEIVER: &str = "MESH_BENCH_BARE_RECEIVER";
 
 fn now_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
@@ -69,8 +83,9 @@ async fn body(mut nodes: Nodes) {
     }
 }
 
-/// A worker: sends what node 0 asks for, answers pings.
+/// A worker: sends what node 0 asks for, times pings and reports their latencies.
 async fn serve(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
+    let mut latencies = Vec::new();
     while let Some((_, message)) = rx.recv().await {
         match message {
             Bench::Go { size, count, array } => {
@@ -81,9 +96,11 @@ async fn serve(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
                 }
                 tx.send(0, &Bench::End).await.unwrap();
             }
-            Bench::Ping { sent_ns } => {
-                let latency_ns = now_ns() - sent_ns;
-                tx.send(0, &Bench::Pong { latency_ns }).await.unwrap();
+            Bench::Ping { sent_ns } => latencies.push(now_ns() - sent_ns),
+            Bench::Report => {
+                for latency_ns in latencies.drain(..) {
+                    tx.send(0, &Bench::Latency { latency_ns }).await.unwrap();
+                }
             }
             _ => {}
         }
@@ -98,7 +115,9 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
             up += 1;
         }
     }
-    let only: Option<usize> = std::env::var("ONLY").ok().and_then(|s| s.parse().ok());
+    let only = std::env::var("ONLY").ok();
+    let broadcast_only = only.as_deref() == Some("broadcast");
+    let only: Option<usize> = only.and_then(|s| s.parse().ok());
     let rounds = match (quick, only) {
         (_, Some(_)) => 10,
         (true, None) => 1,
@@ -112,7 +131,7 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
     ];
     for (size, count, array) in phases
         .into_iter()
-        .filter(|(size, _, _)| only.is_none_or(|o| o == *size))
+        .filter(|(size, _, _)| !broadcast_only && only.is_none_or(|o| o == *size))
     {
         let frame = Bytes::from(postcard::to_stdvec(&data(size, array)).unwrap());
         let (mut mesh, mut bare) = (Vec::new(), Vec::new());
@@ -139,27 +158,36 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
     if only.is_some() {
         return;
     }
-    // Broadcast latency, one broadcast at a time.
+    // Broadcast latency, one broadcast at a time, with a pause between two in
+    // which every receiver has it and sleeps again. The receivers keep their
+    // latencies until asked after the last: an answer to each broadcast would
+    // take a core from the receivers still waiting for one (on 2 cores, one
+    // of 3 always is), and broadcasts (a chat message, an invalidation) have none.
     let pings = if quick { 300 } else { 2000 };
-    let mut latencies = Vec::with_capacity(pings);
     for _ in 0..pings {
         tx.broadcast(&Bench::Ping { sent_ns: now_ns() })
             .await
             .unwrap();
-        let mut worst = 0;
-        let mut pongs = 0;
-        while pongs < 3 {
-            if let Some((_, Bench::Pong { latency_ns })) = rx.recv().await {
-                worst = worst.max(latency_ns);
-                pongs += 1;
-            }
-        }
-        latencies.push(worst);
         tokio::time::sleep(IDLE).await;
     }
-    print_latency("broadcast to 3 nodes", latencies);
-    let floor = tokio::task::spawn_blocking(move || bare_broadcast(pings));
-    print_latency("bare broadcast to 3 threads", floor.await.unwrap());
+    tx.broadcast(&Bench::Report).await.unwrap();
+    let mut reports = std::collections::BTreeMap::<usize, Vec<u64>>::new();
+    while reports.values().map(Vec::len).sum::<usize>() < 3 * pings {
+        if let Some((from, Bench::Latency { latency_ns })) = rx.recv().await {
+            reports.entry(from).or_default().push(latency_ns);
+        }
+    }
+    let reports: Vec<_> = reports.into_values().collect();
+    assert_eq!(
+        reports.len(),
+        3,
+        "every broadcast arrived once at each node"
+    );
+    print_latency("broadcast to 3 nodes", worst_of(&reports));
+    for (what, processes) in [("threads", false), ("processes", true)] {
+        let floor = tokio::task::spawn_blocking(move || bare_broadcast(pings, processes));
+        print_latency(&format!("bare broadcast to 3 {what}"), floor.await.unwrap());
+    }
 }
 
 /// A message of `size` bytes of payload: a `Bytes`, or the 64 bytes of an array.
@@ -212,42 +240,62 @@ fn print_latency(what: &str, mut latencies: Vec<u64>) {
     println!("mesh,{what},p99_us,{:.1}", pct(0.99));
 }
 
+/// Per broadcast, the latency of the last receiver to have it.
+fn worst_of(reports: &[Vec<u64>]) -> Vec<u64> {
+    (0..reports[0].len())
+        .map(|ping| reports.iter().map(|r| r[ping]).max().unwrap())
+        .collect()
+}
+
 /// The floor under broadcast latency on this machine: the same broadcasts over
-/// bare socketpairs to 3 threads sleeping in a blocking `read` (no runtime, no
-/// framing, no encoding), each timing its arrival and answering.
-fn bare_broadcast(pings: usize) -> Vec<u64> {
-    use std::io::{Read, Write};
+/// bare socketpairs to 3 threads, or 3 processes (as the nodes are), sleeping in
+/// a blocking `read` (no runtime, no framing, no encoding), each timing the
+/// arrivals and reporting the latencies at the end.
+fn bare_broadcast(pings: usize, processes: bool) -> Vec<u64> {
+    use std::io::Write;
     let mut ends = Vec::new();
-    let mut threads = Vec::new();
+    let mut receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>> = Vec::new();
     for _ in 0..3 {
-        let (here, mut there) = std::os::unix::net::UnixStream::pair().unwrap();
-        threads.push(std::thread::spawn(move || {
-            let mut sent = [0; 8];
-            while there.read_exact(&mut sent).is_ok() {
-                let latency_ns = now_ns() - u64::from_le_bytes(sent);
-                there.write_all(&latency_ns.to_le_bytes()).unwrap();
-            }
-        }));
+        let (here, there) = std::os::unix::net::UnixStream::pair().unwrap();
+        if processes {
+            let child = std::process::Command::new(std::env::current_exe().unwrap())
+                .env(BARE_RECEIVER, "1")
+                .stdin(std::os::fd::OwnedFd::from(there))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            receivers.push(Box::new(move || {
+                let out = child.wait_with_output().unwrap();
+                let text = String::from_utf8(out.stdout).unwrap();
+                text.lines().map(|l| l.parse().unwrap()).collect()
+            }));
+        } else {
+            let thread = std::thread::spawn(move || time_arrivals(there));
+            receivers.push(Box::new(move || thread.join().unwrap()));
+        }
         ends.push(here);
     }
-    let mut latencies = Vec::with_capacity(pings);
+    // The same start as the nodes': every receiver is up and waiting.
+    std::thread::sleep(Duration::from_millis(100));
     for _ in 0..pings {
         let sent = now_ns().to_le_bytes();
         for end in &mut ends {
             end.write_all(&sent).unwrap();
         }
-        let mut worst = 0;
-        for end in &mut ends {
-            let mut latency = [0; 8];
-            end.read_exact(&mut latency).unwrap();
-            worst = worst.max(u64::from_le_bytes(latency));
-        }
-        latencies.push(worst);
         std::thread::sleep(IDLE);
     }
     drop(ends);
-    for thread in threads {
-        thread.join().unwrap();
+    let reports: Vec<_> = receivers.into_iter().map(|r| r()).collect();
+    worst_of(&reports)
+}
+
+/// A bare receiver: reads the send times (8 bytes each) until the end of the
+/// stream, and times their arrivals.
+fn time_arrivals(mut input: impl std::io::Read) -> Vec<u64> {
+    let mut latencies = Vec::new();
+    let mut sent = [0; 8];
+    while input.read_exact(&mut sent).is_ok() {
+        latencies.push(now_ns() - u64::from_le_bytes(sent));
     }
     latencies
 }
