@@ -251,7 +251,7 @@ mod tests {
             let codec = LengthDelimitedCodec::builder()
                 .max_frame_length(16)
                 .new_codec();
-            let (read, _write) = crate::mesh::halves::split(near);
+            let (read, _write) = crate::mesh::halves::split(near).unwrap();
             arrive
                 .send(Incoming::new(id, 1, read, codec, writer))
                 .unwrap();

@@ -511,7 +511,17 @@ where
                 match item {
                     Item::Peer(peer) => {
                         let (id, generation) = (peer.id(), peer.generation());
-                        let (read, write) = halves::split(peer.into_inner());
+                        let (read, write) = match halves::split(peer.into_inner()) {
+                            Ok(halves) => halves,
+                            Err(error) => {
+                                tracing::error!(
+                                    peer = id,
+                                    generation,
+                                    "mesh: cannot take the stream from node {id} ({error}): closing it"
+                                );
+                                continue;
+                            }
+                        };
                         let writer = router.link(id);
                         let _ = writer.send(Stream::Up(generation, write));
                         let incoming = Incoming::new(id, generation, read, options.codec(), writer);

@@ -413,7 +413,7 @@ mod tests {
             let streams = streams.clone();
             move |generation| {
                 let (near, far) = tokio::net::UnixStream::pair().unwrap();
-                let (_read, write) = super::super::halves::split(near);
+                let (_read, write) = super::super::halves::split(near).unwrap();
                 streams.send(Stream::Up(generation, write)).unwrap();
                 far
             }
