@@ -13,7 +13,9 @@
 //!   of them has it (CLOCK_MONOTONIC is one clock for every process; each
 //!   receiver keeps its latencies and reports them after the last broadcast),
 //!   p50 and p99; and the floor under it on this machine: the same over bare
-//!   socketpairs to 3 threads, and to 3 processes, sleeping in a blocking read.
+//!   socketpairs to 3 threads, and to 3 processes, sleeping in a blocking read;
+//! - round trips from node 0 to the 3 others: a request broadcast, until every
+//!   answer is back, p50 and p99.
 //!
 //! `QUICK=1` sends fewer messages; `ONLY=64` (or `ONLY=4096`) measures that
 //! size alone (both payloads for 64), 10 rounds, and no broadcast (for a
@@ -49,6 +51,9 @@ enum Bench {
     Latency {
         latency_ns: u64,
     },
+    /// A request that each worker answers at once.
+    Ask,
+    Answer,
 }
 
 fn main() {
@@ -97,6 +102,7 @@ async fn serve(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
                 tx.send(0, &Bench::End).await.unwrap();
             }
             Bench::Ping { sent_ns } => latencies.push(now_ns() - sent_ns),
+            Bench::Ask => tx.send(0, &Bench::Answer).await.unwrap(),
             Bench::Report => {
                 for latency_ns in latencies.drain(..) {
                     tx.send(0, &Bench::Latency { latency_ns }).await.unwrap();
@@ -184,6 +190,22 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
         "every broadcast arrived once at each node"
     );
     print_latency("broadcast to 3 nodes", worst_of(&reports));
+    // Round trips: node 0 asks the 3 others and waits for every answer (a
+    // scatter-gather, or any request between nodes), then pauses the same.
+    let mut trips = Vec::with_capacity(pings);
+    for _ in 0..pings {
+        let sent = Instant::now();
+        tx.broadcast(&Bench::Ask).await.unwrap();
+        let mut answers = 0;
+        while answers < 3 {
+            if let Some((_, Bench::Answer)) = rx.recv().await {
+                answers += 1;
+            }
+        }
+        trips.push(sent.elapsed().as_nanos() as u64);
+        tokio::time::sleep(IDLE).await;
+    }
+    print_latency("round trip to 3 nodes", trips);
     for (what, processes) in [("threads", false), ("processes", true)] {
         let floor = tokio::task::spawn_blocking(move || bare_broadcast(pings, processes));
         print_latency(&format!("bare broadcast to 3 {what}"), floor.await.unwrap());

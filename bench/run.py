@@ -229,8 +229,9 @@ def mesh_figures():
                          f"{ratio:.2f} |")
     for what, label in (("broadcast to 3 nodes", "Broadcast from node 0 to 3 nodes"),
                         ("bare broadcast to 3 threads", "The same over bare socketpairs to 3 threads in a blocking read (the floor)"),
-                        ("bare broadcast to 3 processes", "The same to 3 processes in a blocking read (the floor for processes)")):
-        lines.append(f"\n{label}, until the last has it: p50 {latency[what, 'p50_us']:.1f} µs, "
+                        ("bare broadcast to 3 processes", "The same to 3 processes in a blocking read (the floor for processes)"),
+                        ("round trip to 3 nodes", "A request from node 0 to 3 nodes, each answering")):
+        lines.append(f"\n{label}, until the last has it (or its answer): p50 {latency[what, 'p50_us']:.1f} µs, "
                      f"p99 {latency[what, 'p99_us']:.1f} µs")
     return lines
 
