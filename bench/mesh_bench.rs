@@ -19,9 +19,11 @@
 //!
 //! `QUICK=1` sends fewer messages; `ONLY=64` (or `ONLY=4096`) measures that
 //! size alone (both payloads for 64), 10 rounds, and no broadcast (for a
-//! profiler); `ONLY=broadcast` measures the broadcast latency alone. The output
+//! profiler); `ONLY=broadcast` measures the latencies alone (broadcast, round
+//! trip, floors). The output
 //! is one CSV line per figure after a `mesh,` prefix, which `bench/run.py` reads.
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,7 +61,8 @@ enum Bench {
 fn main() {
     if std::env::var_os(BARE_RECEIVER).is_some() {
         // One of the floor's receiver processes: its socket is standard input.
-        for latency in time_arrivals(std::io::stdin().lock()) {
+        let socket = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
+        for latency in time_arrivals(socket.into()) {
             println!("{latency}");
         }
         return;
@@ -274,7 +277,7 @@ fn worst_of(reports: &[Vec<u64>]) -> Vec<u64> {
 /// a blocking `read` (no runtime, no framing, no encoding), each timing the
 /// arrivals and reporting the latencies at the end.
 fn bare_broadcast(pings: usize, processes: bool) -> Vec<u64> {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let mut ends = Vec::new();
     let mut receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>> = Vec::new();
     for _ in 0..3 {
@@ -298,7 +301,9 @@ fn bare_broadcast(pings: usize, processes: bool) -> Vec<u64> {
         ends.push(here);
     }
     // The same start as the nodes': every receiver is up and waiting.
-    std::thread::sleep(Duration::from_millis(100));
+    for end in &mut ends {
+        end.read_exact(&mut [0]).unwrap();
+    }
     for _ in 0..pings {
         let sent = now_ns().to_le_bytes();
         for end in &mut ends {
@@ -311,12 +316,14 @@ fn bare_broadcast(pings: usize, processes: bool) -> Vec<u64> {
     worst_of(&reports)
 }
 
-/// A bare receiver: reads the send times (8 bytes each) until the end of the
-/// stream, and times their arrivals.
-fn time_arrivals(mut input: impl std::io::Read) -> Vec<u64> {
+/// A bare receiver: says it is ready (one byte), reads the send times (8 bytes
+/// each) until the end of the stream, and times their arrivals.
+fn time_arrivals(mut socket: std::os::unix::net::UnixStream) -> Vec<u64> {
+    use std::io::{Read, Write};
+    socket.write_all(b"r").unwrap();
     let mut latencies = Vec::new();
     let mut sent = [0; 8];
-    while input.read_exact(&mut sent).is_ok() {
+    while socket.read_exact(&mut sent).is_ok() {
         latencies.push(now_ns() - u64::from_le_bytes(sent));
     }
     latencies
