@@ -12,7 +12,7 @@
 //! woken only for what it reads, and for room only when it waits for room.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -137,12 +137,6 @@ impl AsRawFd for Shared {
     }
 }
 
-impl AsFd for Shared {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +189,8 @@ mod tests {
         let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
             .unwrap()
             .ino();
-        let mut entries = std::collections::BTreeSet::new();
+        // One entry per line, so that an epoll open twice counts once.
+        let mut entries = std::collections::BTreeMap::new();
         for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
             let link = std::fs::read_link(entry.path()).unwrap_or_default();
             if link.to_str() != Some("anon_inode:[eventpoll]") {
@@ -210,23 +205,20 @@ mod tests {
                 let ino = words.iter().find_map(|w| w.strip_prefix("ino:"));
                 let ino = ino.and_then(|i| u64::from_str_radix(i, 16).ok());
                 if field("tfd:") == Some(&fd.to_string()) && ino == Some(inode) {
-                    entries.insert(line.to_string());
+                    let events = u32::from_str_radix(field("events:").unwrap(), 16).unwrap();
+                    entries.insert(line.to_string(), events);
                 }
             }
         }
-        let events = |line: &String| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let at = words.iter().position(|w| *w == "events:").unwrap();
-            u32::from_str_radix(words[at + 1], 16).unwrap()
-        };
-        entries.iter().map(events).collect()
+        entries.into_values().collect()
     }
 
     #[tokio::test]
     async fn only_reads_and_a_wait_for_room_are_registered() {
         const IN: u32 = 0x1; // EPOLLIN
         const OUT: u32 = 0x4; // EPOLLOUT
-                              // What a tokio UnixStream asks for: room too, all the time.
+
+        // What a tokio UnixStream asks for: room too, all the time.
         let (tokio_stream, _other) = UnixStream::pair().unwrap();
         let events = registered(tokio_stream.as_raw_fd());
         assert!(matches!(events[..], [e] if e & OUT != 0), "{events:x?}");
