@@ -2,6 +2,8 @@
 //! `chat.rs` or the README's "Talking between processes".
 //!
 //! Every node logs `probe up: node {id} generation {g} pid {pid}`, then:
+//! - with the message layer, `node {id} generation {g} knows [ids]`: the nodes its
+//!   message layer sends to;
 //! - by default, takes the message layer, sends `Hello(id)` to every other node
 //!   and logs what it gets (`node {id} got hello {k} from {k}`, `node {id} got tag
 //!   {t} from {k}`); `GET /broadcast?tag=T` broadcasts `Tag(T)` from the node that
@@ -62,6 +64,7 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
         None
     } else {
         let (tx, mut rx) = nodes.take_messages::<Msg>().unwrap();
+        info!("node {id} generation {generation} knows {:?}", tx.nodes());
         let flood = env("MESH_FLOOD").is_some();
         tokio::spawn(async move {
             if flood && id == 2 {

@@ -13,8 +13,13 @@
 //! - `PROBE_IGNORE_SHUTDOWN=1` makes every node's body go on after serving, as a
 //!   body that ignores its shutdown would;
 //! - `PROBE_BOOT_FAILURES`, `PROBE_TIMEOUT_MS`, `PROBE_SHUTDOWN_TIMEOUT_MS` and
-//!   `PROBE_MASTER_LISTEN=0` set `boot_failures`, `timeout`, `shutdown_timeout`
+//!   `PROBE_MASTER_LISTEN=0` set `boot_failures`, `watchdog_timeout`, `shutdown_timeout`
 //!   (default 5 s) and `master_listen = false`;
+//! - `PROBE_NO_LISTENER=1`: every node takes the message layer and no listener,
+//!   logs `mesh-only node {id} generation {g} up`, and waits for its shutdown (the
+//!   README's "Talking between processes");
+//! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
+//!   runtime that long before anything else (a slow boot);
 //! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
 //!   runtime for N ms (a handler stuck in a blocking loop); `GET /stream?ms=N`
 //!   sends the first line of its body at once and the last after N ms.
@@ -50,7 +55,7 @@ fn main() {
         builder = builder.boot_failures(failures as u32);
     }
     if let Some(ms) = number("PROBE_TIMEOUT_MS") {
-        builder = builder.timeout(Duration::from_millis(ms));
+        builder = builder.watchdog_timeout(Duration::from_millis(ms));
     }
     builder.run(body)
 }
@@ -81,7 +86,18 @@ async fn body(nodes: Nodes) -> Result<(), String> {
             nodes.id()
         ));
     }
+    if let Some(ms) = std::env::var("PROBE_SLOW_REPLACEMENT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        if nodes.generation() > 1 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
     let ignore_shutdown = std::env::var_os("PROBE_IGNORE_SHUTDOWN").is_some();
+    if std::env::var_os("PROBE_NO_LISTENER").is_some() {
+        return mesh_only(nodes).await;
+    }
     if nodes.is_master() && std::env::var("PROBE_MASTER_LISTEN").as_deref() == Ok("0") {
         nodes.shutdown().await; // it supervises only
         return Ok(());
@@ -143,4 +159,17 @@ async fn body(nodes: Nodes) -> Result<(), String> {
         std::future::pending::<()>().await;
     }
     served
+}
+
+/// A body that talks to the other nodes and serves no HTTP.
+async fn mesh_only(mut nodes: Nodes) -> Result<(), String> {
+    let (id, generation) = (nodes.id(), nodes.generation());
+    let (tx, mut rx) = nodes.take_messages::<String>().expect("taken once");
+    tracing::info!("mesh-only node {id} generation {generation} up");
+    let _ = tx
+        .broadcast(&format!("node {id} generation {generation} up"))
+        .await;
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    nodes.shutdown().await;
+    Ok(())
 }

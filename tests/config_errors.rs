@@ -85,6 +85,7 @@ fn worker_variables_without_a_control_socket_are_a_clear_error() {
         ("0", "not a socket"),
         ("99", "no such open descriptor"),
         ("x", "not a descriptor"),
+        ("-1", "not a descriptor"),
     ] {
         let (code, log) = run_failing(&[("MULTINODE_WORKER", "1"), ("MULTINODE_CONTROL_FD", fd)]);
         assert_eq!(code, Some(2), "{log:?}");
@@ -115,4 +116,34 @@ fn a_bad_log_filter_is_reported_and_the_program_serves_at_info() {
         warned >= 1,
         "one line per process naming the variable: {log:?}"
     );
+}
+
+/// Runs `probe` with `env`: (exit code, stderr lines), no process left.
+fn probe_failing(env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
+    let mut program = Program::start("probe", env);
+    let status = program.wait_exit(Duration::from_secs(10));
+    common::poll(Duration::from_secs(2), || {
+        (!program.log().is_empty()).then_some(())
+    });
+    program.assert_no_process_left();
+    (status.code(), program.log())
+}
+
+#[test]
+fn out_of_range_durations_are_errors_naming_the_key() {
+    let max = u64::MAX.to_string();
+    for (var, value, key) in [
+        (
+            "PROBE_SHUTDOWN_TIMEOUT_MS",
+            max.as_str(),
+            "`shutdown_timeout`",
+        ),
+        ("PROBE_TIMEOUT_MS", max.as_str(), "`watchdog_timeout`"),
+        ("PROBE_TIMEOUT_MS", "5", "`watchdog_timeout`"),
+    ] {
+        let (code, log) = probe_failing(&[(var, value)]);
+        assert_eq!(code, Some(2), "{var}={value}: {log:?}");
+        assert_eq!(log.len(), 1, "{var}={value}: {log:?}");
+        assert!(log[0].contains(key), "{var}={value}: {log:?}");
+    }
 }

@@ -19,8 +19,9 @@ const KEYS: &[&str] = &[
     "worker_threads",
     "backlog",
     "balance",
-    "timeout",
+    "watchdog_timeout",
     "boot_failures",
+    "max_connections",
 ];
 
 const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
@@ -33,12 +34,14 @@ pub(crate) fn main(args: TokenStream, item: TokenStream, multi_thread: bool) -> 
         Err(error) => return error.to_compile_error(),
     };
     let name = function.sig.ident.clone();
-    match expand(args, function, multi_thread) {
+    match expand(args, function.clone(), multi_thread) {
         Ok(tokens) => tokens,
-        // Emit an empty `main` beside the errors, so that they are the only ones.
+        // The errors, and a plain `main` that keeps the user's function inside it
+        // (as tokio keeps it), so that an IDE goes on completing in its body while
+        // the attribute is wrong, and no other error is added.
         Err(error) => {
             let error = error.to_compile_error();
-            quote!(#error fn #name() {})
+            quote!(#error fn #name() { #[allow(unused)] #function })
         }
     }
 }
@@ -133,7 +136,7 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
                 let method = format_ident!("{}", name);
                 quote_spanned!(span=> .#method(#flag))
             }
-            "shutdown_timeout" | "timeout" => {
+            "shutdown_timeout" | "watchdog_timeout" => {
                 let millis = seconds_as_millis(value, &name)?;
                 let method = format_ident!("{}", name);
                 quote_spanned!(span=> .#method(::std::time::Duration::from_millis(#millis)))
@@ -141,6 +144,10 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
             "boot_failures" => {
                 let failures: u32 = positive(value, &name, "a number of failed starts")?;
                 quote_spanned!(span=> .boot_failures(#failures))
+            }
+            "max_connections" => {
+                let connections: usize = positive(value, &name, "a number of connections")?;
+                quote_spanned!(span=> .max_connections(#connections))
             }
             "flavor" => {
                 let variant = match string(value, &name, "\"current_thread\" or \"multi_thread\"")?.as_str() {
@@ -276,7 +283,7 @@ fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
     }
 }
 
-/// `shutdown_timeout` and `timeout` are in seconds, whole (`30`) or not (`0.5`).
+/// `shutdown_timeout` and `watchdog_timeout` are in seconds, whole (`30`) or not (`0.5`).
 fn seconds_as_millis(value: &Expr, key: &str) -> syn::Result<u64> {
     let expected = "a number of seconds, such as 30 or 0.5";
     let seconds = match literal(value, key, expected)? {

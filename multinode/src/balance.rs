@@ -14,14 +14,16 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::socket::{accept4, SockFlag};
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::config::Balance;
 
@@ -62,6 +64,11 @@ pub(crate) struct LoadTable {
 unsafe impl Send for LoadTable {}
 unsafe impl Sync for LoadTable {}
 
+/// The table's size never changes, nor its seals.
+const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
+    .union(SealFlag::F_SEAL_GROW)
+    .union(SealFlag::F_SEAL_SEAL);
+
 /// The slots' lines, then one more: the end of the serving slots, which SIGTTIN
 /// moves (kept in that line's `active`).
 const TABLE_BYTES: usize = (TABLE_SLOTS + 1) * std::mem::size_of::<Entry>();
@@ -69,16 +76,22 @@ const TABLE_BYTES: usize = (TABLE_SLOTS + 1) * std::mem::size_of::<Entry>();
 impl LoadTable {
     /// A new, zeroed table (the master's).
     pub(crate) fn create() -> io::Result<Self> {
-        let fd = nix::sys::memfd::memfd_create(
-            c"multinode-load",
-            nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
-        )?;
+        use nix::sys::memfd::MFdFlags;
+        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        let fd = nix::sys::memfd::memfd_create(c"multinode-load", flags)?;
         nix::unistd::ftruncate(&fd, TABLE_BYTES as i64)?;
+        // Sealed, so that no worker can shrink it under the others' mappings
+        // (a SIGBUS in every process that reads it).
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS))?;
         Self::map(fd)
     }
 
-    /// Maps the table received from the master, after checking its size.
+    /// Maps the table received from the master, after checking its size and seals.
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Self> {
+        let seals = SealFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GET_SEALS)?);
+        if !seals.contains(SEALS) {
+            return Err(io::Error::other("the load table received is not sealed"));
+        }
         let size = nix::sys::stat::fstat(&fd)?.st_size;
         if usize::try_from(size).ok() != Some(TABLE_BYTES) {
             return Err(io::Error::other(format!(
@@ -127,6 +140,11 @@ impl LoadTable {
     /// Where the serving slots end (the master sets it at start and on SIGTTIN).
     pub(crate) fn set_serving_end(&self, end: usize) {
         self.line(TABLE_SLOTS).active.store(end as u32, Relaxed);
+    }
+
+    /// Moves the end of the serving slots up to `end`, if it is below (SIGTTIN).
+    pub(crate) fn extend_serving_end(&self, end: usize) {
+        self.line(TABLE_SLOTS).active.fetch_max(end as u32, Relaxed);
     }
 
     fn serving_end(&self) -> usize {
@@ -201,6 +219,17 @@ pub(crate) struct Acceptor {
     /// may still be queued; until the queue is found empty, look at it before
     /// waiting for the next arrival.
     deferred: AtomicBool,
+    /// The most connections this process holds at once.
+    limit: usize,
+    open: Arc<Open>,
+}
+
+/// This process's open connections, against its limit.
+#[derive(Default)]
+struct Open {
+    count: AtomicUsize,
+    /// Woken when a connection closes.
+    room: Notify,
 }
 
 impl Acceptor {
@@ -210,6 +239,7 @@ impl Acceptor {
         slot: usize,
         balance: Balance,
         slots: std::ops::Range<usize>,
+        limit: usize,
     ) -> io::Result<Self> {
         // SAFETY: the listener owns its descriptor for as long as the AsyncFd lives.
         let listener = unsafe { AsyncFd::register(listener) }?;
@@ -219,12 +249,27 @@ impl Acceptor {
             slot,
             least_conn: (balance == Balance::LeastConn).then_some(slots.start),
             deferred: AtomicBool::new(false),
+            limit: limit.max(1),
+            open: Arc::default(),
         })
+    }
+
+    /// Waits while this process holds its limit of connections: arrivals wait in
+    /// the queue (for another node, or for this one once a connection closes).
+    async fn room(&self) {
+        loop {
+            let closed = self.open.room.notified();
+            if self.open.count.load(Relaxed) < self.limit {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// Accepts the next connection, counted in the table until its [`Tally`] drops.
     pub(crate) async fn accept(&self) -> io::Result<(TcpStream, Tally)> {
         loop {
+            self.room().await;
             if !self.my_turn() {
                 // Busier than another node: let arrivals go to the others, and look
                 // again at the next one; after MAX_DEFER take one anyway, in case
@@ -283,9 +328,11 @@ impl Acceptor {
         let entry = self.table.entry(self.slot);
         entry.active.fetch_add(1, Relaxed);
         entry.connections.fetch_add(1, Relaxed);
+        self.open.count.fetch_add(1, Relaxed);
         let tally = Tally {
             table: self.table.clone(),
             slot: self.slot,
+            open: self.open.clone(),
         };
         Ok((TcpStream::from_std(stream)?, tally))
     }
@@ -296,6 +343,7 @@ impl Acceptor {
 pub(crate) struct Tally {
     table: Arc<LoadTable>,
     slot: usize,
+    open: Arc<Open>,
 }
 
 impl Tally {
@@ -309,7 +357,11 @@ impl Tally {
     /// The first line of a table of its own.
     pub(crate) fn for_tests() -> Self {
         let table = Arc::new(LoadTable::create().expect("a load table"));
-        Tally { table, slot: 0 }
+        Tally {
+            table,
+            slot: 0,
+            open: Arc::default(),
+        }
     }
 }
 
@@ -318,6 +370,8 @@ impl Drop for Tally {
         let active = &self.table.entry(self.slot).active;
         // Never below zero: the master zeroes the line of a slot that died.
         let _ = active.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        self.open.count.fetch_sub(1, Relaxed);
+        self.open.room.notify_one();
     }
 }
 
@@ -354,10 +408,35 @@ mod tests {
     }
 
     #[test]
-    fn a_table_of_the_wrong_size_is_refused() {
+    fn a_table_of_the_wrong_size_or_unsealed_is_refused() {
         let fd =
             nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(&fd, 64).unwrap();
         assert!(LoadTable::open(fd).is_err());
+        let fd =
+            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, TABLE_BYTES as i64).unwrap();
+        let err = LoadTable::open(fd).unwrap_err();
+        assert!(err.to_string().contains("not sealed"), "{err}");
+        // The master's table cannot be shrunk by whoever holds it.
+        let table = LoadTable::create().unwrap();
+        assert!(nix::unistd::ftruncate(table.fd(), 64).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_node_at_its_limit_accepts_once_a_connection_closes() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let table = Arc::new(LoadTable::create().unwrap());
+        let acceptor = Acceptor::new(listener, table, 0, Balance::Shared, 0..1, 1).unwrap();
+        let _a = std::net::TcpStream::connect(addr).unwrap();
+        let _b = std::net::TcpStream::connect(addr).unwrap();
+        let (first, tally) = acceptor.accept().await.unwrap();
+        let second = tokio::time::timeout(Duration::from_millis(100), acceptor.accept()).await;
+        assert!(second.is_err(), "no second connection while at the limit");
+        drop((first, tally));
+        let second = tokio::time::timeout(Duration::from_secs(5), acceptor.accept()).await;
+        assert!(second.is_ok(), "the queued one once the first closed");
     }
 }

@@ -14,16 +14,11 @@ use tracing::Instrument;
 
 use crate::balance::LoadTable;
 use crate::config::Builder;
-use crate::control::{self, ControlSocket, Message};
+use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
 use crate::listener::{self, Listeners};
 use crate::mesh::{self, Inbound, PeerQueue};
 use crate::nodes::{Identity, Nodes};
 use crate::supervisor::Supervisor;
-
-/// Private variables that mark a process as worker `k` and name its inherited
-/// control socket. Removed from the environment before user code runs.
-pub(crate) const ENV_WORKER: &str = "MULTINODE_WORKER";
-pub(crate) const ENV_CONTROL_FD: &str = "MULTINODE_CONTROL_FD";
 
 /// How long a new worker waits for its identity and listener from the master.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,7 +70,7 @@ fn report_failure(reason: &str) {
     if let Some(control) = CONTROL.get() {
         // Within a control packet, whatever the reason's length.
         let reason: String = reason.chars().take(2000).collect();
-        control.send_now(&Message::Failed { reason });
+        control.send_now(&ToMaster::Failed { reason });
     }
 }
 
@@ -88,15 +83,46 @@ where
 {
     let started = Instant::now();
     init_tracing();
+    crate::limits::raise_nofile();
     let code = match take_worker_env() {
         Ok(None) => run_master(&builder, body, started),
         Ok(Some((slot, control))) => run_worker(&builder, slot, control, body),
-        Err(message) => {
-            eprintln!("multinode: {message}");
-            2
-        }
+        Err(error) => Err(error),
     };
-    std::process::exit(code)
+    std::process::exit(code.unwrap_or_else(|error| {
+        eprintln!("multinode: {error}");
+        error.exit_code()
+    }))
+}
+
+/// Why a process could not start its body: one line, and its exit code.
+#[derive(Debug)]
+enum StartError {
+    /// Bad configuration or environment: exit code 2.
+    Config(String),
+    /// The system refused something (the port is taken, say): exit code 1.
+    System(String),
+}
+
+impl StartError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::System(_) => 1,
+        }
+    }
+
+    fn system(what: &str, error: impl std::fmt::Display) -> Self {
+        StartError::System(format!("{what}: {error}"))
+    }
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(line) | StartError::System(line) => f.write_str(line),
+        }
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default): a level, or
@@ -126,7 +152,11 @@ fn init_tracing() {
 }
 
 /// Reads and removes the private worker variables. `Ok(None)`: this is the master.
-fn take_worker_env() -> Result<Option<(usize, OwnedFd)>, String> {
+fn take_worker_env() -> Result<Option<(usize, OwnedFd)>, StartError> {
+    take_worker_variables().map_err(StartError::Config)
+}
+
+fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
     let worker = std::env::var_os(ENV_WORKER);
     let control = std::env::var_os(ENV_CONTROL_FD);
     // Still single-threaded here: nothing else reads the environment concurrently.
@@ -157,53 +187,31 @@ fn take_worker_env() -> Result<Option<(usize, OwnedFd)>, String> {
     Ok(Some((slot, control)))
 }
 
-fn run_master<F, Fut>(builder: &Builder, body: F, started: Instant) -> i32
+fn run_master<F, Fut>(builder: &Builder, body: F, started: Instant) -> Result<i32, StartError>
 where
     F: FnOnce(Nodes) -> Fut,
     Fut: Future,
     Fut::Output: MainResult,
 {
-    let config = match builder
+    let config = builder
         .resolve(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
-    {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("multinode: {error}");
-            return 2;
-        }
-    };
-    let listeners = match Listeners::bind(&config) {
-        Ok(listeners) => listeners,
-        Err(error) => {
-            eprintln!("multinode: cannot listen on {}: {error}", config.addr);
-            return 1;
-        }
-    };
-    let runtime = match builder.runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("multinode: cannot start the tokio runtime: {error}");
-            return 1;
-        }
-    };
-    let table = match LoadTable::create() {
-        Ok(table) => {
-            table.set_serving_end(config.serving_slots().end);
-            Arc::new(table)
-        }
-        Err(error) => {
-            eprintln!("multinode: cannot create the load table: {error}");
-            return 1;
-        }
-    };
+        .map_err(|error| StartError::Config(error.to_string()))?;
+    let listeners = Listeners::bind(&config)
+        .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
+    let runtime = builder
+        .runtime()
+        .map_err(|e| StartError::system("cannot start the tokio runtime", e))?;
+    let table =
+        LoadTable::create().map_err(|e| StartError::system("cannot create the load table", e))?;
+    table.set_serving_end(config.serving_slots().end);
+    let table = Arc::new(table);
     let master_listener = match config.master_listen {
-        true => match listeners.for_slot(0).try_clone() {
-            Ok(listener) => Some(listener),
-            Err(error) => {
-                eprintln!("multinode: cannot share the listener: {error}");
-                return 1;
-            }
-        },
+        true => Some(
+            listeners
+                .for_slot(0)
+                .and_then(|listener| listener.try_clone())
+                .map_err(|e| StartError::system("cannot share the listener", e))?,
+        ),
         false => None,
     };
     tracing::info!(
@@ -221,6 +229,8 @@ where
         balance: config.balance,
         serving_slots: config.serving_slots(),
         heartbeat: Duration::ZERO, // the master's node is not watched
+        members: config.worker_slots().collect(),
+        max_connections: config.max_connections,
     };
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -234,49 +244,42 @@ where
         mesh_tx,
         started,
     );
-    let supervisor = match std::thread::Builder::new()
+    let supervisor = std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx))
-    {
-        Ok(handle) => handle,
-        Err(error) => {
-            eprintln!("multinode: cannot start the supervisor thread: {error}");
-            return 1;
-        }
-    };
+        .map_err(|e| StartError::system("cannot start the supervisor thread", e))?;
     let span = tracing::info_span!("node", id = 0);
     let code = runtime.block_on(
         async move {
             let peers = start_mesh(&identity, mesh_rx);
-            let nodes = Nodes::new(identity, master_listener, table, shutdown, ready_tx, peers);
+            let nodes = Nodes::new(identity, master_listener, table, shutdown, peers);
+            // A node is ready once its body runs, listener or not.
+            let _ = ready_tx.send(());
             body(nodes).await.exit_code()
         }
         .instrument(span),
     );
     let _ = body_done_tx.send(code);
     let supervised = supervisor.join().unwrap_or(1);
-    if code != 0 {
-        code
-    } else {
-        supervised
-    }
+    Ok(if code != 0 { code } else { supervised })
 }
 
-fn run_worker<F, Fut>(builder: &Builder, slot: usize, control: OwnedFd, body: F) -> i32
+fn run_worker<F, Fut>(
+    builder: &Builder,
+    slot: usize,
+    control: OwnedFd,
+    body: F,
+) -> Result<i32, StartError>
 where
     F: FnOnce(Nodes) -> Fut,
     Fut: Future,
     Fut::Output: MainResult,
 {
-    let runtime = match builder.runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("multinode: node {slot}: cannot start the tokio runtime: {error}");
-            return 1;
-        }
-    };
+    let runtime = builder.runtime().map_err(|e| {
+        StartError::system(&format!("node {slot}: cannot start the tokio runtime"), e)
+    })?;
     let span = tracing::info_span!("node", id = slot);
-    runtime
+    let code = runtime
         .block_on(
             async move {
                 let control = Arc::new(ControlSocket::new(control)?);
@@ -302,10 +305,18 @@ where
                 let peers = start_mesh(&identity, mesh_rx);
                 // Their lines carry the node's span too.
                 let heartbeat = identity.heartbeat;
-                let follow = follow_master(control, shutdown.clone(), ready_rx, mesh_tx, heartbeat);
+                let follow = follow_master(
+                    control.clone(),
+                    shutdown.clone(),
+                    ready_rx,
+                    mesh_tx,
+                    heartbeat,
+                );
                 tokio::spawn(follow.in_current_span());
-                tokio::spawn(on_signals(shutdown.clone()).in_current_span());
-                let nodes = Nodes::new(identity, listener, table, shutdown, ready_tx, peers);
+                tokio::spawn(on_signals(shutdown.clone(), control).in_current_span());
+                let nodes = Nodes::new(identity, listener, table, shutdown, peers);
+                // A node is ready once its body runs, listener or not.
+                let _ = ready_tx.send(());
                 Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
             }
             .instrument(span.clone()),
@@ -315,7 +326,8 @@ where
             tracing::error!("cannot start: {error}");
             report_failure(&format!("cannot start: {error}"));
             1
-        })
+        });
+    Ok(code)
 }
 
 /// A worker's first messages: who it is, its listener, and the load table.
@@ -325,34 +337,15 @@ async fn greeting(
 ) -> std::io::Result<(Identity, Option<std::net::TcpListener>, Arc<LoadTable>)> {
     let unexpected = |what: &str| std::io::Error::other(format!("expected {what} from the master"));
     let identity = match control.recv().await? {
-        Some((
-            Message::Hello {
-                id,
-                generation,
-                count,
-                shutdown_timeout_ms,
-                balance,
-                serving_slots,
-                heartbeat_ms,
-            },
-            None,
-        )) if id == slot => Identity {
-            id,
-            generation,
-            count,
-            shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
-            balance,
-            serving_slots,
-            heartbeat: Duration::from_millis(heartbeat_ms),
-        },
+        Some((ToWorker::Hello(identity), None)) if identity.id == slot => identity,
         _ => return Err(unexpected(&format!("a greeting for node {slot}"))),
     };
     let listener = match control.recv().await? {
-        Some((Message::Listener, Some(fd))) => listener::adopt(fd)?,
+        Some((ToWorker::Listener, Some(fd))) => listener::adopt(fd)?,
         _ => return Err(unexpected("the listener")),
     };
     let table = match control.recv().await? {
-        Some((Message::LoadTable, Some(fd))) => LoadTable::open(fd)?,
+        Some((ToWorker::LoadTable, Some(fd))) => LoadTable::open(fd)?,
         _ => return Err(unexpected("the load table")),
     };
     Ok((identity, Some(listener), Arc::new(table)))
@@ -386,7 +379,7 @@ async fn follow_master(
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let _ = control.send(&Message::Heartbeat, None).await;
+                let _ = control.send(&ToMaster::Heartbeat, None).await;
             }
         };
         tokio::spawn(beat.in_current_span());
@@ -395,7 +388,7 @@ async fn follow_master(
         let control = control.clone();
         async move {
             if ready.await.is_ok() {
-                if let Err(error) = control.send(&Message::Ready, None).await {
+                if let Err(error) = control.send(&ToMaster::Ready, None).await {
                     tracing::warn!("cannot report ready: {error}");
                 }
             }
@@ -404,11 +397,11 @@ async fn follow_master(
     tokio::spawn(report_ready.in_current_span());
     loop {
         match control.recv().await {
-            Ok(Some((Message::Shutdown, _))) => shutdown.cancel(),
-            Ok(Some((Message::Peer { id, generation }, Some(fd)))) => {
+            Ok(Some((ToWorker::Shutdown, _))) => shutdown.cancel(),
+            Ok(Some((ToWorker::Peer { id, generation }, Some(fd)))) => {
                 let _ = mesh.send(Inbound::Peer { id, generation, fd });
             }
-            Ok(Some((Message::NodeGone { id }, _))) => {
+            Ok(Some((ToWorker::NodeGone { id }, _))) => {
                 let _ = mesh.send(Inbound::Gone { id });
             }
             Ok(Some((message, _))) => tracing::warn!("unexpected control message {message:?}"),
@@ -423,10 +416,11 @@ async fn follow_master(
     }
 }
 
-/// A worker's signals. SIGTERM drains this worker (the master then replaces it, as
-/// gunicorn does). SIGINT is left to the master: Ctrl-C reaches the whole process
-/// group, and the master tells every node to drain, so nothing stops twice.
-async fn on_signals(shutdown: CancellationToken) {
+/// A worker's signals. SIGTERM drains this worker, and the master, told so,
+/// starts its replacement at once and kills it if it outlives its drain deadline
+/// (as gunicorn does). SIGINT is left to the master: Ctrl-C reaches the whole
+/// process group, and the master tells every node to drain, so nothing stops twice.
+async fn on_signals(shutdown: CancellationToken, control: Arc<ControlSocket>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -439,6 +433,9 @@ async fn on_signals(shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: draining this node");
+                if !shutdown.is_cancelled() {
+                    let _ = control.send(&ToMaster::Draining, None).await;
+                }
                 shutdown.cancel();
             }
             _ = int.recv() => tracing::debug!("SIGINT: waiting for the master's word"),

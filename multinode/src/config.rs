@@ -19,6 +19,7 @@ use crate::Nodes;
 /// # let _ = builder;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Flavor {
     /// `tokio::runtime::Builder::new_current_thread()`: one thread per process.
     #[default]
@@ -36,6 +37,7 @@ pub enum Flavor {
 /// # let _ = builder;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Balance {
     /// One `SO_REUSEPORT` listener per slot, opened by the master and kept open for
     /// the whole run: the kernel spreads new connections over the slots by hash, and a
@@ -72,6 +74,13 @@ pub(crate) const ENV_PORT: &str = "MULTINODE_PORT";
 pub(crate) const ENV_HOST: &str = "MULTINODE_HOST";
 pub(crate) const ENV_NODES: &str = "MULTINODE_NODES";
 pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
+pub(crate) const ENV_MAX_CONNECTIONS: &str = "MULTINODE_MAX_CONNECTIONS";
+
+/// The longest `shutdown_timeout` or `watchdog_timeout`: a week.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest watchdog timeout: heartbeats come every quarter of it, and no
+/// more often than every 10 ms.
+const MIN_WATCHDOG: Duration = Duration::from_millis(100);
 
 /// The most processes one master will supervise.
 pub(crate) const MAX_NODES: usize = 1024;
@@ -84,8 +93,10 @@ const MULTI_THREAD_NEEDS: &str = "needs multinode's `multi-thread` feature";
 /// Settings for a multinode program: what `#[multinode::main(...)]` expands to.
 ///
 /// Every attribute key is a method of the same name. `MULTINODE_PORT`,
-/// `MULTINODE_HOST`, `MULTINODE_NODES` and `MULTINODE_BALANCE` override `port`,
-/// `host`, `nodes` and `balance` when the program starts; a bad value stops it with exit code 2 before any process starts.
+/// `MULTINODE_HOST`, `MULTINODE_NODES`, `MULTINODE_BALANCE` and
+/// `MULTINODE_MAX_CONNECTIONS` override `port`, `host`, `nodes`, `balance` and
+/// `max_connections` when the program starts; a bad value stops it with exit
+/// code 2 before any process starts.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -110,8 +121,9 @@ pub struct Builder {
     pub(crate) worker_threads: Option<usize>,
     pub(crate) backlog: u32,
     pub(crate) balance: Balance,
-    pub(crate) timeout: Duration,
+    pub(crate) watchdog_timeout: Duration,
     pub(crate) boot_failures: u32,
+    pub(crate) max_connections: Option<usize>,
 }
 
 impl Default for Builder {
@@ -127,8 +139,9 @@ impl Default for Builder {
             worker_threads: None,
             backlog: 1024,
             balance: Balance::LeastConn,
-            timeout: Duration::from_secs(30),
+            watchdog_timeout: Duration::from_secs(30),
             boot_failures: 5,
+            max_connections: None,
         }
     }
 }
@@ -268,16 +281,35 @@ impl Builder {
 
     /// The watchdog (gunicorn's `timeout`): a worker whose runtime sends no
     /// heartbeat for this long, such as one stuck in a blocking loop, is killed and
-    /// replaced (default 30 s; `Duration::ZERO` turns it off). Heartbeats come from
+    /// replaced (default 30 s; `Duration::ZERO` turns it off; otherwise 100 ms to a
+    /// week). Time during which the master itself was stopped too (the whole
+    /// process group stopped by Ctrl-Z, or a frozen cgroup) does not count. Heartbeats come from
     /// a task in the worker's runtime, so a `current_thread` runtime blocked by a
     /// handler misses them. It watches the workers, not the master's own node.
     ///
     /// ```
-    /// let builder = multinode::Builder::new().timeout(std::time::Duration::from_secs(10));
+    /// let builder = multinode::Builder::new().watchdog_timeout(std::time::Duration::from_secs(10));
     /// # let _ = builder;
     /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+    pub fn watchdog_timeout(mut self, timeout: Duration) -> Self {
+        self.watchdog_timeout = timeout;
+        self
+    }
+
+    /// The most connections one node holds at once (nginx's `worker_connections`).
+    /// At the limit a node stops accepting, and the others take the arrivals; when
+    /// every node is full, connections wait in the kernel's backlog. The default is
+    /// derived from the descriptor limit (which each process raises to its hard
+    /// limit at start): that limit less 64 and 4 per node, kept for the mesh, the
+    /// control socket and the supervisor, so that a node never runs out of
+    /// descriptors by accepting. Overridden by `MULTINODE_MAX_CONNECTIONS`.
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().max_connections(10_000);
+    /// # let _ = builder;
+    /// ```
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = Some(connections);
         self
     }
 
@@ -389,6 +421,34 @@ impl Builder {
         if self.boot_failures == 0 {
             return Err(ConfigError::key("boot_failures", "0: expected at least 1"));
         }
+        if self.shutdown_timeout > MAX_DURATION {
+            let why = format!("{:?}: expected at most a week", self.shutdown_timeout);
+            return Err(ConfigError::key("shutdown_timeout", &why));
+        }
+        let watchdog = self.watchdog_timeout;
+        if !watchdog.is_zero() && !(MIN_WATCHDOG..=MAX_DURATION).contains(&watchdog) {
+            let why = format!("{watchdog:?}: expected 0 (off), or 100 ms to a week");
+            return Err(ConfigError::key("watchdog_timeout", &why));
+        }
+        let max_connections = match env(ENV_MAX_CONNECTIONS) {
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(ConfigError::env(
+                        ENV_MAX_CONNECTIONS,
+                        &value,
+                        "expected a whole number of connections, at least 1",
+                    ))
+                }
+            },
+            None if self.max_connections == Some(0) => {
+                return Err(ConfigError::key(
+                    "max_connections",
+                    "0: expected at least 1",
+                ))
+            }
+            None => self.max_connections,
+        };
         Ok(Config {
             addr,
             nodes,
@@ -397,8 +457,9 @@ impl Builder {
             shutdown_timeout: self.shutdown_timeout,
             backlog: self.backlog,
             balance,
-            timeout: self.timeout,
+            watchdog_timeout: self.watchdog_timeout,
             boot_failures: self.boot_failures,
+            max_connections,
         })
     }
 
@@ -443,8 +504,9 @@ pub(crate) struct Config {
     pub shutdown_timeout: Duration,
     pub backlog: u32,
     pub balance: Balance,
-    pub timeout: Duration,
+    pub watchdog_timeout: Duration,
     pub boot_failures: u32,
+    pub max_connections: Option<usize>,
 }
 
 impl Config {
@@ -524,6 +586,15 @@ mod tests {
         assert!(err.starts_with("`nodes`"), "{err}");
         let err = resolve(Builder::new().worker_threads(2), &[]).unwrap_err();
         assert!(err.starts_with("`worker_threads`"), "{err}");
+        let err = resolve(Builder::new().shutdown_timeout(Duration::MAX), &[]).unwrap_err();
+        assert!(err.starts_with("`shutdown_timeout`"), "{err}");
+        for bad in [Duration::MAX, Duration::from_millis(5)] {
+            let err = resolve(Builder::new().watchdog_timeout(bad), &[]).unwrap_err();
+            assert!(err.starts_with("`watchdog_timeout`"), "{err}");
+        }
+        resolve(Builder::new().watchdog_timeout(Duration::ZERO), &[]).unwrap();
+        let err = resolve(Builder::new(), &[(ENV_MAX_CONNECTIONS, "0")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_MAX_CONNECTIONS=\"0\""), "{err}");
     }
 
     #[test]

@@ -2,15 +2,19 @@
 //!
 //! One anonymous `AF_UNIX` `SOCK_SEQPACKET` socketpair per worker: nothing on the
 //! filesystem, message boundaries kept by the kernel, and EOF when the other end
-//! dies. Every message is one packet: a JSON-encoded [`Message`] plus, for the
+//! dies. Every message is one packet: a JSON-encoded [`Packet`] plus, for the
 //! variants that name one, exactly one `SCM_RIGHTS` descriptor sent in the same
 //! `sendmsg`. A descriptor therefore always arrives with the message that labels it
 //! and can never be mistaken for another.
 //!
-//! `nix` does the `sendmsg`/`recvmsg` rather than `sendfd`, because receiving must
-//! pass `MSG_CMSG_CLOEXEC` (no window in which a concurrent `exec` in user code
-//! inherits the descriptor) and must see `MSG_TRUNC`/`MSG_CTRUNC`; `sendfd` 0.4 does
-//! neither.
+//! The two directions are two types, [`ToWorker`] and [`ToMaster`]: neither side
+//! can receive what only it sends.
+//!
+//! `nix` does the `sendmsg`/`recvmsg` rather than `sendfd` (which the crate does
+//! not use), because receiving must pass `MSG_CMSG_CLOEXEC` (no window in which a
+//! concurrent `exec` in user code inherits the descriptor) and must see
+//! `MSG_TRUNC`/`MSG_CTRUNC`; `sendfd` 0.4 does neither, and sending is one
+//! `sendmsg` of the same shape.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -19,57 +23,72 @@ use nix::sys::socket::{
     getsockopt, recvmsg, sendmsg, socketpair, sockopt, AddressFamily, ControlMessage,
     ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use crate::config::Balance;
+use crate::nodes::Identity;
+
+/// Private variables that mark a process as worker `k` and name its inherited
+/// control socket. Removed from the environment before user code runs.
+pub(crate) const ENV_WORKER: &str = "MULTINODE_WORKER";
+pub(crate) const ENV_CONTROL_FD: &str = "MULTINODE_CONTROL_FD";
 
 /// The largest control message, in bytes. Messages are small; a larger packet is a
 /// protocol error.
 const MAX_MESSAGE: usize = 16 * 1024;
 
-/// Everything the master and a worker say to each other.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) enum Message {
-    /// master → worker, first: who this incarnation is.
-    Hello {
-        id: usize,
-        generation: u64,
-        count: usize,
-        shutdown_timeout_ms: u64,
-        balance: Balance,
-        serving_slots: std::ops::Range<usize>,
-        /// How often to send [`Message::Heartbeat`]; 0: never (no watchdog).
-        heartbeat_ms: u64,
-    },
-    /// master → worker; carries the listening socket of the worker's slot.
-    Listener,
-    /// master → worker; carries the shared load table (a memfd).
-    LoadTable,
-    /// master → worker: stop accepting, finish in-flight work, exit.
-    Shutdown,
-    /// worker → master: the body is running and has taken its listener.
-    Ready,
-    /// master → worker; carries one end of a mesh stream whose other end went to
-    /// incarnation `generation` of node `id`.
-    Peer { id: usize, generation: u64 },
-    /// master → worker: node `id` is gone for good (not restarted, or scaled down).
-    NodeGone { id: usize },
-    /// worker → master, from a task of its runtime: the runtime is not stuck.
-    Heartbeat,
-    /// worker → master: why it is about to exit with an error (its body's error,
-    /// a panic, or a failed start).
-    Failed { reason: String },
-}
-
-impl Message {
+/// A message of the protocol, in either direction.
+pub(crate) trait Packet: Serialize + DeserializeOwned + std::fmt::Debug {
     /// Whether this message travels with a descriptor: the label and the descriptor
     /// are one packet.
+    fn carries_fd(&self) -> bool;
+}
+
+/// What the master tells a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ToWorker {
+    /// First: who this incarnation is.
+    Hello(Identity),
+    /// Carries the listening socket of the worker's slot.
+    Listener,
+    /// Carries the shared load table (a sealed memfd).
+    LoadTable,
+    /// Stop accepting, finish in-flight work, exit.
+    Shutdown,
+    /// Carries one end of a mesh stream whose other end went to incarnation
+    /// `generation` of node `id`.
+    Peer { id: usize, generation: u64 },
+    /// Node `id` is gone for good (not restarted, or scaled down).
+    NodeGone { id: usize },
+}
+
+impl Packet for ToWorker {
     fn carries_fd(&self) -> bool {
         matches!(
             self,
-            Message::Listener | Message::LoadTable | Message::Peer { .. }
+            ToWorker::Listener | ToWorker::LoadTable | ToWorker::Peer { .. }
         )
+    }
+}
+
+/// What a worker tells the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum ToMaster {
+    /// The body runs.
+    Ready,
+    /// From a task of its runtime: the runtime is not stuck.
+    Heartbeat,
+    /// It drains on its own (it got SIGTERM): it will exit soon.
+    Draining,
+    /// Why it is about to exit with an error (its body's error, a panic, or a
+    /// failed start).
+    Failed { reason: String },
+}
+
+impl Packet for ToMaster {
+    fn carries_fd(&self) -> bool {
+        false
     }
 }
 
@@ -100,9 +119,9 @@ impl ControlSocket {
     }
 
     /// Sends one message, with its descriptor when the message names one.
-    pub(crate) async fn send(
+    pub(crate) async fn send<M: Packet>(
         &self,
-        message: &Message,
+        message: &M,
         fd: Option<BorrowedFd<'_>>,
     ) -> io::Result<()> {
         assert_eq!(
@@ -135,7 +154,7 @@ impl ControlSocket {
 
     /// Sends a message that names no descriptor at once, without the runtime: for
     /// a panic hook. Best effort: a full socket drops it.
-    pub(crate) fn send_now(&self, message: &Message) {
+    pub(crate) fn send_now<M: Packet>(&self, message: &M) {
         debug_assert!(!message.carries_fd());
         if let Ok(bytes) = serde_json::to_vec(message) {
             let fd = self.fd.get_ref().as_raw_fd();
@@ -145,7 +164,7 @@ impl ControlSocket {
 
     /// Receives the next message and the descriptor it carries. `Ok(None)` is EOF:
     /// the other process is gone.
-    pub(crate) async fn recv(&self) -> io::Result<Option<(Message, Option<OwnedFd>)>> {
+    pub(crate) async fn recv<M: Packet>(&self) -> io::Result<Option<(M, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         let (len, fds) = loop {
             let mut guard = self.fd.readable().await?;
@@ -157,7 +176,7 @@ impl ControlSocket {
         if len == 0 && fds.is_empty() {
             return Ok(None);
         }
-        let message: Message = serde_json::from_slice(&buf[..len]).map_err(|e| {
+        let message: M = serde_json::from_slice(&buf[..len]).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("bad control message: {e}"),
@@ -186,7 +205,10 @@ impl ControlSocket {
 /// after checking that it is one: a process started with the worker variables by
 /// anything but a master may name any descriptor, even its own stderr.
 pub(crate) fn inherit(raw: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: only borrowed for the checks; ownership is taken once they pass.
+    if raw < 0 {
+        return Err(io::Error::other("not a descriptor number"));
+    }
+    // SAFETY: not -1 (checked); only borrowed for the checks.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     let kind = getsockopt(&fd, sockopt::SockType).map_err(|e| match e {
         nix::errno::Errno::EBADF => io::Error::other("no such open descriptor"),
@@ -253,15 +275,15 @@ mod tests {
     async fn a_descriptor_arrives_with_its_message() {
         let (a, b) = sockets();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        a.send(&Message::Shutdown, None).await.unwrap();
-        a.send(&Message::Listener, Some(listener.as_fd()))
+        a.send(&ToWorker::Shutdown, None).await.unwrap();
+        a.send(&ToWorker::Listener, Some(listener.as_fd()))
             .await
             .unwrap();
-        let (message, fd) = b.recv().await.unwrap().unwrap();
-        assert_eq!(message, Message::Shutdown);
+        let (message, fd) = b.recv::<ToWorker>().await.unwrap().unwrap();
+        assert_eq!(message, ToWorker::Shutdown);
         assert!(fd.is_none());
-        let (message, fd) = b.recv().await.unwrap().unwrap();
-        assert_eq!(message, Message::Listener);
+        let (message, fd) = b.recv::<ToWorker>().await.unwrap().unwrap();
+        assert_eq!(message, ToWorker::Listener);
         let fd = fd.expect("the listener's descriptor");
         let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
         assert!(
@@ -269,7 +291,7 @@ mod tests {
         );
         drop(a);
         assert!(
-            b.recv().await.unwrap().is_none(),
+            b.recv::<ToWorker>().await.unwrap().is_none(),
             "EOF once the other end is gone"
         );
     }
@@ -279,13 +301,13 @@ mod tests {
         let (a, b) = sockets();
         nix::sys::socket::send(a.raw(), b"not json", MsgFlags::empty()).unwrap();
         assert_eq!(
-            b.recv().await.unwrap_err().kind(),
+            b.recv::<ToMaster>().await.unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
         // A descriptor on a message that names none is refused (and closed).
         let file = std::fs::File::open("/dev/null").unwrap();
         let raw = [file.as_raw_fd()];
-        let bytes = serde_json::to_vec(&Message::Ready).unwrap();
+        let bytes = serde_json::to_vec(&ToMaster::Ready).unwrap();
         sendmsg::<()>(
             a.raw(),
             &[IoSlice::new(&bytes)],
@@ -295,12 +317,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            b.recv().await.unwrap_err().kind(),
+            b.recv::<ToMaster>().await.unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
         // The stream goes on after a bad message.
-        a.send(&Message::Ready, None).await.unwrap();
-        assert_eq!(b.recv().await.unwrap().unwrap().0, Message::Ready);
+        a.send(&ToMaster::Ready, None).await.unwrap();
+        assert_eq!(
+            b.recv::<ToMaster>().await.unwrap().unwrap().0,
+            ToMaster::Ready
+        );
     }
 
     #[test]
@@ -311,6 +336,8 @@ mod tests {
         let file = std::fs::File::open("/dev/null").unwrap();
         let err = inherit(file.as_raw_fd()).unwrap_err();
         assert!(err.to_string().contains("not a socket"), "{err}");
+        let err = inherit(-1).unwrap_err();
+        assert!(err.to_string().contains("not a descriptor number"), "{err}");
         let err = inherit(9999).unwrap_err();
         assert!(err.to_string().contains("no such open descriptor"), "{err}");
         let (ours, theirs) = pair().unwrap();

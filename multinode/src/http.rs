@@ -189,6 +189,7 @@ impl<S> Server<S> {
         // flag is set by whichever task sees the stop first.
         let stopping = Arc::new(AtomicBool::new(false));
         let connections = TaskTracker::new();
+        let mut accept_errors = crate::throttle::Throttle::default();
         loop {
             tokio::select! {
                 accepted = acceptor.accept() => match accepted {
@@ -216,7 +217,9 @@ impl<S> Server<S> {
                     }
                     Err(error) => {
                         // EMFILE and the like: pause instead of spinning.
-                        tracing::warn!("accept failed: {error}");
+                        if let Some(held) = accept_errors.admit(std::time::Instant::now()) {
+                            tracing::warn!(held_back = held, "accept failed: {error}");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },

@@ -37,18 +37,19 @@ mod bootstrap;
 mod config;
 mod control;
 pub mod http;
+mod limits;
 mod listener;
 pub mod mesh;
 mod nodes;
 mod supervisor;
+mod throttle;
 
 /// Turns `async fn main(nodes: Nodes)` into a multi-process server.
 ///
-/// Every key is a [`Builder`] method of the same name: `port`, `host`, `nodes`,
-/// `master_listen`, `restart`, `shutdown_timeout` (seconds), `flavor`
-/// (`"current_thread"` or `"multi_thread"`, which needs this crate's `multi-thread`
-/// feature), `worker_threads`, `backlog`, `balance` (`"least_conn"`, `"reuse_port"`
-/// or `"shared"`).
+/// Every key is a [`Builder`] method of the same name, which documents it:
+/// durations are written in seconds (`shutdown_timeout = 0.5`), enums as their
+/// snake-case names (`flavor = "current_thread"`, `balance = "reuse_port"`). An
+/// unknown key is a compile error that lists them all.
 ///
 /// ```no_run
 /// #[multinode::main(port = 8080, nodes = 4, shutdown_timeout = 10)]

@@ -1,6 +1,7 @@
 //! The listening sockets: bound once by the master, kept open for the whole run,
 //! and handed to each incarnation of each serving slot.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
@@ -10,16 +11,21 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::{Balance, Config};
 
 /// The master's listening sockets: one per serving slot ([`Balance::ReusePort`]) or
-/// one for all ([`Balance::Shared`]).
+/// one for all ([`Balance::Shared`], [`Balance::LeastConn`]).
 #[derive(Debug)]
 pub(crate) struct Listeners {
-    sockets: Vec<TcpListener>,
-    first_slot: usize,
+    sockets: Sockets,
     /// The bound address, with the real port when port 0 was asked for.
     pub addr: SocketAddr,
-    /// One socket per slot (`ReusePort`), or one for all.
-    per_slot: bool,
     backlog: i32,
+}
+
+#[derive(Debug)]
+enum Sockets {
+    Shared(TcpListener),
+    /// Each member slot's own socket in the `SO_REUSEPORT` group: a slot that ends
+    /// for good has its socket closed, so that the kernel queues nothing there.
+    PerSlot(BTreeMap<usize, TcpListener>),
 }
 
 impl Listeners {
@@ -37,47 +43,53 @@ impl Listeners {
             .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
         let sockets = match config.balance {
-            Balance::Shared | Balance::LeastConn => {
-                probe.listen(backlog)?;
-                vec![probe.into()]
-            }
             Balance::ReusePort => {
                 drop(probe);
-                config
+                let sockets = config
                     .serving_slots()
-                    .map(|_| reuse_port_listener(addr, backlog))
-                    .collect::<io::Result<_>>()?
+                    .map(|slot| Ok((slot, reuse_port_listener(addr, backlog)?)))
+                    .collect::<io::Result<_>>()?;
+                Sockets::PerSlot(sockets)
+            }
+            _ => {
+                probe.listen(backlog)?;
+                Sockets::Shared(probe.into())
             }
         };
         Ok(Listeners {
             sockets,
-            first_slot: config.serving_slots().start,
             addr,
-            per_slot: config.balance == Balance::ReusePort,
             backlog,
         })
     }
 
-    /// Makes room for one more slot after the last (SIGTTIN): with `ReusePort`, one
-    /// more socket in the group.
-    pub fn push_slot(&mut self) -> io::Result<()> {
-        if self.per_slot {
-            self.sockets
-                .push(reuse_port_listener(self.addr, self.backlog)?);
+    /// Makes sure slot `slot` has a socket (SIGTTIN): with `ReusePort`, one more in
+    /// the group.
+    pub fn open_slot(&mut self, slot: usize) -> io::Result<()> {
+        if let Sockets::PerSlot(sockets) = &mut self.sockets {
+            if let std::collections::btree_map::Entry::Vacant(entry) = sockets.entry(slot) {
+                entry.insert(reuse_port_listener(self.addr, self.backlog)?);
+            }
         }
         Ok(())
     }
 
-    /// Closes the last slot's own socket (SIGTTOU, once its node is gone).
-    pub fn pop_slot(&mut self) {
-        if self.per_slot && self.sockets.len() > 1 {
-            self.sockets.pop();
+    /// Closes slot `slot`'s own socket, when it ends for good (a process still
+    /// holding it keeps it open until it exits).
+    pub fn close_slot(&mut self, slot: usize) {
+        if let Sockets::PerSlot(sockets) = &mut self.sockets {
+            sockets.remove(&slot);
         }
     }
 
     /// The listening socket that serving slot `slot` accepts from.
-    pub fn for_slot(&self, slot: usize) -> &TcpListener {
-        &self.sockets[(slot - self.first_slot) % self.sockets.len()]
+    pub fn for_slot(&self, slot: usize) -> io::Result<&TcpListener> {
+        match &self.sockets {
+            Sockets::Shared(socket) => Ok(socket),
+            Sockets::PerSlot(sockets) => sockets
+                .get(&slot)
+                .ok_or_else(|| io::Error::other(format!("node {slot} has no listening socket"))),
+        }
     }
 }
 
@@ -138,10 +150,20 @@ mod tests {
     fn one_listener_per_slot_on_one_port() {
         let listeners = Listeners::bind(&config(Balance::ReusePort, 3)).unwrap();
         let ports: Vec<_> = (0..3)
-            .map(|slot| listeners.for_slot(slot).local_addr().unwrap().port())
+            .map(|slot| {
+                listeners
+                    .for_slot(slot)
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
             .collect();
         assert_eq!(ports, vec![listeners.addr.port(); 3]);
-        assert_ne!(listeners.for_slot(0).local_addr().unwrap().port(), 0);
+        assert_ne!(
+            listeners.for_slot(0).unwrap().local_addr().unwrap().port(),
+            0
+        );
     }
 
     #[test]
@@ -156,7 +178,7 @@ mod tests {
     #[test]
     fn adopt_checks_for_a_listening_tcp_socket() {
         let listeners = Listeners::bind(&config(Balance::Shared, 2)).unwrap();
-        let fd: OwnedFd = listeners.for_slot(1).try_clone().unwrap().into();
+        let fd: OwnedFd = listeners.for_slot(1).unwrap().try_clone().unwrap().into();
         adopt(fd).unwrap();
         let unbound: OwnedFd = socket("127.0.0.1:0".parse().unwrap(), false)
             .unwrap()

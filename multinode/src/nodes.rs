@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Acceptor, LoadTable};
@@ -32,22 +31,17 @@ use crate::mesh::{self, PeerQueue, Peers};
 /// ```
 #[derive(Debug)]
 pub struct Nodes {
-    id: usize,
-    generation: u64,
-    count: usize,
+    identity: Identity,
     listener: Option<std::net::TcpListener>,
     shutdown: CancellationToken,
-    shutdown_timeout: Duration,
-    ready: Option<oneshot::Sender<()>>,
     table: Arc<LoadTable>,
-    balance: Balance,
-    serving_slots: std::ops::Range<usize>,
     /// This node's mesh streams, until taken raw or by the message layer.
     peers: Option<Arc<PeerQueue>>,
 }
 
-/// What a process learns about itself before its body starts.
-#[derive(Debug, Clone)]
+/// Who a node is: what the master tells each incarnation before its body starts,
+/// in one shape from the master's supervisor to [`Nodes`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Identity {
     pub id: usize,
     pub generation: u64,
@@ -57,6 +51,12 @@ pub(crate) struct Identity {
     pub serving_slots: std::ops::Range<usize>,
     /// How often a worker tells the master its runtime is not stuck; zero: never.
     pub heartbeat: Duration,
+    /// The worker slots that are members of the mesh now (the master's node, 0,
+    /// always is).
+    pub members: Vec<usize>,
+    /// The most connections this node holds at once; `None`: from its
+    /// descriptor limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Nodes {
@@ -65,20 +65,13 @@ impl Nodes {
         listener: Option<std::net::TcpListener>,
         table: Arc<LoadTable>,
         shutdown: CancellationToken,
-        ready: oneshot::Sender<()>,
         peers: Arc<PeerQueue>,
     ) -> Self {
         Nodes {
-            id: identity.id,
-            generation: identity.generation,
-            count: identity.count,
+            identity,
             listener,
             shutdown,
-            shutdown_timeout: identity.shutdown_timeout,
-            ready: Some(ready),
             table,
-            balance: identity.balance,
-            serving_slots: identity.serving_slots,
             peers: Some(peers),
         }
     }
@@ -95,7 +88,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn is_master(&self) -> bool {
-        self.id == 0
+        self.identity.id == 0
     }
 
     /// This node's id: its slot, kept by every replacement of the process. `0` is
@@ -108,7 +101,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn id(&self) -> usize {
-        self.id
+        self.identity.id
     }
 
     /// How many nodes serve, as configured (`nodes`).
@@ -119,7 +112,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn count(&self) -> usize {
-        self.count
+        self.identity.count
     }
 
     /// Which incarnation of its slot this process is: 1 for the first, one more for
@@ -133,7 +126,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn generation(&self) -> u64 {
-        self.generation
+        self.identity.generation
     }
 
     /// How long this node may take to finish in-flight requests once
@@ -145,12 +138,12 @@ impl Nodes {
     /// # }
     /// ```
     pub fn shutdown_timeout(&self) -> Duration {
-        self.shutdown_timeout
+        self.identity.shutdown_timeout
     }
 
     /// Takes this node's listening socket: the shared port, ready to `accept`.
     /// `None` when it was taken already, and in the master with
-    /// `master_listen = false`. Taking it tells the master this node is ready.
+    /// `master_listen = false`.
     ///
     /// It is a plain `tokio::net::TcpListener`, so `axum::serve` takes it directly:
     ///
@@ -170,23 +163,25 @@ impl Nodes {
     ///
     /// Outside a tokio runtime (the body of `main` is inside one).
     pub fn take_listener(&mut self) -> Option<TcpListener> {
-        let listener = self.take_std_listener()?;
+        let listener = self.listener.take()?;
         Some(TcpListener::from_std(listener).expect("take_listener needs a tokio runtime"))
     }
 
     /// The listener with this node's line in the load table, for `http::serve`.
     pub(crate) fn take_acceptor(&mut self) -> Option<std::io::Result<Acceptor>> {
-        let listener = self.take_std_listener()?;
-        let (table, slots) = (self.table.clone(), self.serving_slots.clone());
-        Some(Acceptor::new(listener, table, self.id, self.balance, slots))
-    }
-
-    fn take_std_listener(&mut self) -> Option<std::net::TcpListener> {
         let listener = self.listener.take()?;
-        if let Some(ready) = self.ready.take() {
-            let _ = ready.send(());
-        }
-        Some(listener)
+        let identity = &self.identity;
+        let limit = identity
+            .max_connections
+            .unwrap_or_else(|| crate::limits::default_max_connections(identity.count));
+        Some(Acceptor::new(
+            listener,
+            self.table.clone(),
+            identity.id,
+            identity.balance,
+            identity.serving_slots.clone(),
+            limit,
+        ))
     }
 
     /// A future that resolves when this node must stop: SIGTERM or SIGINT to the
@@ -292,7 +287,7 @@ impl Nodes {
         M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
         let queue = self.peers.take()?;
-        let ids = std::iter::once(0).chain(self.serving_slots.clone());
-        Some(mesh::start_messages(self.id, ids, queue, options))
+        let ids = std::iter::once(0).chain(self.identity.members.iter().copied());
+        Some(mesh::start_messages(self.identity.id, ids, queue, options))
     }
 }

@@ -117,6 +117,16 @@ pub struct Program {
 impl Program {
     /// Starts `example` with `env` (plus `MULTINODE_PORT=0` unless given).
     pub fn start(example_name: &str, env: &[(&str, &str)]) -> Program {
+        Program::start_with_nofile(example_name, env, None)
+    }
+
+    /// [`Program::start`] with its descriptor limit (soft and hard) set to
+    /// `nofile`, as `ulimit -n` in a shell would.
+    pub fn start_with_nofile(
+        example_name: &str,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Program {
         let marker = marker();
         let (key, value) = marker.split_once('=').unwrap();
         let mut command = Command::new(example(example_name));
@@ -129,6 +139,15 @@ impl Program {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0);
+        if let Some(limit) = nofile {
+            // SAFETY: setrlimit is async-signal-safe and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    use nix::sys::resource::{setrlimit, Resource};
+                    setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(Into::into)
+                });
+            }
+        }
         let mut child = command.spawn().expect("start the example");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();

@@ -11,8 +11,9 @@
     flavor = "current_thread",
     backlog = 64,
     balance = "shared",
-    timeout = 10,
-    boot_failures = 3
+    watchdog_timeout = 10,
+    boot_failures = 3,
+    max_connections = 1000
 )]
 async fn main(nodes: multinode::Nodes) -> () {
     assert!(nodes.id() <= nodes.count());

@@ -1,0 +1,403 @@
+//! The master's supervision: the loop that feeds events (worker messages and
+//! exits, signals, timers) to the state machine and carries out its actions.
+//!
+//! It runs on its own thread with its own runtime, so that a busy master body never
+//! delays it, and that thread lives as long as the master: `PR_SET_PDEATHSIG`
+//! watches the thread that forked, not the process.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::balance::LoadTable;
+use crate::config::Config;
+use crate::control::{ToMaster, ToWorker};
+use crate::listener::Listeners;
+use crate::mesh::Inbound;
+use crate::nodes::Identity;
+
+mod machine;
+#[cfg(test)]
+mod model_test;
+mod process;
+mod signals;
+mod slot;
+
+use machine::{Action, Input, Machine, Settings, SpawnFailure};
+use process::{Event, Report, Reserve, Worker};
+use signals::{Received, Signals};
+use slot::{Generation, Slot};
+
+pub(crate) struct Supervisor {
+    config: Config,
+    listeners: Listeners,
+    table: Arc<LoadTable>,
+    /// Fires the master node's own shutdown future.
+    master_shutdown: CancellationToken,
+    /// The master node's side of the mesh: its ends of the mesh streams.
+    master_mesh: mpsc::UnboundedSender<Inbound>,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    machine: Machine,
+    workers: BTreeMap<(Slot, Generation), Worker>,
+    events: mpsc::UnboundedSender<Event>,
+    reserve: Reserve,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        config: Config,
+        listeners: Listeners,
+        table: Arc<LoadTable>,
+        master_shutdown: CancellationToken,
+        master_mesh: mpsc::UnboundedSender<Inbound>,
+        started: Instant,
+    ) -> Self {
+        // Resolved once: after a rebuild, /proc/self/exe names the deleted file,
+        // while this path names the new binary, which replacements then run.
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let settings = Settings {
+            workers: config.worker_slots(),
+            master_serves: config.master_listen,
+            restart: config.restart,
+            boot_failures: config.boot_failures,
+            shutdown_timeout: config.shutdown_timeout,
+            watchdog: (!config.watchdog_timeout.is_zero()).then_some(config.watchdog_timeout),
+            max_slot: crate::config::MAX_NODES,
+            nodes: config.nodes,
+            started,
+        };
+        let (events, _) = mpsc::unbounded_channel();
+        Supervisor {
+            reserve: Reserve::new(reserve_size(config.nodes)),
+            config,
+            listeners,
+            table,
+            master_shutdown,
+            master_mesh,
+            exe,
+            args: std::env::args_os().skip(1).collect(),
+            machine: Machine::new(settings),
+            workers: BTreeMap::new(),
+            events,
+        }
+    }
+
+    /// Supervises until every node has stopped; returns the master's exit code.
+    pub(crate) fn run(
+        self,
+        master_ready: oneshot::Receiver<()>,
+        body_done: oneshot::Receiver<i32>,
+    ) -> i32 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(runtime) => runtime.block_on(self.supervise(master_ready, body_done)),
+            Err(error) => {
+                error!("cannot start the supervisor's runtime: {error}");
+                1
+            }
+        }
+    }
+
+    async fn supervise(
+        mut self,
+        mut master_ready: oneshot::Receiver<()>,
+        mut body_done: oneshot::Receiver<i32>,
+    ) -> i32 {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        self.events = events_tx;
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(error) => {
+                error!("cannot install signal handlers: {error}");
+                return 1;
+            }
+        };
+        let (mut ready_pending, mut body_pending) = (true, true);
+        let mut inputs = VecDeque::from([Input::Start]);
+        loop {
+            while let Some(input) = inputs.pop_front() {
+                for action in self.machine.handle(input, Instant::now()) {
+                    if let Some(code) = self.apply(action, &mut inputs).await {
+                        return code;
+                    }
+                }
+            }
+            let deadline = self.machine.next_deadline();
+            let input = tokio::select! {
+                received = signals.recv() => match received {
+                    Received::Command(command) => Some(Input::Signal(command)),
+                    Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
+                },
+                Some(event) = events.recv() => self.on_event(event),
+                ready = &mut master_ready, if ready_pending => {
+                    ready_pending = false;
+                    ready.ok().map(|()| {
+                        if self.config.master_listen {
+                            self.table.set_live(0, true);
+                        }
+                        Input::MasterReady
+                    })
+                }
+                code = &mut body_done, if body_pending => {
+                    body_pending = false;
+                    Some(Input::BodyDone { code: code.unwrap_or(1) })
+                }
+                _ = sleep_until(deadline) => Some(Input::Tick),
+            };
+            inputs.extend(input);
+        }
+    }
+
+    /// A worker's report as the state machine's input.
+    fn on_event(
+        &mut self,
+        Event {
+            slot,
+            generation,
+            report,
+        }: Event,
+    ) -> Option<Input> {
+        Some(match report {
+            Report::Said(ToMaster::Ready) => {
+                self.table.set_live(slot, true);
+                Input::Ready { slot, generation }
+            }
+            Report::Said(ToMaster::Heartbeat) => Input::Heartbeat { slot, generation },
+            Report::Said(ToMaster::Draining) => Input::Draining { slot, generation },
+            Report::Said(ToMaster::Failed { reason }) => Input::Failed {
+                slot,
+                generation,
+                reason,
+            },
+            Report::Exited(status) => {
+                self.workers.remove(&(slot, generation));
+                if !self.workers.keys().any(|(s, _)| *s == slot) {
+                    self.table.set_live(slot, false); // its connections died with it
+                }
+                let success = status.as_ref().is_ok_and(|s| s.success());
+                let status = match status {
+                    Ok(status) => status.to_string(),
+                    Err(error) => format!("unknown status ({error})"),
+                };
+                Input::Exited {
+                    slot,
+                    generation,
+                    success,
+                    status,
+                }
+            }
+        })
+    }
+
+    /// Carries out one action; `Some(code)` when the supervisor is done.
+    async fn apply(&mut self, action: Action, inputs: &mut VecDeque<Input>) -> Option<i32> {
+        match action {
+            Action::Spawn {
+                slot,
+                generation,
+                members,
+                mesh_with,
+            } => match self.spawn(slot, generation, members) {
+                Ok(worker) => {
+                    info!(node = slot, generation, pid = worker.pid, "node started");
+                    self.workers.insert((slot, generation), worker);
+                    self.mesh(slot, generation, &mesh_with);
+                }
+                Err(error) => {
+                    let failure = match process::is_lack_of_resources(&error) {
+                        true => SpawnFailure::Resources(error.to_string()),
+                        false => SpawnFailure::Other(error.to_string()),
+                    };
+                    inputs.push_back(Input::SpawnFailed {
+                        slot,
+                        generation,
+                        failure,
+                    });
+                }
+            },
+            Action::Drain { slot, generation } => {
+                if let Some(worker) = self.workers.get(&(slot, generation)) {
+                    worker.send(ToWorker::Shutdown, None);
+                }
+                // A slot whose last process drains takes no more connections.
+                if !self
+                    .workers
+                    .keys()
+                    .any(|k| k.0 == slot && k.1 != generation)
+                {
+                    self.table.set_live(slot, false);
+                }
+            }
+            Action::Kill { slot, generation } => {
+                if let Some(worker) = self.workers.get(&(slot, generation)) {
+                    worker.kill();
+                }
+            }
+            Action::Gone { slot } => {
+                let _ = self.master_mesh.send(Inbound::Gone { id: slot });
+                for worker in self.workers.values() {
+                    worker.send(ToWorker::NodeGone { id: slot }, None);
+                }
+            }
+            Action::CloseListener { slot } => self.listeners.close_slot(slot),
+            Action::StopMaster => {
+                self.table.set_live(0, false);
+                self.master_shutdown.cancel();
+            }
+            Action::Exit { code } => {
+                self.log_totals();
+                return Some(code);
+            }
+            Action::KillAllAndExit { code } => self.kill_all_and_exit(code).await,
+        }
+        None
+    }
+
+    /// SIGTTIN: opens the listener of the slot to add; `None` if there is none.
+    fn open_slot(&mut self) -> Option<Slot> {
+        let Some(slot) = self.machine.slot_to_add() else {
+            warn!(
+                "SIGTTIN: no node can be added now (at most {})",
+                crate::config::MAX_NODES
+            );
+            return None;
+        };
+        if let Err(error) = self.listeners.open_slot(slot) {
+            error!(
+                node = slot,
+                "SIGTTIN: cannot listen for a new node: {error}"
+            );
+            return None;
+        }
+        self.table.extend_serving_end(slot + 1);
+        Some(slot)
+    }
+
+    fn spawn(
+        &mut self,
+        slot: Slot,
+        generation: Generation,
+        members: Vec<Slot>,
+    ) -> std::io::Result<Worker> {
+        let listener: OwnedFd = self.listeners.for_slot(slot)?.try_clone()?.into();
+        let table = self.table.fd().try_clone_to_owned()?;
+        let identity = Identity {
+            id: slot,
+            generation,
+            count: self.config.nodes,
+            shutdown_timeout: self.config.shutdown_timeout,
+            balance: self.config.balance,
+            serving_slots: self.config.serving_slots(),
+            heartbeat: self.machine.heartbeat_every().unwrap_or(Duration::ZERO),
+            members,
+            max_connections: self.config.max_connections,
+        };
+        let greeting = vec![
+            (ToWorker::Hello(identity), None),
+            (ToWorker::Listener, Some(listener)),
+            (ToWorker::LoadTable, Some(table)),
+        ];
+        self.reserve.release();
+        let worker = process::spawn(
+            &self.exe,
+            &self.args,
+            (slot, generation),
+            greeting,
+            self.events.clone(),
+        );
+        self.reserve.refill();
+        worker
+    }
+
+    /// Meshes incarnation `generation` of `slot` with the master's node and each
+    /// of `with`: one Unix stream socketpair per pair, each end sent to its node
+    /// labelled with the other's id and generation.
+    fn mesh(&self, slot: Slot, generation: Generation, with: &[(Slot, Generation)]) {
+        let Some(newcomer) = self.workers.get(&(slot, generation)) else {
+            return;
+        };
+        for &(other, other_generation) in std::iter::once(&(0, 1)).chain(with) {
+            let peer = match other {
+                0 => None,
+                _ => match self.workers.get(&(other, other_generation)) {
+                    Some(worker) => Some(worker),
+                    None => continue, // it exited meanwhile
+                },
+            };
+            let (mine, theirs) = match std::os::unix::net::UnixStream::pair() {
+                Ok(pair) => pair,
+                Err(error) => {
+                    error!(node = slot, "cannot mesh with node {other}: {error}");
+                    continue;
+                }
+            };
+            let label = ToWorker::Peer {
+                id: other,
+                generation: other_generation,
+            };
+            newcomer.send(label, Some(mine.into()));
+            let fd = OwnedFd::from(theirs);
+            match peer {
+                Some(worker) => worker.send(
+                    ToWorker::Peer {
+                        id: slot,
+                        generation,
+                    },
+                    Some(fd),
+                ),
+                None => {
+                    let _ = self.master_mesh.send(Inbound::Peer {
+                        id: slot,
+                        generation,
+                        fd,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Kills every worker, waits (briefly) until they are reaped, and exits.
+    async fn kill_all_and_exit(&mut self, code: i32) -> ! {
+        for worker in self.workers.values() {
+            worker.kill();
+        }
+        // Each task reaps its process right after the kill; yield until they have.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while self.workers.values().any(|w| !w.is_reaped()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::process::exit(code)
+    }
+
+    /// What every serving slot did since the start, from the load table: what the
+    /// benchmark reads, one line per node.
+    fn log_totals(&self) {
+        for slot in self.config.serving_slots() {
+            let (connections, requests) = self.table.totals(slot);
+            info!(node = slot, connections, requests, "node totals");
+        }
+    }
+}
+
+/// Descriptors the supervisor holds back for `nodes` nodes: a start takes a
+/// control socketpair, a listener, the table and a socketpair per peer.
+fn reserve_size(nodes: usize) -> usize {
+    (16 + 2 * nodes).min(256)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

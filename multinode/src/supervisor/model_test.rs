@@ -1,0 +1,394 @@
+//! The model test: random sequences of events fed to the state machine, against a
+//! small world of processes that does what the actions say, with invariants
+//! checked after every step and liveness checked at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::machine::{Action, Command, Input, Machine, Phase, Settings, SpawnFailure};
+use super::slot::{Current, Deadline, Generation, Slot};
+
+/// One random event.
+#[derive(Clone, Debug)]
+enum Op {
+    Exit {
+        pick: usize,
+        success: bool,
+    },
+    Ready {
+        pick: usize,
+    },
+    Heartbeat {
+        pick: usize,
+    },
+    DrainsItself {
+        pick: usize,
+    },
+    Signal(Command),
+    AddNode,
+    /// Time passes (the whole group may have been stopped meanwhile).
+    Wait {
+        ms: u64,
+    },
+    HeartbeatAll,
+    /// The next start fails, for lack of resources or not.
+    FailNextSpawn {
+        resources: bool,
+    },
+    MasterReady,
+    BodyDone {
+        code: i32,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let pick = 0..8usize;
+    prop_oneof![
+        4 => (pick.clone(), any::<bool>()).prop_map(|(pick, success)| Op::Exit { pick, success }),
+        6 => pick.clone().prop_map(|pick| Op::Ready { pick }),
+        2 => pick.clone().prop_map(|pick| Op::Heartbeat { pick }),
+        1 => pick.prop_map(|pick| Op::DrainsItself { pick }),
+        2 => Just(Op::Signal(Command::Reload)),
+        2 => Just(Op::Signal(Command::RemoveNode)),
+        1 => Just(Op::Signal(Command::Terminate)),
+        1 => Just(Op::Signal(Command::Interrupt)),
+        2 => Just(Op::AddNode),
+        4 => (1..40_000u64).prop_map(|ms| Op::Wait { ms }),
+        3 => Just(Op::HeartbeatAll),
+        1 => any::<bool>().prop_map(|resources| Op::FailNextSpawn { resources }),
+        1 => Just(Op::MasterReady),
+        1 => (0..2i32).prop_map(|code| Op::BodyDone { code }),
+    ]
+}
+
+/// The processes, as the operating system would have them.
+struct World {
+    machine: Machine,
+    now: Instant,
+    /// Live processes: whether told to drain, whether killed.
+    processes: BTreeMap<(Slot, Generation), (bool, bool)>,
+    fail_next_spawn: Option<SpawnFailure>,
+    exit: Option<i32>,
+    master_body_done: bool,
+}
+
+impl World {
+    fn new(restart: bool) -> Self {
+        let now = Instant::now();
+        let settings = Settings {
+            workers: 1..4,
+            master_serves: true,
+            restart,
+            boot_failures: 3,
+            shutdown_timeout: Duration::from_secs(5),
+            watchdog: Some(Duration::from_secs(4)),
+            max_slot: 6,
+            nodes: 4,
+            started: now,
+        };
+        let mut world = World {
+            machine: Machine::new(settings),
+            now,
+            processes: BTreeMap::new(),
+            fail_next_spawn: None,
+            exit: None,
+            master_body_done: false,
+        };
+        world.feed(Input::Start);
+        world
+    }
+
+    /// Feeds `input`, carries out the actions, and checks the invariants.
+    fn feed(&mut self, input: Input) {
+        if self.exit.is_some() {
+            return;
+        }
+        let adding = match input {
+            Input::AddNode { slot } => Some(slot),
+            _ => None,
+        };
+        let ended_before: BTreeSet<Slot> = self
+            .machine
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.current.is_member())
+            .map(|(slot, _)| *slot)
+            .collect();
+        let actions = self.machine.handle(input, self.now);
+        let mut follow = Vec::new();
+        for action in actions {
+            match action {
+                Action::Spawn {
+                    slot, generation, ..
+                } => {
+                    assert!(
+                        !ended_before.contains(&slot) || adding == Some(slot),
+                        "slot {slot}, removed or ended, was started again"
+                    );
+                    match self.fail_next_spawn.take() {
+                        Some(failure) => follow.push(Input::SpawnFailed {
+                            slot,
+                            generation,
+                            failure,
+                        }),
+                        None => {
+                            let fresh = self.processes.insert((slot, generation), (false, false));
+                            assert!(fresh.is_none(), "generation {generation} of {slot} reused");
+                        }
+                    }
+                }
+                Action::Drain { slot, generation } => {
+                    self.processes
+                        .get_mut(&(slot, generation))
+                        .expect("drains a live process")
+                        .0 = true;
+                }
+                Action::Kill { slot, generation } => {
+                    if let Some(process) = self.processes.get_mut(&(slot, generation)) {
+                        process.1 = true;
+                    }
+                }
+                Action::Exit { code } => {
+                    assert!(self.processes.is_empty(), "exit with processes left");
+                    self.exit = Some(code);
+                }
+                Action::KillAllAndExit { code } => {
+                    self.processes.clear();
+                    self.exit = Some(code);
+                }
+                Action::Gone { .. } | Action::CloseListener { .. } | Action::StopMaster => {}
+            }
+        }
+        // A failed start is reported back at once, as the supervisor's loop does.
+        for input in follow {
+            self.feed(input);
+        }
+        self.check();
+    }
+
+    /// The invariants that hold after every step.
+    fn check(&self) {
+        if self.exit.is_some() {
+            return;
+        }
+        let tracked: BTreeSet<(Slot, Generation)> = self
+            .machine
+            .slots
+            .iter()
+            .flat_map(|(slot, s)| s.processes().map(|p| (*slot, p.generation)))
+            .collect();
+        let live: BTreeSet<_> = self.processes.keys().copied().collect();
+        assert_eq!(
+            tracked, live,
+            "every live process is tracked, and only those"
+        );
+        for (slot, state) in &self.machine.slots {
+            for process in &state.draining {
+                assert!(
+                    matches!(process.deadline, Deadline::KillAt(_) | Deadline::Killed),
+                    "slot {slot}: a draining process without a deadline"
+                );
+            }
+            if let Current::Booting(p) = &state.current {
+                assert!(
+                    !matches!(p.deadline, Deadline::None | Deadline::KillAt(_)),
+                    "slot {slot}: a booting process without a ready deadline"
+                );
+            }
+            if let Current::Replacing { old, new } = &state.current {
+                assert!(old.generation < new.generation);
+            }
+            let has_due = state.processes().any(|p| p.due().is_some())
+                || matches!(state.current, Current::BackingOff { .. });
+            if has_due {
+                assert!(
+                    self.machine.next_deadline().is_some(),
+                    "a deadline nobody waits for"
+                );
+            }
+        }
+        if let Phase::Reloading {
+            replacing: Some(slot),
+            ..
+        } = &self.machine.phase
+        {
+            assert!(self.machine.slots.contains_key(slot));
+        }
+    }
+
+    /// The `pick`-th live process, if any.
+    fn pick(&self, pick: usize) -> Option<(Slot, Generation)> {
+        let n = self.processes.len();
+        (n > 0).then(|| *self.processes.keys().nth(pick % n).expect("in range"))
+    }
+
+    fn exit(&mut self, (slot, generation): (Slot, Generation), success: bool) {
+        self.processes.remove(&(slot, generation));
+        self.feed(Input::Exited {
+            slot,
+            generation,
+            success,
+            status: "test".into(),
+        });
+    }
+
+    fn wait(&mut self, by: Duration) {
+        self.now += by;
+        self.feed(Input::Tick);
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Exit { pick, success } => {
+                if let Some(process) = self.pick(pick) {
+                    self.exit(process, success);
+                }
+            }
+            Op::Ready { pick } => {
+                if let Some((slot, generation)) = self.pick(pick) {
+                    self.feed(Input::Ready { slot, generation });
+                }
+            }
+            Op::Heartbeat { pick } => {
+                if let Some((slot, generation)) = self.pick(pick) {
+                    self.feed(Input::Heartbeat { slot, generation });
+                }
+            }
+            Op::DrainsItself { pick } => {
+                if let Some((slot, generation)) = self.pick(pick) {
+                    self.feed(Input::Draining { slot, generation });
+                }
+            }
+            Op::Signal(command) => self.feed(Input::Signal(command)),
+            Op::AddNode => {
+                if let Some(slot) = self.machine.slot_to_add() {
+                    self.feed(Input::AddNode { slot });
+                }
+            }
+            Op::Wait { ms } => self.wait(Duration::from_millis(ms)),
+            Op::HeartbeatAll => self.heartbeat_all(),
+            Op::FailNextSpawn { resources } => {
+                self.fail_next_spawn = Some(match resources {
+                    true => SpawnFailure::Resources("EMFILE".into()),
+                    false => SpawnFailure::Other("ENOENT".into()),
+                })
+            }
+            Op::MasterReady => self.feed(Input::MasterReady),
+            Op::BodyDone { code } => {
+                if !self.master_body_done {
+                    self.master_body_done = true;
+                    self.feed(Input::BodyDone { code });
+                }
+            }
+        }
+    }
+
+    fn heartbeat_all(&mut self) {
+        for (slot, generation) in self.processes.keys().copied().collect::<Vec<_>>() {
+            self.feed(Input::Heartbeat { slot, generation });
+        }
+    }
+
+    /// A while of a healthy world: the processes started get ready, the killed
+    /// ones exit, and those told to drain exit if `drained`; one second a round.
+    fn settle(&mut self, rounds: usize, drained: bool) {
+        for _ in 0..rounds {
+            for ((slot, generation), (told, killed)) in self.processes.clone() {
+                if killed || (told && drained) {
+                    self.exit((slot, generation), !killed);
+                } else {
+                    self.feed(Input::Ready { slot, generation });
+                }
+            }
+            self.heartbeat_all();
+            self.wait(Duration::from_secs(1));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn any_sequence_of_events_keeps_the_invariants_and_ends(
+        ops in proptest::collection::vec(op(), 0..80),
+        restart in prop_oneof![4 => Just(true), 1 => Just(false)],
+        drained in any::<bool>(),
+    ) {
+        let mut world = World::new(restart);
+        for op in ops {
+            world.apply(op);
+        }
+        if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
+            // A reload always ends, and the phase comes back to running.
+            world.settle(120, true);
+            if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
+                prop_assert!(
+                    matches!(world.machine.phase, Phase::Running),
+                    "still {:?}", world.machine.phase
+                );
+                // Every member slot serves again (none left empty for good).
+                for (slot, state) in &world.machine.slots {
+                    if state.current.is_member() {
+                        prop_assert!(
+                            matches!(state.current, Current::Serving(_)),
+                            "slot {slot}: {:?}", state.current
+                        );
+                    }
+                }
+            }
+        }
+        // A stop always ends with an exit code, whether or not the nodes drain.
+        world.feed(Input::Signal(Command::Terminate));
+        if !world.master_body_done {
+            world.master_body_done = true;
+            world.feed(Input::BodyDone { code: 0 });
+        }
+        world.settle(60, drained);
+        prop_assert!(world.exit.is_some(), "no exit; phase {:?}", world.machine.phase);
+    }
+}
+
+#[test]
+fn a_slot_removed_while_it_backs_off_is_not_started_again() {
+    let mut world = World::new(true);
+    world.settle(1, true);
+    // Three quick deaths of node 3: it backs off.
+    for _ in 0..3 {
+        let generation = world.machine.slots[&3].generation;
+        world.exit((3, generation), false);
+        world.settle(1, true);
+        world.feed(Input::MasterReady);
+    }
+    world.feed(Input::Signal(Command::RemoveNode));
+    world.settle(30, true);
+    assert!(matches!(world.machine.slots[&3].current, Current::Removed));
+    assert!(world.processes.keys().all(|(slot, _)| *slot != 3));
+}
+
+#[test]
+fn a_frozen_group_is_not_a_hung_worker_but_a_worker_stopped_alone_is() {
+    let mut world = World::new(true);
+    world.settle(2, true);
+    // Everything stopped for 20 s: the supervisor's first look comes late.
+    world.wait(Duration::from_secs(20));
+    assert!(world.processes.values().all(|(_, killed)| !killed));
+    // Node 1 alone stops sending heartbeats.
+    for _ in 0..6 {
+        for (slot, generation) in world.processes.keys().copied().collect::<Vec<_>>() {
+            if slot != 1 {
+                world.feed(Input::Heartbeat { slot, generation });
+            }
+        }
+        world.wait(Duration::from_secs(1));
+    }
+    let killed: Vec<Slot> = world
+        .processes
+        .iter()
+        .filter(|(_, (_, killed))| *killed)
+        .map(|((slot, _), _)| *slot)
+        .collect();
+    assert_eq!(killed, vec![1]);
+}
