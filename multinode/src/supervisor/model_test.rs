@@ -323,7 +323,7 @@ proptest! {
         }
         if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
             // A reload always ends, and the phase comes back to running.
-            world.settle(120, true);
+            world.settle(120, drained);
             if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
                 prop_assert!(
                     matches!(world.machine.phase, Phase::Running),
