@@ -14,6 +14,9 @@
 //!   prefix to node k+1 and a malformed message to node k+2;
 //! - `MESH_FLOOD=1`: node 1 sends 20 000 messages of 4 KiB to node 2, which reads
 //!   nothing until it gets SIGUSR1;
+//! - `MESH_DROP_RECEIVER=1`: node 2 drops its message receiver at once (with
+//!   `MESH_FLOOD`, instead of waiting for SIGUSR1), and logs `node 2 dropped its
+//!   receiver`;
 //! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
 //!   runtime that long before anything else, its mesh handshakes included.
 
@@ -66,28 +69,34 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
         let (tx, mut rx) = nodes.take_messages::<Msg>().unwrap();
         info!("node {id} generation {generation} knows {:?}", tx.nodes());
         let flood = env("MESH_FLOOD").is_some();
-        tokio::spawn(async move {
-            if flood && id == 2 {
-                let mut usr1 =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-                        .unwrap();
-                info!("node 2 flood: not reading until SIGUSR1");
-                usr1.recv().await;
-            }
-            let mut blobs = 0;
-            while let Some((from, message)) = rx.recv().await {
-                match message {
-                    Msg::Hello(k) => info!("node {id} got hello {k} from {from}"),
-                    Msg::Tag(tag) => info!("node {id} got tag {tag} from {from}"),
-                    Msg::Blob(_) => {
-                        blobs += 1;
-                        if blobs == FLOOD {
-                            info!("node {id} flood received {blobs}");
+        if env("MESH_DROP_RECEIVER").is_some() && id == 2 {
+            drop(rx);
+            info!("node 2 dropped its receiver");
+        } else {
+            tokio::spawn(async move {
+                if flood && id == 2 {
+                    let mut usr1 = tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::user_defined1(),
+                    )
+                    .unwrap();
+                    info!("node 2 flood: not reading until SIGUSR1");
+                    usr1.recv().await;
+                }
+                let mut blobs = 0;
+                while let Some((from, message)) = rx.recv().await {
+                    match message {
+                        Msg::Hello(k) => info!("node {id} got hello {k} from {from}"),
+                        Msg::Tag(tag) => info!("node {id} got tag {tag} from {from}"),
+                        Msg::Blob(_) => {
+                            blobs += 1;
+                            if blobs == FLOOD {
+                                info!("node {id} flood received {blobs}");
+                            }
                         }
                     }
                 }
-            }
-        });
+            });
+        }
         for k in tx.nodes() {
             tx.send(k, &Msg::Hello(id))
                 .await

@@ -183,6 +183,47 @@ fn a_stalled_receiver_bounds_the_senders_memory() {
     program.wait_for("node 1 flood: all 20000 queued", 1, WAIT);
 }
 
+#[test]
+fn a_node_that_drops_its_receiver_blocks_no_sender_and_leaks_nothing() {
+    let program = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", "3"),
+            ("MESH_FLOOD", "1"),
+            ("MESH_DROP_RECEIVER", "1"),
+        ],
+    );
+    program.ready();
+    program.wait_for("node 2 dropped its receiver", 1, WAIT);
+    // Far more than a queue and a socket hold: read and discarded.
+    program.wait_for("node 1 flood: all 20000 queued", 1, WAIT);
+    let dropper = pid_of(&program, 2, 1);
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{dropper}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = descriptors();
+    for generation in 1..=5 {
+        kill(
+            Pid::from_raw(pid_of(&program, 1, generation) as i32),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+        program.wait_for(
+            &format!("probe up: node 1 generation {}", generation + 1),
+            1,
+            WAIT,
+        );
+    }
+    let settled = common::poll(WAIT, || (descriptors() == before).then_some(()));
+    assert!(
+        settled.is_some(),
+        "node 2's descriptors after 5 restarts of node 1: {before} -> {}",
+        descriptors()
+    );
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();

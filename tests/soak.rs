@@ -59,7 +59,10 @@ fn members(program: &Program) -> BTreeSet<usize> {
     for line in program.log() {
         let slot = |needle: &str| -> Option<usize> {
             let rest = &line[line.find(needle)? + needle.len()..];
-            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         };
         if let Some(slot) = slot("SIGTTIN: adding a node node=") {
             members.insert(slot);
@@ -139,7 +142,8 @@ fn two_hundred_mixed_faults_under_load_leave_the_server_whole() {
     // Settled: every reload over, every member slot serving.
     let reloads_settled = poll(WAIT, || {
         let started = program.count("SIGHUP: rolling restart");
-        let ended = program.count("rolling restart done") + program.count("rolling restart stopped");
+        let ended =
+            program.count("rolling restart done") + program.count("rolling restart stopped");
         (started == ended).then_some(())
     });
     assert!(reloads_settled.is_some(), "every reload ended");
@@ -156,7 +160,11 @@ fn two_hundred_mixed_faults_under_load_leave_the_server_whole() {
     });
     let mut expected = serving.clone();
     expected.insert(master);
-    assert_eq!(pids_answering(addr, &expected), expected, "every node answers");
+    assert_eq!(
+        pids_answering(addr, &expected),
+        expected,
+        "every node answers"
+    );
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut refused, mut cut) = (0, 0, 0);
     for client in clients {
@@ -170,7 +178,9 @@ fn two_hundred_mixed_faults_under_load_leave_the_server_whole() {
         "{cut} requests failed, more than the {kills} kills could have held"
     );
     assert!(ok > 1000, "the load went on: {ok}");
-    let zombies = poll(Duration::from_secs(5), || (zombies_of(master) == 0).then_some(()));
+    let zombies = poll(Duration::from_secs(5), || {
+        (zombies_of(master) == 0).then_some(())
+    });
     assert!(zombies.is_some(), "no zombie");
     // Back to 3 workers, as before the faults, to compare the master's descriptors.
     for _ in 0..4 {

@@ -107,6 +107,11 @@ impl Inbox {
         }
     }
 
+    /// An inbox that has and will have no stream.
+    pub(crate) fn closed() -> Self {
+        Inbox::new(mpsc::unbounded_channel().1)
+    }
+
     /// How many streams are being read.
     pub(crate) fn len(&self) -> usize {
         self.streams.len()

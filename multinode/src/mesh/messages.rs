@@ -325,6 +325,20 @@ impl<M> fmt::Debug for Receiver<M> {
     }
 }
 
+impl<M> Drop for Receiver<M> {
+    /// A node that no longer reads its messages still reads its streams, and
+    /// discards what comes: its peers never wait on it, and each stream's end is
+    /// still seen, so that no descriptor is kept per peer restart.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // the runtime is going: so is the process
+        };
+        let mut inbox = std::mem::replace(&mut self.inbox, Inbox::closed());
+        let discard = async move { while poll_fn(|cx| inbox.poll_next(cx)).await.is_some() {} };
+        runtime.spawn(discard.instrument(self.span.clone()));
+    }
+}
+
 impl<M: DeserializeOwned> Receiver<M> {
     /// The next message and the id of the node that sent it; `None` once the
     /// master is gone and every stream has ended. A frame that is not one (over
