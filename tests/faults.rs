@@ -277,3 +277,24 @@ fn the_whole_group_frozen_and_resumed_loses_no_worker() {
     });
     assert!(replaced.is_some());
 }
+
+#[test]
+fn a_replacement_slower_than_ten_seconds_still_meets_every_node() {
+    let program = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", "3"),
+            ("PROBE_SLOW_REPLACEMENT_MS", "11000"),
+        ],
+    );
+    program.ready();
+    program.wait_for("got hello", 6, WAIT);
+    sigkill(worker_pid(&program, 2, 1));
+    // Its runtime blocked for 11 s, the replacement answers its handshakes late:
+    // the others wait for it rather than give the pair up.
+    program.wait_for("probe up: node 2 generation 2", 1, WAIT);
+    for node in [0, 1] {
+        program.wait_for(&format!("node {node} got hello 2 from 2"), 2, WAIT);
+    }
+    assert_eq!(program.count("no handshake within"), 0);
+}
