@@ -10,7 +10,8 @@
 //!   answers;
 //! - `MESH_MODE=raw`: takes the raw peers, writes `hi from {id}` on each and logs
 //!   every line read and each EOF;
-//! - `MESH_ROGUE=k`: node `k` takes its peers raw and writes an oversized length
+//! - `MESH_ROGUE=k`: node `k` takes its peers raw, writes a well-formed hello on
+//!   any stream meshed again with a node it wrote to before, and on the first writes an oversized length
 //!   prefix to node k+1 and a malformed message to node k+2;
 //! - `MESH_FLOOD=1`: node 1 sends 20 000 messages of 4 KiB to node 2, which reads
 //!   nothing until it gets SIGUSR1;
@@ -175,17 +176,26 @@ async fn raw(id: usize, mut peers: Peers) {
 
 async fn misbehave(id: usize, mut peers: Peers) {
     let mut kept = Vec::new();
+    let mut wronged = std::collections::BTreeSet::new();
     while let Some(mut peer) = peers.recv().await {
-        let garbage: Vec<u8> = if peer.id() == id + 1 {
-            u32::MAX.to_be_bytes().to_vec() // a length prefix far over the limit
+        let (bytes, what): (Vec<u8>, &str) = if wronged.contains(&peer.id()) {
+            // A stream meshed again: this time a well-formed `Msg::Hello(id)`.
+            let body = postcard::to_stdvec(&Msg::Hello(id)).unwrap();
+            let frame = [&(body.len() as u32).to_be_bytes()[..], &body].concat();
+            (frame, "a hello on a new stream")
+        } else if peer.id() == id + 1 {
+            // A length prefix far over the limit.
+            (u32::MAX.to_be_bytes().to_vec(), "garbage")
         } else if peer.id() == id + 2 {
-            [&4u32.to_be_bytes()[..], &[0xff; 4]].concat() // a frame that is no Msg
+            // A frame that is no Msg.
+            ([&4u32.to_be_bytes()[..], &[0xff; 4]].concat(), "garbage")
         } else {
-            Vec::new()
+            (Vec::new(), "")
         };
-        if !garbage.is_empty() {
-            let _ = peer.write_all(&garbage).await;
-            info!("node {id} rogue wrote garbage to {}", peer.id());
+        if !bytes.is_empty() {
+            wronged.insert(peer.id());
+            let _ = peer.write_all(&bytes).await;
+            info!("node {id} rogue wrote {what} to {}", peer.id());
         }
         kept.push(peer);
     }

@@ -137,6 +137,10 @@ fn a_bad_frame_closes_that_stream_only() {
     let mut pids = program.workers();
     pids.insert(program.pid());
     assert_eq!(pids_answering(addr, &pids), pids);
+    // ...the pairs are meshed again, and what the rogue writes then arrives...
+    for node in [2, 3] {
+        program.wait_for(&format!("node {node} got hello 1 from 1"), 1, WAIT);
+    }
     // ...and the nodes the rogue wrote to still hear the others.
     let sender = broadcast(addr, "after", &[1]);
     for node in [0, 2, 3].into_iter().filter(|n| *n != sender) {

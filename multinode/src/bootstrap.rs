@@ -16,7 +16,7 @@ use crate::balance::LoadTable;
 use crate::config::Builder;
 use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
 use crate::listener::{self, Listeners};
-use crate::mesh::{self, Inbound, PeerQueue};
+use crate::mesh::{self, Inbound, PeerQueue, Remesh};
 use crate::nodes::{Identity, Nodes};
 use crate::supervisor::Supervisor;
 
@@ -236,6 +236,7 @@ where
     let (ready_tx, ready_rx) = oneshot::channel();
     let (body_done_tx, body_done_rx) = oneshot::channel();
     let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
     let supervisor = Supervisor::new(
         config,
         listeners,
@@ -246,12 +247,12 @@ where
     );
     let supervisor = std::thread::Builder::new()
         .name("multinode-supervisor".into())
-        .spawn(move || supervisor.run(ready_rx, body_done_rx))
+        .spawn(move || supervisor.run(ready_rx, body_done_rx, remesh_rx))
         .map_err(|e| StartError::system("cannot start the supervisor thread", e))?;
     let span = tracing::info_span!("node", id = 0);
     let code = runtime.block_on(
         async move {
-            let peers = start_mesh(&identity, mesh_rx);
+            let peers = start_mesh(&identity, mesh_rx, remesh_tx);
             let nodes = Nodes::new(identity, master_listener, table, shutdown, peers);
             // A node is ready once its body runs, listener or not.
             let _ = ready_tx.send(());
@@ -302,7 +303,8 @@ where
                 let shutdown = CancellationToken::new();
                 let (ready_tx, ready_rx) = oneshot::channel();
                 let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
-                let peers = start_mesh(&identity, mesh_rx);
+                let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
+                let peers = start_mesh(&identity, mesh_rx, remesh_tx);
                 // Their lines carry the node's span too.
                 let heartbeat = identity.heartbeat;
                 let follow = follow_master(
@@ -313,6 +315,7 @@ where
                     heartbeat,
                 );
                 tokio::spawn(follow.in_current_span());
+                tokio::spawn(relay_remesh(control.clone(), remesh_rx).in_current_span());
                 tokio::spawn(on_signals(shutdown.clone(), control).in_current_span());
                 let nodes = Nodes::new(identity, listener, table, shutdown, peers);
                 // A node is ready once its body runs, listener or not.
@@ -351,12 +354,14 @@ async fn greeting(
     Ok((identity, Some(listener), Arc::new(table)))
 }
 
-/// Starts this node's side of the mesh, fed with the streams the master labels.
+/// Starts this node's side of the mesh, fed with the streams the master labels;
+/// it asks `remesh` for streams it had to close.
 fn start_mesh(
     identity: &Identity,
     inbound: tokio::sync::mpsc::UnboundedReceiver<Inbound>,
+    remesh: tokio::sync::mpsc::UnboundedSender<Remesh>,
 ) -> Arc<PeerQueue> {
-    let queue = Arc::new(PeerQueue::default());
+    let queue = Arc::new(PeerQueue::new(remesh));
     let me = (identity.id, identity.generation);
     tokio::spawn(mesh::run(me, inbound, queue.clone()).in_current_span());
     queue
@@ -398,8 +403,20 @@ async fn follow_master(
     loop {
         match control.recv().await {
             Ok(Some((ToWorker::Shutdown, _))) => shutdown.cancel(),
-            Ok(Some((ToWorker::Peer { id, generation }, Some(fd)))) => {
-                let _ = mesh.send(Inbound::Peer { id, generation, fd });
+            Ok(Some((
+                ToWorker::Peer {
+                    id,
+                    generation,
+                    link,
+                },
+                Some(fd),
+            ))) => {
+                let _ = mesh.send(Inbound::Peer {
+                    id,
+                    generation,
+                    link,
+                    fd,
+                });
             }
             Ok(Some((ToWorker::NodeGone { id }, _))) => {
                 let _ = mesh.send(Inbound::Gone { id });
@@ -413,6 +430,18 @@ async fn follow_master(
                 std::process::exit(1);
             }
         }
+    }
+}
+
+/// Passes the message layer's requests for new streams on to the master.
+async fn relay_remesh(
+    control: Arc<ControlSocket>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Remesh>,
+) {
+    while let Some(Remesh { id, generation }) = requests.recv().await {
+        let _ = control
+            .send(&ToMaster::Remesh { id, generation }, None)
+            .await;
     }
 }
 

@@ -57,8 +57,12 @@ pub(crate) enum ToWorker {
     /// Stop accepting, finish in-flight work, exit.
     Shutdown,
     /// Carries one end of a mesh stream whose other end went to incarnation
-    /// `generation` of node `id`.
-    Peer { id: usize, generation: u64 },
+    /// `generation` of node `id`; `link` numbers the master's streams.
+    Peer {
+        id: usize,
+        generation: u64,
+        link: u64,
+    },
     /// Node `id` is gone for good (not restarted, or scaled down).
     NodeGone { id: usize },
 }
@@ -84,6 +88,9 @@ pub(crate) enum ToMaster {
     /// Why it is about to exit with an error (its body's error, a panic, or a
     /// failed start).
     Failed { reason: String },
+    /// Its stream to incarnation `generation` of node `id` was closed for a bad
+    /// frame: a new one, please.
+    Remesh { id: usize, generation: u64 },
 }
 
 impl Packet for ToMaster {

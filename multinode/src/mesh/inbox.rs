@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use super::halves::ReadHalf;
 use super::outbox::Stream;
-use super::KEEP_CAPACITY;
+use super::{StreamId, KEEP_CAPACITY};
 
 /// How much one read takes from a stream at most (frames may be longer). Small
 /// enough that the frames are still in the L1 cache when they are decoded:
@@ -27,7 +27,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The stream from one incarnation of another node, as the inbox reads it.
 pub(crate) struct Incoming {
     id: usize,
-    generation: u64,
+    link: StreamId,
     half: ReadHalf,
     codec: LengthDelimitedCodec,
     buffer: BytesMut,
@@ -36,18 +36,18 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// The read half of incarnation `generation` of node `id`, whose frames
-    /// `codec` cuts; `writer` writes to its other half.
+    /// The read half of stream `link` from node `id`, whose frames `codec`
+    /// cuts; `writer` writes to its other half.
     pub(crate) fn new(
         id: usize,
-        generation: u64,
+        link: StreamId,
         half: ReadHalf,
         codec: LengthDelimitedCodec,
         writer: mpsc::UnboundedSender<Stream>,
     ) -> Self {
         Incoming {
             id,
-            generation,
+            link,
             half,
             codec,
             buffer: BytesMut::new(),
@@ -69,18 +69,18 @@ impl Incoming {
 /// What the inbox has for the receiver.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// The body of a frame from incarnation `generation` of node `from`.
+    /// The body of a frame from node `from`, on stream `link`.
     Frame {
         from: usize,
-        generation: u64,
+        link: StreamId,
         body: BytesMut,
     },
-    /// That incarnation closed its stream (EOF).
-    Ended { id: usize, generation: u64 },
+    /// That stream was closed by the other end (EOF).
+    Ended { id: usize, link: StreamId },
     /// That stream was closed for what was wrong with it.
     Failed {
         id: usize,
-        generation: u64,
+        link: StreamId,
         error: String,
     },
 }
@@ -143,7 +143,7 @@ impl Inbox {
                 Ok(Some(body)) => {
                     return Poll::Ready(Some(Event::Frame {
                         from: stream.id,
-                        generation: stream.generation,
+                        link: stream.link,
                         body,
                     }))
                 }
@@ -197,48 +197,45 @@ impl Inbox {
 
     /// Drops the stream whose turn it is, and says why.
     fn remove_turn(&mut self, error: Option<String>) -> Event {
-        let (id, generation) = self.remove(self.turn, error.is_some());
+        let (id, link) = self.remove(self.turn, error.is_some());
         match error {
-            Some(error) => Event::Failed {
-                id,
-                generation,
-                error,
-            },
-            None => Event::Ended { id, generation },
+            Some(error) => Event::Failed { id, link, error },
+            None => Event::Ended { id, link },
         }
     }
 
-    /// Closes the stream from incarnation `generation` of node `id` (a message
-    /// on it did not decode), unless it is over already.
-    pub(crate) fn close(&mut self, id: usize, generation: u64) {
+    /// Closes stream `link` from node `id` (a message on it did not decode),
+    /// unless it is over already.
+    pub(crate) fn close(&mut self, id: usize, link: StreamId) {
         let at = self
             .streams
             .iter()
-            .position(|s| (s.id, s.generation) == (id, generation));
+            .position(|s| (s.id, s.link) == (id, link));
         if let Some(at) = at {
             self.remove(at, true);
         }
     }
 
     /// Drops stream `at`, shut down first if `shut`, and tells its writer.
-    fn remove(&mut self, at: usize, shut: bool) -> (usize, u64) {
+    fn remove(&mut self, at: usize, shut: bool) -> (usize, StreamId) {
         let stream = self.streams.remove(at);
         if shut {
             stream.half.shut_down();
         }
-        let _ = stream.writer.send(Stream::Down(stream.generation));
+        let _ = stream.writer.send(Stream::Down(stream.link));
         if at < self.turn {
             self.turn -= 1;
         } else if at == self.turn {
             self.read_in_turn = false;
         }
-        (stream.id, stream.generation)
+        (stream.id, stream.link)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::outbox::tests::link;
     use std::future::poll_fn;
     use tokio::io::AsyncWriteExt;
     use tokio::net::UnixStream;
@@ -258,7 +255,7 @@ mod tests {
                 .new_codec();
             let (read, _write) = crate::mesh::halves::split(near).unwrap();
             arrive
-                .send(Incoming::new(id, 1, read, codec, writer))
+                .send(Incoming::new(id, link(1), read, codec, writer))
                 .unwrap();
             (far, writer_rx)
         };
@@ -349,7 +346,7 @@ mod tests {
             Some(Event::Failed { id: 1, error, .. }) => assert!(error.contains("frame"), "{error}"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(w1.recv().await, Some(Stream::Down(1))));
+        assert!(matches!(w1.recv().await, Some(Stream::Down(l)) if l == link(1)));
         let mut byte = [0u8; 1];
         let read = tokio::io::AsyncReadExt::read(&mut one, &mut byte).await;
         assert!(matches!(read, Ok(0) | Err(_)), "node 1's stream is shut");
@@ -363,7 +360,7 @@ mod tests {
             next(&mut inbox).await,
             Some(Event::Ended { id: 2, .. })
         ));
-        assert!(matches!(w2.recv().await, Some(Stream::Down(1))));
+        assert!(matches!(w2.recv().await, Some(Stream::Down(l)) if l == link(1)));
         assert_eq!(inbox.len(), 0);
         let (_three, _w3) = add(3);
         assert_eq!(inbox.len(), 0, "joins when the inbox is next read");

@@ -27,7 +27,8 @@ use tracing::Instrument;
 use super::halves;
 use super::inbox::{Event, Inbox, Incoming};
 use super::outbox::{self, Outbox, Stream};
-use super::peer::{Item, PeerQueue};
+use super::peer::{Item, PeerQueue, Remesh};
+use super::StreamId;
 
 /// Settings of the message layer; the same in every node (the body is the same
 /// code everywhere).
@@ -312,6 +313,8 @@ impl<M> Sender<M> {
 /// ```
 pub struct Receiver<M> {
     inbox: Inbox,
+    /// Where to ask for a stream closed for a bad frame to be meshed again.
+    remesh: Option<mpsc::UnboundedSender<Remesh>>,
     /// The node's span, for the errors logged from whatever task receives.
     span: tracing::Span,
     _message: PhantomData<fn() -> M>,
@@ -369,41 +372,36 @@ impl<M: DeserializeOwned> Receiver<M> {
                 return Poll::Ready(None);
             };
             match event {
-                Event::Frame {
-                    from,
-                    generation,
-                    body,
-                } => match postcard::from_bytes::<M>(&body) {
+                Event::Frame { from, link, body } => match postcard::from_bytes::<M>(&body) {
                     Ok(message) => return Poll::Ready(Some((from, message))),
                     Err(error) => {
-                        self.log_closed(
-                            from,
-                            generation,
-                            &format!("a malformed message ({error})"),
-                        );
-                        self.inbox.close(from, generation);
+                        self.inbox.close(from, link);
+                        self.closed(from, link, &format!("a malformed message ({error})"));
                     }
                 },
-                Event::Ended { id, generation } => self.span.in_scope(|| {
+                Event::Ended { id, link } => self.span.in_scope(|| {
+                    let generation = link.generation;
                     tracing::debug!(peer = id, generation, "mesh: node {id} closed its stream")
                 }),
-                Event::Failed {
-                    id,
-                    generation,
-                    error,
-                } => self.log_closed(id, generation, &error),
+                Event::Failed { id, link, error } => self.closed(id, link, &error),
             }
         }
     }
 
-    fn log_closed(&self, id: usize, generation: u64, error: &str) {
+    /// Stream `link` from node `id` was closed for `error`: logged, and the
+    /// master asked for a new one, so that the pair is not cut off for good.
+    fn closed(&self, id: usize, link: StreamId, error: &str) {
+        let generation = link.generation;
         self.span.in_scope(|| {
             tracing::error!(
                 peer = id,
                 generation,
-                "mesh: {error} from node {id}: closing the stream from node {id}"
+                "mesh: {error} from node {id}: closing the stream from node {id}; asking for a new one"
             )
         });
+        if let Some(remesh) = &self.remesh {
+            let _ = remesh.send(Remesh { id, generation });
+        }
     }
 }
 
@@ -517,6 +515,7 @@ where
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
     }
+    let remesh = queue.remesh();
     let (arrive, arrivals) = mpsc::unbounded_channel();
     let dispatch = {
         let router = router.clone();
@@ -524,7 +523,8 @@ where
             while let Some(item) = queue.pop().await {
                 match item {
                     Item::Peer(peer) => {
-                        let (id, generation) = (peer.id(), peer.generation());
+                        let (id, link) = (peer.id(), peer.stream_id());
+                        let generation = link.generation;
                         let (read, write) = match halves::split(peer.into_inner()) {
                             Ok(halves) => halves,
                             Err(error) => {
@@ -537,8 +537,8 @@ where
                             }
                         };
                         let writer = router.link(id);
-                        let _ = writer.send(Stream::Up(generation, write));
-                        let incoming = Incoming::new(id, generation, read, options.codec(), writer);
+                        let _ = writer.send(Stream::Up(link, write));
+                        let incoming = Incoming::new(id, link, read, options.codec(), writer);
                         let _ = arrive.send(incoming); // Err: the receiver was dropped
                     }
                     Item::Gone(id) => router.gone(id),
@@ -554,6 +554,7 @@ where
     };
     let receiver = Receiver {
         inbox: Inbox::new(arrivals),
+        remesh,
         span: tracing::Span::current(),
         _message: PhantomData,
     };

@@ -26,6 +26,16 @@
 /// ever the largest burst.
 const KEEP_CAPACITY: usize = 1024 * 1024;
 
+/// One stream to a node: the incarnation it reaches, and the master's number for
+/// that stream. A pair meshed again without a restart (its stream was closed for
+/// a bad frame) gets a higher number, so that the old stream's end, seen late,
+/// never takes the new stream with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct StreamId {
+    pub generation: u64,
+    pub number: u64,
+}
+
 mod halves;
 mod handshake;
 mod inbox;
@@ -42,5 +52,5 @@ mod peer;
 pub use bytes::Bytes;
 pub(crate) use messages::start as start_messages;
 pub use messages::{Options, Receiver, SendError, Sender};
-pub(crate) use peer::{run, Inbound, PeerQueue};
+pub(crate) use peer::{run, Inbound, PeerQueue, Remesh};
 pub use peer::{Peer, Peers};

@@ -21,14 +21,14 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, Notify};
 
 use super::halves::WriteHalf;
-use super::{SendError, KEEP_CAPACITY};
+use super::{SendError, StreamId, KEEP_CAPACITY};
 
 /// A change in the streams to one node's incarnations, for its writer.
 pub(crate) enum Stream {
-    /// Incarnation `generation` was meshed: the write half of its stream.
-    Up(u64, WriteHalf),
-    /// Incarnation `generation`'s stream ended (its reader saw EOF or closed it).
-    Down(u64),
+    /// A stream to the node was meshed: its write half.
+    Up(StreamId, WriteHalf),
+    /// That stream ended (its reader saw EOF or closed it).
+    Down(StreamId),
 }
 
 pub(crate) struct Outbox {
@@ -50,10 +50,10 @@ struct State {
     /// stream of the node's newest live incarnation, for the next sender to
     /// write to directly; that sender takes it, and the writer gives it again
     /// when it next finds the queue empty.
-    direct: Option<(u64, WriteHalf)>,
+    direct: Option<(StreamId, WriteHalf)>,
     /// How many bytes of the queue's first frame a sender wrote directly, and
     /// to which incarnation.
-    written: Option<(u64, usize)>,
+    written: Option<(StreamId, usize)>,
 }
 
 /// What the writer found in the queue.
@@ -61,9 +61,9 @@ struct State {
 enum Taken {
     /// Nothing: the writer is idle.
     Nothing,
-    /// Frames, the first `.1` bytes of which are on incarnation `.0`'s stream
-    /// already if `Some`.
-    Frames(Option<(u64, usize)>),
+    /// Frames, the first `.1` bytes of which are on stream `.0` already if
+    /// `Some`.
+    Frames(Option<(StreamId, usize)>),
 }
 
 impl Outbox {
@@ -169,7 +169,7 @@ impl Outbox {
     /// memory stays allocated and warm while frames keep coming. When nothing
     /// is queued, a burst is over: buffers grown past [`KEEP_CAPACITY`] are
     /// given back, and the next sender may write to `newest` directly.
-    fn take(&self, chunk: &mut BytesMut, newest: Option<(u64, &WriteHalf)>) -> Taken {
+    fn take(&self, chunk: &mut BytesMut, newest: Option<(StreamId, &WriteHalf)>) -> Taken {
         chunk.clear();
         let mut state = self.state();
         if state.frames == 0 {
@@ -192,10 +192,10 @@ impl Outbox {
         Taken::Frames(written)
     }
 
-    /// Incarnation `generation`'s stream is over: no sender writes to it.
-    fn forget(&self, generation: u64) {
+    /// That stream is over: no sender writes to it.
+    fn forget(&self, link: StreamId) {
         let mut state = self.state();
-        if state.direct.as_ref().is_some_and(|(g, _)| *g == generation) {
+        if state.direct.as_ref().is_some_and(|(l, _)| *l == link) {
             state.direct = None;
         }
     }
@@ -248,7 +248,7 @@ pub(crate) async fn write_to(
     mut streams: mpsc::UnboundedReceiver<Stream>,
     span: tracing::Span,
 ) {
-    let mut live: BTreeMap<u64, WriteHalf> = BTreeMap::new();
+    let mut live: BTreeMap<StreamId, WriteHalf> = BTreeMap::new();
     let mut chunk = BytesMut::new();
     let mut unsent = false;
     // Of the chunk's first frame: bytes a sender wrote directly, and where.
@@ -265,12 +265,12 @@ pub(crate) async fn write_to(
             tokio::select! {
                 biased;
                 stream = streams.recv() => match stream {
-                    Some(Stream::Up(generation, half)) => {
-                        live.insert(generation, half);
+                    Some(Stream::Up(link, half)) => {
+                        live.insert(link, half);
                     }
-                    Some(Stream::Down(generation)) => {
-                        outbox.forget(generation);
-                        live.remove(&generation);
+                    Some(Stream::Down(link)) => {
+                        outbox.forget(link);
+                        live.remove(&link);
                     }
                     None => return,
                 },
@@ -283,7 +283,7 @@ pub(crate) async fn write_to(
             continue;
         };
         let from = match written {
-            Some((generation, bytes)) if generation == *newest.key() => bytes,
+            Some((link, bytes)) if link == *newest.key() => bytes,
             _ => 0, // whole, to a stream that has none of it
         };
         match newest.get().write_all(&chunk[from..]).await {
@@ -291,7 +291,7 @@ pub(crate) async fn write_to(
             Err(error) => {
                 span.in_scope(|| tracing::warn!(
                     peer = id,
-                    generation = *newest.key(),
+                    generation = newest.key().generation,
                     "mesh: cannot write to node {id} ({error}); what it did not get waits for its next incarnation"
                 ));
                 outbox.forget(*newest.key());
@@ -302,7 +302,7 @@ pub(crate) async fn write_to(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[tokio::test]
@@ -398,6 +398,14 @@ mod tests {
         assert_eq!(sent.await.expect("woken by take").unwrap(), Ok(()));
     }
 
+    /// The first stream to incarnation `generation`.
+    pub(crate) fn link(generation: u64) -> StreamId {
+        StreamId {
+            generation,
+            number: 0,
+        }
+    }
+
     /// An outbox to node 1 with its writer task, and a way to mesh incarnations:
     /// the far end of each new stream.
     fn with_writer() -> (
@@ -414,7 +422,7 @@ mod tests {
             move |generation| {
                 let (near, far) = tokio::net::UnixStream::pair().unwrap();
                 let (_read, write) = super::super::halves::split(near).unwrap();
-                streams.send(Stream::Up(generation, write)).unwrap();
+                streams.send(Stream::Up(link(generation), write)).unwrap();
                 far
             }
         };
@@ -478,12 +486,31 @@ mod tests {
         outbox.try_send_with(bytes(&big)).unwrap();
         let written = outbox.state().written;
         assert!(
-            matches!(written, Some((1, part)) if part > 0 && part < big.len()),
+            matches!(written, Some((l, part)) if l == link(1) && part > 0 && part < big.len()),
             "{written:?}"
         );
         outbox.try_send_with(bytes(b"after")).unwrap();
         assert_eq!(read(&mut far, big.len()).await, big);
         assert_eq!(read(&mut far, 5).await, b"after");
+    }
+
+    #[tokio::test]
+    async fn the_old_streams_end_seen_late_leaves_the_new_stream_of_the_same_incarnation() {
+        let (outbox, _up, streams) = with_writer();
+        let (near, _old_far) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, old) = super::super::halves::split(near).unwrap();
+        streams.send(Stream::Up(link(1), old)).unwrap();
+        let (near, mut new_far) = tokio::net::UnixStream::pair().unwrap();
+        let (_read, new) = super::super::halves::split(near).unwrap();
+        let again = StreamId {
+            generation: 1,
+            number: 1,
+        };
+        streams.send(Stream::Up(again, new)).unwrap();
+        streams.send(Stream::Down(link(1))).unwrap(); // the old one's end, late
+        settle().await;
+        outbox.try_send_with(bytes(b"still here")).unwrap();
+        assert_eq!(read(&mut new_far, 10).await, b"still here");
     }
 
     #[tokio::test]
@@ -493,9 +520,9 @@ mod tests {
         settle().await;
         let big: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         outbox.try_send_with(bytes(&big)).unwrap();
-        assert!(matches!(outbox.state().written, Some((1, _))));
+        assert!(matches!(outbox.state().written, Some((l, _)) if l == link(1)));
         drop(first); // incarnation 1 dies with part of the frame
-        let _ = streams.send(Stream::Down(1));
+        let _ = streams.send(Stream::Down(link(1)));
         let mut second = up(2);
         assert_eq!(
             read(&mut second, big.len()).await,

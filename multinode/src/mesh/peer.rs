@@ -49,6 +49,8 @@ use super::handshake::handshake;
 pub struct Peer {
     id: usize,
     generation: u64,
+    /// The master's number for this stream (see [`StreamId`](super::StreamId)).
+    link: u64,
     stream: UnixStream,
 }
 
@@ -75,6 +77,14 @@ impl Peer {
     /// ```
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Which stream to that node this is, for the message layer.
+    pub(crate) fn stream_id(&self) -> super::StreamId {
+        super::StreamId {
+            generation: self.generation,
+            number: self.link,
+        }
     }
 
     /// Splits the stream into a read half and a write half that can move to
@@ -181,6 +191,8 @@ pub(crate) enum Inbound {
     Peer {
         id: usize,
         generation: u64,
+        /// The master's number for this stream.
+        link: u64,
         fd: OwnedFd,
     },
     Gone {
@@ -213,9 +225,32 @@ pub(crate) struct PeerQueue {
     items: Mutex<VecDeque<Item>>,
     notify: Notify,
     closed: AtomicBool,
+    /// Where the message layer asks for a stream to be meshed again.
+    remesh: Option<mpsc::UnboundedSender<Remesh>>,
+}
+
+/// A request for a new stream to incarnation `generation` of node `id`: the
+/// message layer closed the last one for a bad frame, though both ends live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Remesh {
+    pub id: usize,
+    pub generation: u64,
 }
 
 impl PeerQueue {
+    /// A queue whose message layer asks `remesh` for streams it had to close.
+    pub(crate) fn new(remesh: mpsc::UnboundedSender<Remesh>) -> Self {
+        PeerQueue {
+            remesh: Some(remesh),
+            ..PeerQueue::default()
+        }
+    }
+
+    /// Where to ask for a stream to be meshed again, if anywhere.
+    pub(crate) fn remesh(&self) -> Option<mpsc::UnboundedSender<Remesh>> {
+        self.remesh.clone()
+    }
+
     /// Queues `item`, replacing what is queued for the same node, unless that is a
     /// newer incarnation (handshakes finish in any order).
     fn push(&self, item: Item) {
@@ -270,7 +305,12 @@ pub(crate) async fn run(
     let handshakes = tokio_util::task::TaskTracker::new();
     while let Some(item) = inbound.recv().await {
         match item {
-            Inbound::Peer { id, generation, fd } => {
+            Inbound::Peer {
+                id,
+                generation,
+                link,
+                fd,
+            } => {
                 let queue = queue.clone();
                 let shake = async move {
                     match handshake(fd, me, (id, generation)).await {
@@ -279,6 +319,7 @@ pub(crate) async fn run(
                             queue.push(Item::Peer(Peer {
                                 id,
                                 generation,
+                                link,
                                 stream,
                             }));
                         }
@@ -323,12 +364,14 @@ pub(crate) mod tests {
         a.send(Inbound::Peer {
             id: b_id,
             generation: b_gen,
+            link: 0,
             fd: x.into(),
         })
         .unwrap();
         b.send(Inbound::Peer {
             id: a_id,
             generation: a_gen,
+            link: 0,
             fd: y.into(),
         })
         .unwrap();

@@ -20,7 +20,7 @@ use crate::balance::LoadTable;
 use crate::config::Config;
 use crate::control::{ToMaster, ToWorker};
 use crate::listener::Listeners;
-use crate::mesh::Inbound;
+use crate::mesh::{Inbound, Remesh};
 use crate::nodes::Identity;
 
 mod machine;
@@ -49,6 +49,11 @@ pub(crate) struct Supervisor {
     workers: BTreeMap<(Slot, Generation), Worker>,
     events: mpsc::UnboundedSender<Event>,
     reserve: Reserve,
+    /// The number of the last mesh stream made.
+    links: u64,
+    /// When each pair of nodes was last meshed again, to pace a pair whose
+    /// stream keeps breaking.
+    remeshed: BTreeMap<(Slot, Slot), Instant>,
 }
 
 impl Supervisor {
@@ -87,6 +92,8 @@ impl Supervisor {
             machine: Machine::new(settings),
             workers: BTreeMap::new(),
             events,
+            links: 0,
+            remeshed: BTreeMap::new(),
         }
     }
 
@@ -95,12 +102,13 @@ impl Supervisor {
         self,
         master_ready: oneshot::Receiver<()>,
         body_done: oneshot::Receiver<i32>,
+        remesh: mpsc::UnboundedReceiver<Remesh>,
     ) -> i32 {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
         match runtime {
-            Ok(runtime) => runtime.block_on(self.supervise(master_ready, body_done)),
+            Ok(runtime) => runtime.block_on(self.supervise(master_ready, body_done, remesh)),
             Err(error) => {
                 error!("cannot start the supervisor's runtime: {error}");
                 1
@@ -112,6 +120,7 @@ impl Supervisor {
         mut self,
         mut master_ready: oneshot::Receiver<()>,
         mut body_done: oneshot::Receiver<i32>,
+        mut master_remesh: mpsc::UnboundedReceiver<Remesh>,
     ) -> i32 {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events = events_tx;
@@ -139,6 +148,10 @@ impl Supervisor {
                     Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
                 },
                 Some(event) = events.recv() => self.on_event(event),
+                Some(Remesh { id, generation }) = master_remesh.recv() => {
+                    self.remesh((0, 1), (id, generation));
+                    None
+                }
                 ready = &mut master_ready, if ready_pending => {
                     ready_pending = false;
                     ready.ok().map(|()| {
@@ -179,6 +192,10 @@ impl Supervisor {
                 generation,
                 reason,
             },
+            Report::Said(ToMaster::Remesh { id, generation: to }) => {
+                self.remesh((slot, generation), (id, to));
+                return None;
+            }
             Report::Exited(status) => {
                 self.workers.remove(&(slot, generation));
                 if !self.workers.keys().any(|(s, _)| *s == slot) {
@@ -320,47 +337,78 @@ impl Supervisor {
     }
 
     /// Meshes incarnation `generation` of `slot` with the master's node and each
-    /// of `with`: one Unix stream socketpair per pair, each end sent to its node
-    /// labelled with the other's id and generation.
-    fn mesh(&self, slot: Slot, generation: Generation, with: &[(Slot, Generation)]) {
-        let Some(newcomer) = self.workers.get(&(slot, generation)) else {
+    /// of `with`.
+    fn mesh(&mut self, slot: Slot, generation: Generation, with: &[(Slot, Generation)]) {
+        for &other in std::iter::once(&(0, 1)).chain(with) {
+            self.pair((slot, generation), other);
+        }
+    }
+
+    /// Meshes two incarnations again, at the request of one whose stream to the
+    /// other broke (a bad frame) while both live; at most once a second per pair
+    /// (a later request waits its turn).
+    fn remesh(&mut self, from: (Slot, Generation), to: (Slot, Generation)) {
+        let key = (from.0.min(to.0), from.0.max(to.0));
+        let now = Instant::now();
+        let next = self.remeshed.get(&key).map(|last| *last + REMESH_PACE);
+        if let Some(next) = next.filter(|next| *next > now) {
+            let again = Event {
+                slot: from.0,
+                generation: from.1,
+                report: Report::Said(ToMaster::Remesh {
+                    id: to.0,
+                    generation: to.1,
+                }),
+            };
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(next.into()).await;
+                let _ = events.send(again);
+            });
             return;
+        }
+        self.remeshed.insert(key, now);
+        info!("meshing nodes {} and {} again", key.0, key.1);
+        self.pair(from, to);
+    }
+
+    /// One Unix stream socketpair between two incarnations, each end sent to its
+    /// node labelled with the other's id and generation and a new link number.
+    /// The master's node (0, generation 1) gets its end directly.
+    fn pair(&mut self, a: (Slot, Generation), b: (Slot, Generation)) {
+        let live = |(slot, generation): (Slot, Generation)| {
+            slot == 0 || self.workers.contains_key(&(slot, generation))
         };
-        for &(other, other_generation) in std::iter::once(&(0, 1)).chain(with) {
-            let peer = match other {
-                0 => None,
-                _ => match self.workers.get(&(other, other_generation)) {
-                    Some(worker) => Some(worker),
-                    None => continue, // it exited meanwhile
-                },
-            };
-            let (mine, theirs) = match std::os::unix::net::UnixStream::pair() {
-                Ok(pair) => pair,
-                Err(error) => {
-                    error!(node = slot, "cannot mesh with node {other}: {error}");
-                    continue;
-                }
-            };
-            let label = ToWorker::Peer {
-                id: other,
-                generation: other_generation,
-            };
-            newcomer.send(label, Some(mine.into()));
-            let fd = OwnedFd::from(theirs);
-            match peer {
+        if a == b || !live(a) || !live(b) {
+            return; // one exited meanwhile: its replacement is meshed anew
+        }
+        let (x, y) = match std::os::unix::net::UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(error) => {
+                error!(node = a.0, "cannot mesh with node {}: {error}", b.0);
+                return;
+            }
+        };
+        self.links += 1;
+        for (to, other, fd) in [(a, b, OwnedFd::from(x)), (b, a, OwnedFd::from(y))] {
+            let (id, generation, link) = (other.0, other.1, self.links);
+            match self.workers.get(&to) {
                 Some(worker) => worker.send(
                     ToWorker::Peer {
-                        id: slot,
+                        id,
                         generation,
+                        link,
                     },
                     Some(fd),
                 ),
                 None => {
-                    let _ = self.master_mesh.send(Inbound::Peer {
-                        id: slot,
+                    let inbound = Inbound::Peer {
+                        id,
                         generation,
+                        link,
                         fd,
-                    });
+                    };
+                    let _ = self.master_mesh.send(inbound);
                 }
             }
         }
@@ -388,6 +436,9 @@ impl Supervisor {
         }
     }
 }
+
+/// The shortest time between two new streams for one pair of nodes.
+const REMESH_PACE: Duration = Duration::from_secs(1);
 
 /// Descriptors the supervisor holds back for `nodes` nodes: a start takes a
 /// control socketpair, a listener, the table and a socketpair per peer.
