@@ -20,6 +20,8 @@
 //!   README's "Talking between processes");
 //! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
 //!   runtime that long before anything else (a slow boot);
+//! - `GET /table` answers the open connections of every node, as the load table
+//!   has them: `open 0:1 1:0 …`;
 //! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
 //!   runtime for N ms (a handler stuck in a blocking loop); `GET /stream?ms=N`
 //!   sends the first line of its body at once and the last after N ms.
@@ -103,9 +105,17 @@ async fn body(nodes: Nodes) -> Result<(), String> {
         return Ok(());
     }
     let (id, generation) = (nodes.id(), nodes.generation());
-    let service = hyper::service::service_fn(
-        move |req: hyper::Request<hyper::body::Incoming>| async move {
+    let load = nodes.load();
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let load = load.clone();
+        async move {
             let body = match req.uri().path() {
+                "/table" => load
+                    .open_connections()
+                    .iter()
+                    .fold("open".to_owned(), |line, (id, open)| {
+                        format!("{line} {id}:{open}")
+                    }),
                 "/stream" => {
                     let ms = Duration::from_millis(query_ms(&req));
                     let lines = futures_util::stream::unfold(0, move |line| async move {
@@ -147,8 +157,8 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                 ),
             };
             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)).boxed()))
-        },
-    );
+        }
+    });
     let served = Server::new(service)
         .header_read_timeout(Duration::from_millis(500))
         .serve(nodes)

@@ -1,8 +1,9 @@
 //! A soak of mixed faults against a 4-node server under load: kills, reloads,
 //! scaling up and down, SIGTERM to one worker, in a seeded random order, about a
-//! minute. Afterwards every slot serves, nothing is left a zombie, the master's
-//! descriptors and memory are back where they were, and no request failed but on a
-//! connection held by a killed process.
+//! minute. Afterwards every slot serves, nothing is left a zombie, the load table
+//! counts the connections that are open, the master's descriptors and memory are
+//! back where they were, and no request failed but on a connection held by a
+//! killed process.
 
 mod common;
 
@@ -178,6 +179,22 @@ fn two_hundred_mixed_faults_under_load_leave_the_server_whole() {
         "{cut} requests failed, more than the {kills} kills could have held"
     );
     assert!(ok > 1000, "the load went on: {ok}");
+    // The load table tells the truth: the only connection open is the one asking.
+    let mut last = String::new();
+    let truthful = poll(WAIT, || {
+        let (_, body) = get(addr, "/table").ok()?;
+        let open: u32 = body
+            .split_whitespace()
+            .skip(1)
+            .map(|pair| pair.split(':').nth(1).unwrap().parse::<u32>().unwrap())
+            .sum();
+        last = body;
+        (open == 1).then_some(())
+    });
+    assert!(
+        truthful.is_some(),
+        "the load table after the faults: {last}"
+    );
     let zombies = poll(Duration::from_secs(5), || {
         (zombies_of(master) == 0).then_some(())
     });

@@ -39,6 +39,7 @@ mod control;
 pub mod http;
 mod limits;
 mod listener;
+mod load_table;
 pub mod mesh;
 mod nodes;
 mod supervisor;
@@ -60,6 +61,7 @@ mod throttle;
 pub use attribute::main;
 pub use bootstrap::MainResult;
 pub use config::{Balance, Builder, Flavor};
+pub use load_table::Load;
 pub use mesh::Peer;
 pub use nodes::Nodes;
 

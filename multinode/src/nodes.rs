@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balance::{Acceptor, LoadTable};
 use crate::config::Balance;
+use crate::load_table::Load;
 use crate::mesh::{self, PeerQueue, Peers};
 
 /// Who this process is among the nodes, its listener, and when it must stop.
@@ -177,7 +178,7 @@ impl Nodes {
         Some(Acceptor::new(
             listener,
             self.table.clone(),
-            identity.id,
+            (identity.id, identity.generation),
             identity.balance,
             identity.serving_slots.clone(),
             limit,
@@ -263,6 +264,22 @@ impl Nodes {
         M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
         self.take_messages_with(mesh::Options::default())
+    }
+
+    /// A view of the shared load table: the connections open now on each serving
+    /// node. It can move to another task (into a request handler, say), and
+    /// reading it costs no message.
+    ///
+    /// ```no_run
+    /// # async fn f(nodes: multinode::Nodes) {
+    /// let load = nodes.load();
+    /// for (id, open) in load.open_connections() {
+    ///     println!("node {id}: {open} connections");
+    /// }
+    /// # }
+    /// ```
+    pub fn load(&self) -> Load {
+        Load::new(self.table.clone(), self.identity.serving_slots.start)
     }
 
     /// [`take_messages`](Self::take_messages) with other [`Options`](crate::mesh::Options).

@@ -198,8 +198,9 @@ impl Supervisor {
             }
             Report::Exited(status) => {
                 self.workers.remove(&(slot, generation));
+                self.table.release(slot, generation); // its connections died with it
                 if !self.workers.keys().any(|(s, _)| *s == slot) {
-                    self.table.set_live(slot, false); // its connections died with it
+                    self.table.set_live(slot, false);
                 }
                 let success = status.as_ref().is_ok_and(|s| s.success());
                 let status = match status {

@@ -1,0 +1,342 @@
+//! The load table: a small table in shared memory (an anonymous, sealed `memfd`,
+//! one cache line per slot) that every node updates as it opens and closes
+//! connections, and that the accept loops consult. The master creates it and
+//! sends it to each worker as a labelled descriptor; every mode keeps the
+//! per-node totals there, which the master reports when it stops.
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+
+/// Slots the table has room for: every node a master can run, so that scaling up
+/// never needs a new table.
+pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
+
+/// How many more connections in all than an equally busy node a node may have
+/// accepted and still accept now: this many, or a sixteenth of the other's total
+/// if that is more (a tie-break that seldom fires under sustained load).
+const TIE_SPREAD: u64 = 8;
+
+/// One slot's line in the table.
+#[repr(C, align(64))]
+struct Entry {
+    /// Connections open now, over its live incarnations.
+    active: AtomicU32,
+    /// 1 while an incarnation of the slot is serving (set by the master).
+    live: AtomicU32,
+    /// Connections accepted since the start, over every incarnation.
+    connections: AtomicU64,
+    /// Requests served since the start, over every incarnation.
+    requests: AtomicU64,
+    /// Of `active`, what each incarnation holds, by generation modulo 4 (a slot
+    /// has two incarnations at once during a replacement, three at the most
+    /// while one still drains): what an incarnation that exits takes away.
+    held: [AtomicU32; HELD],
+}
+
+/// How many incarnations of a slot the table tells apart.
+const HELD: usize = 4;
+
+/// The shared table, mapped in this process.
+pub(crate) struct LoadTable {
+    entries: NonNull<Entry>,
+    fd: OwnedFd,
+}
+
+// SAFETY: the mapping is only ever accessed through atomics, and lives as long as
+// the `LoadTable`.
+unsafe impl Send for LoadTable {}
+unsafe impl Sync for LoadTable {}
+
+/// The table's size never changes, nor its seals.
+const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
+    .union(SealFlag::F_SEAL_GROW)
+    .union(SealFlag::F_SEAL_SEAL);
+
+/// The slots' lines, then one more: the end of the serving slots, which SIGTTIN
+/// moves (kept in that line's `active`).
+const TABLE_BYTES: usize = (TABLE_SLOTS + 1) * std::mem::size_of::<Entry>();
+
+impl LoadTable {
+    /// A new, zeroed table (the master's).
+    pub(crate) fn create() -> io::Result<Self> {
+        use nix::sys::memfd::MFdFlags;
+        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+        let fd = nix::sys::memfd::memfd_create(c"multinode-load", flags)?;
+        nix::unistd::ftruncate(&fd, TABLE_BYTES as i64)?;
+        // Sealed, so that no worker can shrink it under the others' mappings
+        // (a SIGBUS in every process that reads it).
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS))?;
+        Self::map(fd)
+    }
+
+    /// Maps the table received from the master, after checking its size and seals.
+    pub(crate) fn open(fd: OwnedFd) -> io::Result<Self> {
+        let seals = SealFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GET_SEALS)?);
+        if !seals.contains(SEALS) {
+            return Err(io::Error::other("the load table received is not sealed"));
+        }
+        let size = nix::sys::stat::fstat(&fd)?.st_size;
+        if usize::try_from(size).ok() != Some(TABLE_BYTES) {
+            return Err(io::Error::other(format!(
+                "the load table received is {size} bytes, not {TABLE_BYTES}"
+            )));
+        }
+        Self::map(fd)
+    }
+
+    fn map(fd: OwnedFd) -> io::Result<Self> {
+        let length = NonZeroUsize::new(TABLE_BYTES).expect("the table is not empty");
+        // SAFETY: a fresh shared mapping of a file of exactly this size, accessed
+        // only through atomics; unmapped on drop.
+        let ptr = unsafe {
+            mmap(
+                None,
+                length,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok(LoadTable {
+            entries: ptr.cast(),
+            fd,
+        })
+    }
+
+    /// The descriptor, to send to a worker.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn entry(&self, slot: usize) -> &Entry {
+        assert!(slot < TABLE_SLOTS, "slot {slot} is beyond the table");
+        self.line(slot)
+    }
+
+    fn line(&self, index: usize) -> &Entry {
+        assert!(index <= TABLE_SLOTS);
+        // SAFETY: in bounds (checked), and the mapping outlives `&self`.
+        unsafe { &*self.entries.as_ptr().add(index) }
+    }
+
+    /// Where the serving slots end (the master sets it at start and on SIGTTIN).
+    pub(crate) fn set_serving_end(&self, end: usize) {
+        self.line(TABLE_SLOTS).active.store(end as u32, Relaxed);
+    }
+
+    /// Moves the end of the serving slots up to `end`, if it is below (SIGTTIN).
+    pub(crate) fn extend_serving_end(&self, end: usize) {
+        self.line(TABLE_SLOTS).active.fetch_max(end as u32, Relaxed);
+    }
+
+    fn serving_end(&self) -> usize {
+        self.line(TABLE_SLOTS).active.load(Relaxed) as usize
+    }
+
+    /// Marks a slot serving or not (the master, on ready, drain and exit).
+    pub(crate) fn set_live(&self, slot: usize, live: bool) {
+        self.entry(slot).live.store(u32::from(live), Relaxed);
+    }
+
+    /// Incarnation `generation` of `slot` accepted a connection.
+    pub(crate) fn opened(&self, slot: usize, generation: u64) {
+        let entry = self.entry(slot);
+        entry.held[generation as usize % HELD].fetch_add(1, Relaxed);
+        entry.active.fetch_add(1, Relaxed);
+        entry.connections.fetch_add(1, Relaxed);
+    }
+
+    /// A connection of incarnation `generation` of `slot` closed.
+    pub(crate) fn closed(&self, slot: usize, generation: u64) {
+        let entry = self.entry(slot);
+        // Never below zero: the master takes away what an incarnation that
+        // exited held.
+        let held = &entry.held[generation as usize % HELD];
+        if held
+            .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let _ = entry
+                .active
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Incarnation `generation` of `slot` exited: its connections died with it
+    /// (the master).
+    pub(crate) fn release(&self, slot: usize, generation: u64) {
+        let entry = self.entry(slot);
+        let held = entry.held[generation as usize % HELD].swap(0, Relaxed);
+        let _ = entry
+            .active
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(held)));
+    }
+
+    /// The connections open now on each slot of `slots`.
+    pub(crate) fn open_counts(&self, first: usize) -> Vec<(usize, u32)> {
+        (first..self.serving_end().min(TABLE_SLOTS))
+            .map(|slot| (slot, self.entry(slot).active.load(Relaxed)))
+            .collect()
+    }
+
+    /// Whether `slot` is among the least busy live nodes of `slots`: no live node
+    /// has fewer open connections, and none as busy has accepted far fewer in all
+    /// (see [`TIE_SPREAD`]). The tie-break matters when connections are
+    /// short: counts are all 0 and, without it, the process that wakes first would
+    /// win every race.
+    pub(crate) fn least_busy(&self, slot: usize, first: usize) -> bool {
+        let slots = first..self.serving_end().min(TABLE_SLOTS);
+        let me = self.entry(slot);
+        let (mine, my_total) = (me.active.load(Relaxed), me.connections.load(Relaxed));
+        slots
+            .map(|other| self.entry(other))
+            .filter(|entry| entry.live.load(Relaxed) == 1)
+            .all(|entry| {
+                let active = entry.active.load(Relaxed);
+                let total = entry.connections.load(Relaxed);
+                active > mine
+                    || (active == mine && total + (total / 16).max(TIE_SPREAD) >= my_total)
+            })
+    }
+
+    /// A request was served on `slot`.
+    pub(crate) fn request(&self, slot: usize) {
+        self.entry(slot).requests.fetch_add(1, Relaxed);
+    }
+
+    /// (connections, requests) served by `slot` since the start.
+    pub(crate) fn totals(&self, slot: usize) -> (u64, u64) {
+        let entry = self.entry(slot);
+        (
+            entry.connections.load(Relaxed),
+            entry.requests.load(Relaxed),
+        )
+    }
+}
+
+/// A read-only view of the load table: the connections open now on each serving
+/// node, as every node counts them (with [`http::serve`](crate::http::serve)).
+/// Made by [`Nodes::load`](crate::Nodes::load).
+///
+/// ```no_run
+/// # async fn f(nodes: multinode::Nodes) {
+/// let load = nodes.load();
+/// let total: u32 = load.open_connections().iter().map(|(_, open)| open).sum();
+/// println!("{total} connections open on all nodes");
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Load {
+    table: std::sync::Arc<LoadTable>,
+    first: usize,
+}
+
+impl Load {
+    pub(crate) fn new(table: std::sync::Arc<LoadTable>, first: usize) -> Self {
+        Load { table, first }
+    }
+
+    /// `(id, open)` for every serving node, scaled-up ones included.
+    ///
+    /// ```no_run
+    /// # fn f(load: multinode::Load) {
+    /// for (id, open) in load.open_connections() {
+    ///     println!("node {id}: {open}");
+    /// }
+    /// # }
+    /// ```
+    pub fn open_connections(&self) -> Vec<(usize, u32)> {
+        self.table.open_counts(self.first)
+    }
+}
+
+impl std::fmt::Debug for LoadTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadTable")
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LoadTable {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `map` with this length, and no reference outlives self.
+        unsafe {
+            let _ = munmap(self.entries.cast(), TABLE_BYTES);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_shared_through_its_descriptor() {
+        let table = LoadTable::create().unwrap();
+        let other = LoadTable::open(table.fd().try_clone_to_owned().unwrap()).unwrap();
+        table.set_serving_end(2);
+        table.set_live(0, true);
+        other.set_live(1, true);
+        other.entry(1).active.store(3, Relaxed);
+        table.entry(0).requests.fetch_add(5, Relaxed);
+        assert_eq!(other.totals(0), (0, 5));
+        assert!(table.least_busy(0, 0));
+        assert!(!other.least_busy(1, 0));
+        table.set_live(0, false); // a dead node does not count
+        assert!(other.least_busy(1, 0));
+        // Equally busy: the node far ahead in total connections waits its turn.
+        table.set_live(0, true);
+        other.entry(1).active.store(0, Relaxed);
+        table.entry(1).connections.store(TIE_SPREAD + 1, Relaxed);
+        assert!(!table.least_busy(1, 0));
+        assert!(table.least_busy(0, 0));
+        // A node added later (SIGTTIN) counts once the end moves past it.
+        table.set_live(2, true);
+        table.entry(0).connections.store(TIE_SPREAD + 1, Relaxed);
+        assert!(table.least_busy(0, 0));
+        table.set_serving_end(3);
+        assert!(!table.least_busy(0, 0), "node 2 has accepted far fewer");
+    }
+
+    #[test]
+    fn an_incarnation_that_exits_takes_away_only_what_it_held() {
+        let table = LoadTable::create().unwrap();
+        table.set_serving_end(2);
+        for _ in 0..3 {
+            table.opened(1, 1); // the old incarnation, being replaced
+        }
+        table.opened(1, 2); // its replacement
+        assert_eq!(table.open_counts(0), vec![(0, 0), (1, 4)]);
+        table.release(1, 1); // killed with its 3 connections
+        assert_eq!(table.open_counts(0), vec![(0, 0), (1, 1)]);
+        table.closed(1, 1); // a late close of the dead one changes nothing
+        assert_eq!(table.open_counts(0), vec![(0, 0), (1, 1)]);
+        table.closed(1, 2);
+        assert_eq!(table.open_counts(0), vec![(0, 0), (1, 0)]);
+        assert_eq!(table.totals(1), (4, 0));
+    }
+
+    #[test]
+    fn a_table_of_the_wrong_size_or_unsealed_is_refused() {
+        let fd =
+            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, 64).unwrap();
+        assert!(LoadTable::open(fd).is_err());
+        let fd =
+            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, TABLE_BYTES as i64).unwrap();
+        let err = LoadTable::open(fd).unwrap_err();
+        assert!(err.to_string().contains("not sealed"), "{err}");
+        // The master's table cannot be shrunk by whoever holds it.
+        let table = LoadTable::create().unwrap();
+        assert!(nix::unistd::ftruncate(table.fd(), 64).is_err());
+    }
+}
