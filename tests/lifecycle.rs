@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{get, pids_answering, poll, Program};
+use common::{descriptors, get, pids_answering, poll, Program};
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -171,12 +171,6 @@ fn sigttin_adds_a_node_and_sigttou_removes_the_highest() {
 #[test]
 fn scaling_with_reuse_port_listeners() {
     scale("reuse_port");
-}
-
-fn descriptors(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, is_alive, pids_answering, poll, KeepAlive, Program};
+use common::{get, is_alive, pids_answering, poll, rss_kib, KeepAlive, Program};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -226,10 +226,4 @@ fn a_node_that_drops_its_receiver_blocks_no_sender_and_leaks_nothing() {
         "node 2's descriptors after 5 restarts of node 1: {before} -> {}",
         descriptors()
     );
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

@@ -167,6 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_that_ends_has_its_socket_closed_and_a_new_one_gets_one() {
+        let mut listeners = Listeners::bind(&config(Balance::ReusePort, 3)).unwrap();
+        let port = listeners.addr.port();
+        listeners.close_slot(2);
+        assert!(listeners.for_slot(2).is_err(), "closed");
+        listeners.open_slot(2).unwrap();
+        listeners.open_slot(3).unwrap();
+        for slot in [2, 3] {
+            let addr = listeners.for_slot(slot).unwrap().local_addr().unwrap();
+            assert_eq!(addr.port(), port);
+        }
+        // One socket for all: nothing to open or close.
+        let mut shared = Listeners::bind(&config(Balance::LeastConn, 3)).unwrap();
+        shared.close_slot(2);
+        assert!(shared.for_slot(2).is_ok());
+    }
+
+    #[test]
     fn a_taken_port_is_refused_even_to_reuse_port() {
         let first = Listeners::bind(&config(Balance::ReusePort, 2)).unwrap();
         let mut again = config(Balance::ReusePort, 2);
