@@ -9,7 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{accept4, SockFlag};
 use tokio::io::unix::AsyncFd;
@@ -17,11 +17,13 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::Balance;
+use crate::load_table::now_ms;
 pub(crate) use crate::load_table::LoadTable;
 
 /// How long a busier node leaves pending connections to the less busy ones
-/// before it takes one itself.
-const MAX_DEFER: Duration = Duration::from_millis(20);
+/// before it takes one itself, and counts those that did not run as not
+/// accepting.
+const MAX_DEFER: Duration = Duration::from_millis(5);
 
 /// A node's accept loop: its listener, its line in the table, and the mode.
 pub(crate) struct Acceptor {
@@ -85,20 +87,41 @@ impl Acceptor {
 
     /// Accepts the next connection, counted in the table until its [`Tally`] drops.
     pub(crate) async fn accept(&self) -> io::Result<(TcpStream, Tally)> {
+        // Since when an arrival this node saw was left to less busy nodes.
+        let mut deferring: Option<Instant> = None;
         loop {
             self.room().await;
+            self.table.stamp(self.slot, now_ms());
             if !self.my_turn() {
-                // Busier than another node: let arrivals go to the others, and look
-                // again at the next one; after MAX_DEFER take one anyway, in case
-                // the less busy nodes are stuck.
-                match tokio::time::timeout(MAX_DEFER, self.listener.readable()).await {
+                // Busier than another node: let arrivals go to the others, and
+                // look again at the next one. If they leave arrivals waiting
+                // MAX_DEFER, those that did not run meanwhile are not accepting:
+                // they drop out of the candidates, and this node takes one.
+                if self.deferred.load(Relaxed) {
+                    // Connections may be queued already: the wait starts now.
+                    deferring.get_or_insert_with(Instant::now);
+                }
+                let ready = match deferring {
+                    Some(since) => {
+                        let left = MAX_DEFER.saturating_sub(since.elapsed());
+                        tokio::time::timeout(left, self.listener.readable()).await
+                    }
+                    None => Ok(self.listener.readable().await),
+                };
+                match ready {
                     Ok(ready) => {
                         ready?.clear_ready();
                         self.deferred.store(true, Relaxed);
+                        deferring.get_or_insert_with(Instant::now);
                     }
                     Err(_elapsed) => {
-                        if let Some(stream) = self.try_accept()? {
-                            return self.counted(stream);
+                        deferring = None;
+                        match self.try_accept()? {
+                            Some(stream) => {
+                                self.suspect_less_busy();
+                                return self.counted(stream);
+                            }
+                            None => self.deferred.store(false, Relaxed), // the queue is empty
                         }
                     }
                 }
@@ -118,6 +141,16 @@ impl Acceptor {
             {
                 return self.counted(accepted?);
             }
+        }
+    }
+
+    /// An arrival waited MAX_DEFER for the less busy nodes: the silent ones are
+    /// not accepting.
+    fn suspect_less_busy(&self) {
+        if let Some(first) = self.least_conn {
+            let waited = MAX_DEFER.as_millis() as u64;
+            self.table
+                .suspect_less_busy(self.slot, first, now_ms(), waited);
         }
     }
 
@@ -151,6 +184,14 @@ impl Acceptor {
             open: self.open.clone(),
         };
         Ok((TcpStream::from_std(stream)?, tally))
+    }
+}
+
+impl Drop for Acceptor {
+    /// The node leaves its accept loop (it drains): the others stop leaving
+    /// arrivals to it at once.
+    fn drop(&mut self) {
+        self.table.withdraw(self.slot, now_ms());
     }
 }
 

@@ -48,11 +48,14 @@ pub enum Balance {
     /// way): whichever process wakes first accepts.
     Shared,
     /// One shared listening socket, and a node that has more open connections than
-    /// the least busy live node leaves a pending connection to it (for at most
-    /// 20 ms): the least busy process accepts first. Needs
-    /// [`http::serve`](crate::http::serve); a listener taken with
-    /// [`Nodes::take_listener`](crate::Nodes::take_listener) accepts as `Shared`.
-    /// The default: the fairest, measured side by side with the others.
+    /// the least busy node that is accepting leaves a pending connection to it:
+    /// the least busy process accepts first. A node that leaves an arrival waiting
+    /// 5 ms without running its accept loop (stopped, or its runtime blocked) is
+    /// not accepting, and is not waited for until it runs again; a draining node
+    /// is not waited for at all. Needs [`http::serve`](crate::http::serve); a
+    /// listener taken with [`Nodes::take_listener`](crate::Nodes::take_listener)
+    /// accepts as `Shared`. The default: the fairest, measured side by side with
+    /// the others.
     #[default]
     LeastConn,
 }

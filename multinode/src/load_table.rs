@@ -37,6 +37,13 @@ struct Entry {
     /// has two incarnations at once during a replacement, three at the most
     /// while one still drains): what an incarnation that exits takes away.
     held: [AtomicU32; HELD],
+    /// When the slot's accept loop last ran (ms of `CLOCK_MONOTONIC`, the same
+    /// clock in every process).
+    stamp: AtomicU64,
+    /// When a node last gave up waiting for this one to take a connection it
+    /// left to it; later than `stamp`: this node is not accepting (stopped,
+    /// blocked, or gone from its accept loop).
+    suspect: AtomicU64,
 }
 
 /// How many incarnations of a slot the table tells apart.
@@ -192,13 +199,11 @@ impl LoadTable {
     /// short: counts are all 0 and, without it, the process that wakes first would
     /// win every race.
     pub(crate) fn least_busy(&self, slot: usize, first: usize) -> bool {
-        let slots = first..self.serving_end().min(TABLE_SLOTS);
         let me = self.entry(slot);
         let (mine, my_total) = (me.active.load(Relaxed), me.connections.load(Relaxed));
-        slots
-            .map(|other| self.entry(other))
-            .filter(|entry| entry.live.load(Relaxed) == 1)
-            .all(|entry| {
+        self.candidates(first)
+            .filter(|(other, _)| *other != slot)
+            .all(|(_, entry)| {
                 let active = entry.active.load(Relaxed);
                 let total = entry.connections.load(Relaxed);
                 active > mine
@@ -209,6 +214,43 @@ impl LoadTable {
     /// A request was served on `slot`.
     pub(crate) fn request(&self, slot: usize) {
         self.entry(slot).requests.fetch_add(1, Relaxed);
+    }
+
+    /// The slots of `first..` that are serving and accepting, with their lines.
+    fn candidates(&self, first: usize) -> impl Iterator<Item = (usize, &Entry)> {
+        (first..self.serving_end().min(TABLE_SLOTS))
+            .map(|slot| (slot, self.entry(slot)))
+            .filter(|(_, entry)| {
+                entry.live.load(Relaxed) == 1
+                    && entry.suspect.load(Relaxed) <= entry.stamp.load(Relaxed)
+            })
+    }
+
+    /// `slot`'s accept loop runs now: it is accepting.
+    pub(crate) fn stamp(&self, slot: usize, now: u64) {
+        let stamp = &self.entry(slot).stamp;
+        if stamp.load(Relaxed) != now {
+            stamp.store(now, Relaxed);
+        }
+    }
+
+    /// `slot` leaves its accept loop (its node drains): not a candidate until
+    /// an accept loop of the slot runs again.
+    pub(crate) fn withdraw(&self, slot: usize, now: u64) {
+        self.entry(slot).suspect.store(now + 1, Relaxed);
+    }
+
+    /// `slot` waited `waited` ms for the nodes less busy than itself to take a
+    /// connection, in vain: those that did not run their accept loop meanwhile
+    /// are not accepting, and drop out of the candidates until they do.
+    pub(crate) fn suspect_less_busy(&self, slot: usize, first: usize, now: u64, waited: u64) {
+        let mine = self.entry(slot).active.load(Relaxed);
+        for (_, entry) in self.candidates(first).filter(|(other, _)| *other != slot) {
+            let silent = entry.stamp.load(Relaxed) + waited <= now;
+            if entry.active.load(Relaxed) <= mine && silent {
+                entry.suspect.store(now, Relaxed);
+            }
+        }
     }
 
     /// (connections, requests) served by `slot` since the start.
@@ -272,6 +314,13 @@ impl Drop for LoadTable {
             let _ = munmap(self.entries.cast(), TABLE_BYTES);
         }
     }
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC`: the same clock in every process.
+pub(crate) fn now_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,66 @@
+//! `least_conn` waits only for nodes that are accepting: a node stopped, blocked
+//! or draining drops out of the candidates at once, and the others take every
+//! arrival. Counted in slow requests, not timed: before, every sequential request
+//! waited out the 20 ms deferral to the node that took nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{get, Program};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Of `n` sequential requests on fresh connections, how many took over 15 ms.
+fn slow_requests(addr: std::net::SocketAddr, n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            let started = Instant::now();
+            assert_eq!(get(addr, "/").expect("answered").0, 200);
+            started.elapsed() > Duration::from_millis(15)
+        })
+        .count()
+}
+
+#[test]
+fn a_stopped_node_is_not_waited_for() {
+    let program = Program::start("probe", &[("MULTINODE_NODES", "4")]);
+    let addr = program.ready();
+    let stopped = *program.workers().iter().next().unwrap();
+    kill(Pid::from_raw(stopped as i32), Signal::SIGSTOP).unwrap();
+    let slow = slow_requests(addr, 200);
+    kill(Pid::from_raw(stopped as i32), Signal::SIGCONT).unwrap();
+    assert!(
+        slow < 40,
+        "{slow} of 200 requests waited for the stopped node"
+    );
+}
+
+#[test]
+fn a_draining_node_is_not_waited_for() {
+    let program = Program::start(
+        "probe",
+        &[
+            ("MULTINODE_NODES", "4"),
+            ("PROBE_SHUTDOWN_TIMEOUT_MS", "20000"),
+        ],
+    );
+    let addr = program.ready();
+    // Slow requests spread over the nodes, then the highest drains with its own.
+    let slow: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || get(addr, "/slow?ms=6000")))
+        .collect();
+    program.wait_for("slow request started", 8, WAIT);
+    program.signal(Signal::SIGTTOU);
+    program.wait_for("SIGTTOU: removing the node", 1, WAIT);
+    let waited = slow_requests(addr, 200);
+    assert!(
+        waited < 40,
+        "{waited} of 200 requests waited for the draining node"
+    );
+    for request in slow {
+        assert_eq!(request.join().unwrap().expect("finished").0, 200);
+    }
+}
