@@ -3,7 +3,8 @@
 //!
 //! - `GET /` answers `node {id} pid {pid} generation {generation}`;
 //! - `GET /child-env` answers the environment a child process of the body sees;
-//! - headers must arrive within 500 ms;
+//! - headers must arrive within 500 ms; an HTTP/2 connection is closed after 1 s
+//!   without a request;
 //! - `PROBE_FAIL_IN_MASTER=1` makes the master's body return an error at once;
 //! - `PROBE_FAIL_REPLACEMENTS=1` makes every incarnation after the first of a
 //!   worker fail at once, before it is ready (a deploy that cannot boot);
@@ -161,6 +162,7 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     });
     let served = Server::new(service)
         .header_read_timeout(Duration::from_millis(500))
+        .http2_idle_timeout(Duration::from_secs(1))
         .serve(nodes)
         .await
         .map_err(|e| e.to_string());

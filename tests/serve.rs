@@ -174,3 +174,54 @@ fn child_processes_never_see_the_private_variables() {
     }
     panic!("never reached both the master and a worker: {checked:?}");
 }
+
+#[test]
+fn an_idle_http2_connection_is_closed_with_a_goaway() {
+    let program = Program::start("probe", &[]);
+    let addr = program.ready();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let closed = runtime.block_on(async {
+        use http_body_util::{BodyExt, Empty};
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("HTTP/2 handshake");
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::get(format!("http://{addr}/"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+        // The probe's HTTP/2 idle timeout is 1 s.
+        tokio::time::timeout(Duration::from_secs(10), connection).await
+    });
+    assert!(closed.is_ok(), "the idle HTTP/2 connection is still open");
+}
+
+#[test]
+fn an_oversized_request_head_is_refused_and_the_node_serves_on() {
+    let program = Program::start("probe", &[("MULTINODE_NODES", "1")]);
+    let addr = program.ready();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let big = "a".repeat(100 * 1024);
+    let head = format!("GET / HTTP/1.1\r\nHost: test\r\nX-Big: {big}\r\n\r\n");
+    let _ = stream.write_all(head.as_bytes()); // it may be cut before the end
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 431"),
+        "{:?}",
+        &response[..response.len().min(80)]
+    );
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+}
