@@ -23,6 +23,8 @@
 //!   runtime that long before anything else (a slow boot);
 //! - `GET /table` answers the open connections of every node, as the load table
 //!   has them: `open 0:1 1:0 …`;
+//! - `GET /upgrade` (with `Upgrade: echo`) switches protocols and echoes what
+//!   it reads on the upgraded connection, logging `upgraded connection open`;
 //! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
 //!   runtime for N ms (a handler stuck in a blocking loop); `GET /stream?ms=N`
 //!   sends the first line of its body at once and the last after N ms.
@@ -107,59 +109,70 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     }
     let (id, generation) = (nodes.id(), nodes.generation());
     let load = nodes.load();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let load = load.clone();
-        async move {
-            let body = match req.uri().path() {
-                "/table" => load
-                    .open_connections()
-                    .iter()
-                    .fold("open".to_owned(), |line, (id, open)| {
-                        format!("{line} {id}:{open}")
-                    }),
-                "/stream" => {
-                    let ms = Duration::from_millis(query_ms(&req));
-                    let lines = futures_util::stream::unfold(0, move |line| async move {
-                        let text = match line {
-                            0 => "started\n".to_owned(),
-                            1 => {
-                                tokio::time::sleep(ms).await;
-                                format!("ended on node {id}\n")
-                            }
-                            _ => return None,
-                        };
-                        Some((
-                            Ok::<_, Infallible>(Frame::data(Bytes::from(text))),
-                            line + 1,
-                        ))
-                    });
-                    return Ok(hyper::Response::new(StreamBody::new(lines).boxed()));
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let load = load.clone();
+            async move {
+                if req.uri().path() == "/upgrade" {
+                    tokio::spawn(echo(hyper::upgrade::on(&mut req)));
+                    let response = hyper::Response::builder()
+                        .status(hyper::StatusCode::SWITCHING_PROTOCOLS)
+                        .header(hyper::header::CONNECTION, "upgrade")
+                        .header(hyper::header::UPGRADE, "echo")
+                        .body(Full::new(Bytes::new()).boxed())
+                        .unwrap();
+                    return Ok(response);
                 }
-                "/slow" => {
-                    tracing::info!("slow request started");
-                    tokio::time::sleep(Duration::from_millis(query_ms(&req))).await;
-                    format!("slept on node {id}\n")
-                }
-                "/block" => {
-                    tracing::info!("blocking the runtime");
-                    std::thread::sleep(Duration::from_millis(query_ms(&req)));
-                    format!("blocked node {id}\n")
-                }
-                "/child-env" => {
-                    let output = tokio::process::Command::new("env").output().await;
-                    output.map_or_else(
-                        |e| e.to_string(),
-                        |o| String::from_utf8_lossy(&o.stdout).into_owned(),
-                    )
-                }
-                _ => format!(
-                    "node {id} pid {} generation {generation}\n",
-                    std::process::id()
-                ),
-            };
-            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)).boxed()))
-        }
-    });
+                let body = match req.uri().path() {
+                    "/table" => load
+                        .open_connections()
+                        .iter()
+                        .fold("open".to_owned(), |line, (id, open)| {
+                            format!("{line} {id}:{open}")
+                        }),
+                    "/stream" => {
+                        let ms = Duration::from_millis(query_ms(&req));
+                        let lines = futures_util::stream::unfold(0, move |line| async move {
+                            let text = match line {
+                                0 => "started\n".to_owned(),
+                                1 => {
+                                    tokio::time::sleep(ms).await;
+                                    format!("ended on node {id}\n")
+                                }
+                                _ => return None,
+                            };
+                            Some((
+                                Ok::<_, Infallible>(Frame::data(Bytes::from(text))),
+                                line + 1,
+                            ))
+                        });
+                        return Ok(hyper::Response::new(StreamBody::new(lines).boxed()));
+                    }
+                    "/slow" => {
+                        tracing::info!("slow request started");
+                        tokio::time::sleep(Duration::from_millis(query_ms(&req))).await;
+                        format!("slept on node {id}\n")
+                    }
+                    "/block" => {
+                        tracing::info!("blocking the runtime");
+                        std::thread::sleep(Duration::from_millis(query_ms(&req)));
+                        format!("blocked node {id}\n")
+                    }
+                    "/child-env" => {
+                        let output = tokio::process::Command::new("env").output().await;
+                        output.map_or_else(
+                            |e| e.to_string(),
+                            |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+                        )
+                    }
+                    _ => format!(
+                        "node {id} pid {} generation {generation}\n",
+                        std::process::id()
+                    ),
+                };
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)).boxed()))
+            }
+        });
     let served = Server::new(service)
         .header_read_timeout(Duration::from_millis(500))
         .http2_idle_timeout(Duration::from_secs(1))
@@ -184,4 +197,18 @@ async fn mesh_only(mut nodes: Nodes) -> Result<(), String> {
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     nodes.shutdown().await;
     Ok(())
+}
+
+/// Echoes what an upgraded connection sends, until it ends.
+async fn echo(upgrade: hyper::upgrade::OnUpgrade) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(upgraded) = upgrade.await else { return };
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    tracing::info!("upgraded connection open");
+    let mut buf = [0u8; 1024];
+    while let Ok(n @ 1..) = io.read(&mut buf).await {
+        if io.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
 }

@@ -225,3 +225,55 @@ fn an_oversized_request_head_is_refused_and_the_node_serves_on() {
     );
     assert_eq!(get(addr, "/").unwrap().0, 200);
 }
+
+#[test]
+fn an_upgraded_connection_is_counted_and_drained_at_stop() {
+    let mut program = Program::start(
+        "probe",
+        &[
+            ("MULTINODE_NODES", "1"),
+            ("PROBE_SHUTDOWN_TIMEOUT_MS", "1500"),
+        ],
+    );
+    let addr = program.ready();
+    let mut upgraded = TcpStream::connect(addr).unwrap();
+    upgraded
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        upgraded,
+        "GET /upgrade HTTP/1.1\r\nHost: test\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        upgraded.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let echoes = |stream: &mut TcpStream, text: &[u8]| {
+        stream.write_all(text).is_ok() && {
+            let mut got = vec![0u8; text.len()];
+            stream.read_exact(&mut got).is_ok() && got == text
+        }
+    };
+    assert!(echoes(&mut upgraded, b"ping"));
+    // Counted: the table has it, and the request asking.
+    let (_, table) = get(addr, "/table").unwrap();
+    assert_eq!(table.trim(), "open 0:2", "{table}");
+    // Drained: the stop waits for it, then cuts it and says so.
+    program.signal(nix::sys::signal::Signal::SIGTERM);
+    program.wait_for("draining", 1, Duration::from_secs(10));
+    assert!(
+        echoes(&mut upgraded, b"still here"),
+        "the stop waits for it"
+    );
+    let status = program.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "it had to be cut");
+    program.wait_for("cutting them", 1, Duration::from_secs(1));
+}

@@ -19,9 +19,11 @@ use tokio_util::task::TaskTracker;
 use crate::Nodes;
 
 mod connection;
+mod counted_io;
 mod watched;
 
 use connection::{drive, Counted, Limits, PerConnection};
+use counted_io::CountedIo;
 
 /// The default limit on how long an HTTP/1 connection may go without a request in
 /// progress: a client sending its headers, or idle between requests.
@@ -38,7 +40,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// accepting and lets in-flight requests finish within `shutdown_timeout`: requests
 /// that still arrive on open connections are answered with `Connection: close`,
 /// and a connection is closed once it has been quiet for half a second, so that no
-/// client loses a request to the stop.
+/// client loses a request to the stop. An upgraded connection (a WebSocket) counts
+/// as open, in the load table and for the stop, until the code it was handed to
+/// drops it.
 ///
 /// HTTP/1.1 with keep-alive, and HTTP/2 by prior knowledge, on the same port; an
 /// HTTP/1 client that takes longer than 30 s to send its headers, or leaves its
@@ -243,6 +247,8 @@ impl<S> Server<S> {
                 accepted = acceptor.accept() => match accepted {
                     Ok((stream, tally)) => {
                         let _ = stream.set_nodelay(true);
+                        let tally = Arc::new(tally);
+                        let io = CountedIo::new(stream, tally.clone(), connections.token());
                         let state = Arc::new(PerConnection {
                             tally,
                             requests: AtomicU64::new(0),
@@ -255,7 +261,7 @@ impl<S> Server<S> {
                             connection: state.clone(),
                         };
                         let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
                             .into_owned();
                         let limits = Limits {
                             stop: shutdown.clone(),

@@ -121,7 +121,7 @@ async fn idle(state: &PerConnection, timeout: Duration, timeout_http2: Duration)
 /// What a connection's service shares with the task that drives it.
 pub(super) struct PerConnection {
     /// Its line in the load table.
-    pub tally: Tally,
+    pub tally: Arc<Tally>,
     /// Requests started on it.
     pub requests: AtomicU64,
     /// Requests started and not yet answered in full.
@@ -249,7 +249,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_after_four_quiet_checks_of_its_protocols_timeout() {
         let state = PerConnection {
-            tally: Tally::for_tests(),
+            tally: Arc::new(Tally::for_tests()),
             requests: AtomicU64::new(0),
             in_progress: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
