@@ -21,9 +21,15 @@ use crate::load_table::now_ms;
 pub(crate) use crate::load_table::LoadTable;
 
 /// How long a busier node leaves pending connections to the less busy ones
-/// before it takes one itself, and counts those that did not run as not
-/// accepting.
+/// before it takes one itself.
 const MAX_DEFER: Duration = Duration::from_millis(5);
+
+/// How long a less busy node must have been silent (its accept loop not run)
+/// when an arrival waited MAX_DEFER for it, to count as not accepting: far
+/// longer than a busy 2-core machine keeps a runnable process waiting, so that
+/// a slow node is not excluded (and a burst of connections left to the first
+/// node that woke), while a stopped one is within this time.
+const SILENT: Duration = Duration::from_millis(50);
 
 /// A node's accept loop: its listener, its line in the table, and the mode.
 pub(crate) struct Acceptor {
@@ -144,13 +150,13 @@ impl Acceptor {
         }
     }
 
-    /// An arrival waited MAX_DEFER for the less busy nodes: the silent ones are
-    /// not accepting.
+    /// An arrival waited MAX_DEFER for the less busy nodes: those silent for
+    /// SILENT are not accepting.
     fn suspect_less_busy(&self) {
         if let Some(first) = self.least_conn {
-            let waited = MAX_DEFER.as_millis() as u64;
+            let silent = SILENT.as_millis() as u64;
             self.table
-                .suspect_less_busy(self.slot, first, now_ms(), waited);
+                .suspect_less_busy(self.slot, first, now_ms(), silent);
         }
     }
 

@@ -240,13 +240,13 @@ impl LoadTable {
         self.entry(slot).suspect.store(now + 1, Relaxed);
     }
 
-    /// `slot` waited `waited` ms for the nodes less busy than itself to take a
-    /// connection, in vain: those that did not run their accept loop meanwhile
+    /// `slot` waited in vain for the nodes less busy than itself to take a
+    /// connection: those that have not run their accept loop for `silent` ms
     /// are not accepting, and drop out of the candidates until they do.
-    pub(crate) fn suspect_less_busy(&self, slot: usize, first: usize, now: u64, waited: u64) {
+    pub(crate) fn suspect_less_busy(&self, slot: usize, first: usize, now: u64, silent: u64) {
         let mine = self.entry(slot).active.load(Relaxed);
         for (_, entry) in self.candidates(first).filter(|(other, _)| *other != slot) {
-            let silent = entry.stamp.load(Relaxed) + waited <= now;
+            let silent = entry.stamp.load(Relaxed) + silent <= now;
             if entry.active.load(Relaxed) <= mine && silent {
                 entry.suspect.store(now, Relaxed);
             }
@@ -371,6 +371,33 @@ mod tests {
         table.closed(1, 2);
         assert_eq!(table.open_counts(0), vec![(0, 0), (1, 0)]);
         assert_eq!(table.totals(1), (4, 0));
+    }
+
+    #[test]
+    fn a_node_silent_too_long_is_no_candidate_until_it_runs_again() {
+        let table = LoadTable::create().unwrap();
+        table.set_serving_end(3);
+        for slot in 0..3 {
+            table.set_live(slot, true);
+            table.stamp(slot, 1_000);
+        }
+        table.opened(0, 1); // node 0 is the busiest
+                            // At 1 030 ms, nodes 1 and 2 have been silent 30 ms: slow, not stopped.
+        table.suspect_less_busy(0, 0, 1_030, 50);
+        assert!(
+            !table.least_busy(0, 0),
+            "node 0 still leaves arrivals to them"
+        );
+        // At 1 060 ms node 2 ran (stamped), node 1 did not.
+        table.stamp(2, 1_055);
+        table.suspect_less_busy(0, 0, 1_060, 50);
+        let candidates: Vec<usize> = table.candidates(0).map(|(slot, _)| slot).collect();
+        assert_eq!(candidates, vec![0, 2], "node 1 is not accepting");
+        table.stamp(1, 1_061); // it runs again
+        assert_eq!(table.candidates(0).count(), 3);
+        // A node leaving its accept loop is no candidate at once.
+        table.withdraw(2, 1_070);
+        assert_eq!(table.candidates(0).count(), 2);
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub(crate) enum Action {
         members: Vec<Slot>,
         mesh_with: Vec<(Slot, Generation)>,
     },
+    /// The slot serves from a new incarnation: mark it live in the load table.
+    Serving {
+        slot: Slot,
+    },
     Drain {
         slot: Slot,
         generation: Generation,

@@ -181,10 +181,7 @@ impl Supervisor {
         }: Event,
     ) -> Option<Input> {
         Some(match report {
-            Report::Said(ToMaster::Ready) => {
-                self.table.set_live(slot, true);
-                Input::Ready { slot, generation }
-            }
+            Report::Said(ToMaster::Ready) => Input::Ready { slot, generation },
             Report::Said(ToMaster::Heartbeat) => Input::Heartbeat { slot, generation },
             Report::Said(ToMaster::Draining) => Input::Draining { slot, generation },
             Report::Said(ToMaster::Failed { reason }) => Input::Failed {
@@ -243,6 +240,7 @@ impl Supervisor {
                     });
                 }
             },
+            Action::Serving { slot } => self.table.set_live(slot, true),
             Action::Drain { slot, generation } => {
                 if let Some(worker) = self.workers.get(&(slot, generation)) {
                     worker.send(ToWorker::Shutdown, None);

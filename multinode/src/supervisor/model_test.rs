@@ -158,6 +158,14 @@ impl World {
                     self.processes.clear();
                     self.exit = Some(code);
                 }
+                Action::Serving { slot } => {
+                    let state = &self.machine.slots[&slot];
+                    assert!(
+                        matches!(state.current, Current::Serving(_)),
+                        "slot {slot} marked serving while {:?}",
+                        state.current
+                    );
+                }
                 Action::Gone { .. } | Action::CloseListener { .. } | Action::StopMaster => {}
             }
         }

@@ -48,6 +48,7 @@ impl Machine {
         }
         state.boot_failures = 0;
         info!(node = slot, generation, "node ready");
+        out.push(Action::Serving { slot });
         self.log_all_ready(now);
     }
 
