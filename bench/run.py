@@ -309,6 +309,8 @@ def main():
               f"{medians[('multinode n=2', c)] / medians[('node cluster w=2', c)]:.2f}; "
               f"multinode n=4 / node cluster w=4 = "
               f"{medians[('multinode n=4', c)] / medians[('node cluster w=4', c)]:.2f}"]
+    import faults  # the faults section, also runnable alone
+    lines += faults.figures()
     lines += mesh_figures()
     report = "\n".join(lines) + "\n"
     with open(os.path.join(OUT, "report.md"), "w") as f:
