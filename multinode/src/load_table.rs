@@ -147,9 +147,15 @@ impl LoadTable {
         self.line(TABLE_SLOTS).active.load(Relaxed) as usize
     }
 
-    /// Marks a slot serving or not (the master, on ready, drain and exit).
+    /// Marks a slot serving or not (the master, on ready, drain and exit). A
+    /// slot that stops serving forgets its accept loop's stamp: the next
+    /// incarnation is waited for only once its own accept loop runs.
     pub(crate) fn set_live(&self, slot: usize, live: bool) {
-        self.entry(slot).live.store(u32::from(live), Relaxed);
+        let entry = self.entry(slot);
+        entry.live.store(u32::from(live), Relaxed);
+        if !live {
+            entry.stamp.store(0, Relaxed);
+        }
     }
 
     /// Incarnation `generation` of `slot` accepted a connection.
@@ -216,13 +222,14 @@ impl LoadTable {
         self.entry(slot).requests.fetch_add(1, Relaxed);
     }
 
-    /// The slots of `first..` that are serving and accepting, with their lines.
+    /// The slots of `first..` that are serving and accepting (their accept loop
+    /// ran, and nobody found it silent since), with their lines.
     fn candidates(&self, first: usize) -> impl Iterator<Item = (usize, &Entry)> {
         (first..self.serving_end().min(TABLE_SLOTS))
             .map(|slot| (slot, self.entry(slot)))
             .filter(|(_, entry)| {
-                entry.live.load(Relaxed) == 1
-                    && entry.suspect.load(Relaxed) <= entry.stamp.load(Relaxed)
+                let stamp = entry.stamp.load(Relaxed);
+                entry.live.load(Relaxed) == 1 && stamp != 0 && entry.suspect.load(Relaxed) <= stamp
             })
     }
 
@@ -333,7 +340,9 @@ mod tests {
         let other = LoadTable::open(table.fd().try_clone_to_owned().unwrap()).unwrap();
         table.set_serving_end(2);
         table.set_live(0, true);
+        table.stamp(0, 1); // its accept loop ran
         other.set_live(1, true);
+        other.stamp(1, 1); // its accept loop ran
         other.entry(1).active.store(3, Relaxed);
         table.entry(0).requests.fetch_add(5, Relaxed);
         assert_eq!(other.totals(0), (0, 5));
@@ -343,12 +352,14 @@ mod tests {
         assert!(other.least_busy(1, 0));
         // Equally busy: the node far ahead in total connections waits its turn.
         table.set_live(0, true);
+        table.stamp(0, 1); // its accept loop ran
         other.entry(1).active.store(0, Relaxed);
         table.entry(1).connections.store(TIE_SPREAD + 1, Relaxed);
         assert!(!table.least_busy(1, 0));
         assert!(table.least_busy(0, 0));
         // A node added later (SIGTTIN) counts once the end moves past it.
         table.set_live(2, true);
+        table.stamp(2, 1); // its accept loop ran
         table.entry(0).connections.store(TIE_SPREAD + 1, Relaxed);
         assert!(table.least_busy(0, 0));
         table.set_serving_end(3);
@@ -398,6 +409,11 @@ mod tests {
         // A node leaving its accept loop is no candidate at once.
         table.withdraw(2, 1_070);
         assert_eq!(table.candidates(0).count(), 2);
+        // A node whose accept loop never ran (its body has not taken the
+        // listener yet) is not waited for.
+        table.set_live(1, false);
+        table.set_live(1, true);
+        assert_eq!(table.candidates(0).count(), 1);
     }
 
     #[test]
