@@ -1,0 +1,289 @@
+//! Validation: a [`Builder`] and the environment become a [`Config`], or a
+//! [`ConfigError`] naming the key or the variable.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::*;
+
+/// The longest `shutdown_timeout` or `watchdog_timeout`: a week.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest watchdog timeout: heartbeats come every quarter of it, and no
+/// more often than every 10 ms.
+const MIN_WATCHDOG: Duration = Duration::from_millis(100);
+
+impl Builder {
+    /// Validates the settings and applies the environment overrides.
+    pub(crate) fn resolve(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let port = match env(ENV_PORT) {
+            Some(value) => value.trim().parse::<u16>().map_err(|_| {
+                ConfigError::env(ENV_PORT, &value, "expected a port number, 0 to 65535")
+            })?,
+            None => self.port,
+        };
+        let nodes = match env(ENV_NODES) {
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(n) if (1..=MAX_NODES).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError::env(
+                        ENV_NODES,
+                        &value,
+                        &format!("expected a whole number of processes, 1 to {MAX_NODES}"),
+                    ))
+                }
+            },
+            None => match self.nodes {
+                Some(n) if !(1..=MAX_NODES).contains(&n) => {
+                    return Err(ConfigError::key(
+                        "nodes",
+                        &format!("{n}: expected 1 to {MAX_NODES} processes"),
+                    ))
+                }
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+        };
+        let (host, host_source) = match env(ENV_HOST) {
+            Some(value) => (value, Some(ENV_HOST)),
+            None => (self.host.clone(), None),
+        };
+        let addr = resolve_host(host.trim(), port).ok_or_else(|| match host_source {
+            Some(var) => {
+                ConfigError::env(var, &host, "not an IP address or a host name that resolves")
+            }
+            None => ConfigError::key(
+                "host",
+                &format!("{host:?}: not an IP address or a host name that resolves"),
+            ),
+        })?;
+        let balance = match env(ENV_BALANCE) {
+            Some(value) => Balance::from_name(value.trim()).ok_or_else(|| {
+                ConfigError::env(
+                    ENV_BALANCE,
+                    &value,
+                    "expected least_conn, reuse_port or shared",
+                )
+            })?,
+            None => self.balance,
+        };
+        if self.worker_threads == Some(0) {
+            return Err(ConfigError::key("worker_threads", "0: expected at least 1"));
+        }
+        #[cfg(not(feature = "multi-thread"))]
+        if self.flavor == Flavor::MultiThread {
+            let why = format!("\"multi_thread\": {MULTI_THREAD_NEEDS}");
+            return Err(ConfigError::key("flavor", &why));
+        }
+        if self.worker_threads.is_some() && self.flavor == Flavor::CurrentThread {
+            return Err(ConfigError::key(
+                "worker_threads",
+                "only goes with flavor = \"multi_thread\"",
+            ));
+        }
+        if self.backlog == 0 {
+            return Err(ConfigError::key("backlog", "0: expected at least 1"));
+        }
+        if self.boot_failures == 0 {
+            return Err(ConfigError::key("boot_failures", "0: expected at least 1"));
+        }
+        if self.shutdown_timeout > MAX_DURATION {
+            let why = format!("{:?}: expected at most a week", self.shutdown_timeout);
+            return Err(ConfigError::key("shutdown_timeout", &why));
+        }
+        let watchdog = self.watchdog_timeout;
+        if !watchdog.is_zero() && !(MIN_WATCHDOG..=MAX_DURATION).contains(&watchdog) {
+            let why = format!("{watchdog:?}: expected 0 (off), or 100 ms to a week");
+            return Err(ConfigError::key("watchdog_timeout", &why));
+        }
+        let max_connections = match env(ENV_MAX_CONNECTIONS) {
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(ConfigError::env(
+                        ENV_MAX_CONNECTIONS,
+                        &value,
+                        "expected a whole number of connections, at least 1",
+                    ))
+                }
+            },
+            None if self.max_connections == Some(0) => {
+                return Err(ConfigError::key(
+                    "max_connections",
+                    "0: expected at least 1",
+                ))
+            }
+            None => self.max_connections,
+        };
+        Ok(Config {
+            addr,
+            nodes,
+            master_listen: self.master_listen,
+            restart: self.restart,
+            shutdown_timeout: self.shutdown_timeout,
+            backlog: self.backlog,
+            balance,
+            watchdog_timeout: self.watchdog_timeout,
+            boot_failures: self.boot_failures,
+            max_connections,
+        })
+    }
+}
+
+fn resolve_host(host: &str, port: u16) -> Option<SocketAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    if host.is_empty() {
+        return None;
+    }
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+/// Settings after validation and environment overrides: what the master runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub addr: SocketAddr,
+    pub nodes: usize,
+    pub master_listen: bool,
+    pub restart: bool,
+    pub shutdown_timeout: Duration,
+    pub backlog: u32,
+    pub balance: Balance,
+    pub watchdog_timeout: Duration,
+    pub boot_failures: u32,
+    pub max_connections: Option<usize>,
+}
+
+impl Config {
+    /// The slots that serve: `0..N` when the master serves, `1..=N` otherwise.
+    pub fn serving_slots(&self) -> std::ops::Range<usize> {
+        let first = usize::from(!self.master_listen);
+        first..first + self.nodes
+    }
+
+    /// The slots that are worker processes (the master is slot 0).
+    pub fn worker_slots(&self) -> std::ops::Range<usize> {
+        1..self.serving_slots().end
+    }
+}
+
+/// A bad setting, named by its key or its environment variable.
+#[derive(Debug)]
+pub(crate) struct ConfigError(String);
+
+impl ConfigError {
+    fn env(var: &str, value: &str, why: &str) -> Self {
+        ConfigError(format!("{var}={value:?}: {why}"))
+    }
+    fn key(key: &str, why: &str) -> Self {
+        ConfigError(format!("`{key}` = {why}"))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(builder: Builder, vars: &[(&str, &str)]) -> Result<Config, String> {
+        builder
+            .resolve(|name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn environment_overrides_the_code() {
+        let config = resolve(
+            Builder::new().port(1).nodes(2),
+            &[
+                (ENV_PORT, "9000"),
+                (ENV_NODES, "3"),
+                (ENV_HOST, "::1"),
+                (ENV_BALANCE, "shared"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.balance, Balance::Shared);
+        assert_eq!(config.addr, "[::1]:9000".parse().unwrap());
+        assert_eq!(config.nodes, 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_or_key() {
+        let err = resolve(Builder::new(), &[(ENV_PORT, "70000")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_PORT=\"70000\""), "{err}");
+        let err = resolve(Builder::new(), &[(ENV_NODES, "0")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_NODES=\"0\""), "{err}");
+        let err = resolve(Builder::new(), &[(ENV_HOST, "no such host.invalid")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_HOST="), "{err}");
+        let err = resolve(Builder::new(), &[(ENV_BALANCE, "random")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_BALANCE=\"random\""), "{err}");
+        let err = resolve(Builder::new().nodes(0), &[]).unwrap_err();
+        assert!(err.starts_with("`nodes`"), "{err}");
+        let err = resolve(Builder::new().worker_threads(2), &[]).unwrap_err();
+        assert!(err.starts_with("`worker_threads`"), "{err}");
+        let err = resolve(Builder::new().shutdown_timeout(Duration::MAX), &[]).unwrap_err();
+        assert!(err.starts_with("`shutdown_timeout`"), "{err}");
+        for bad in [Duration::MAX, Duration::from_millis(5)] {
+            let err = resolve(Builder::new().watchdog_timeout(bad), &[]).unwrap_err();
+            assert!(err.starts_with("`watchdog_timeout`"), "{err}");
+        }
+        resolve(Builder::new().watchdog_timeout(Duration::ZERO), &[]).unwrap();
+        let err = resolve(Builder::new(), &[(ENV_MAX_CONNECTIONS, "0")]).unwrap_err();
+        assert!(err.starts_with("MULTINODE_MAX_CONNECTIONS=\"0\""), "{err}");
+    }
+
+    #[test]
+    #[cfg(not(feature = "multi-thread"))]
+    fn multi_thread_without_the_feature_is_refused_before_anything_starts() {
+        let builder = Builder::new().flavor(Flavor::MultiThread);
+        let err = resolve(builder.clone(), &[]).unwrap_err();
+        assert_eq!(
+            err,
+            "`flavor` = \"multi_thread\": needs multinode's `multi-thread` feature"
+        );
+        assert!(builder.runtime().is_err());
+    }
+
+    #[test]
+    #[cfg(feature = "multi-thread")]
+    fn multi_thread_builds_a_runtime_with_its_worker_threads() {
+        let builder = Builder::new().flavor(Flavor::MultiThread).worker_threads(2);
+        resolve(builder.clone(), &[]).unwrap();
+        let runtime = builder.runtime().unwrap();
+        assert_eq!(runtime.metrics().num_workers(), 2);
+        let on = runtime.block_on(async {
+            tokio::spawn(async { std::thread::current().id() })
+                .await
+                .unwrap()
+        });
+        assert_ne!(on, std::thread::current().id(), "a worker thread ran it");
+    }
+
+    #[test]
+    fn slots_follow_master_listen() {
+        let config = resolve(Builder::new().nodes(3), &[]).unwrap();
+        assert_eq!(
+            (config.serving_slots(), config.worker_slots()),
+            (0..3, 1..3)
+        );
+        let config = resolve(Builder::new().nodes(3).master_listen(false), &[]).unwrap();
+        assert_eq!(
+            (config.serving_slots(), config.worker_slots()),
+            (1..4, 1..4)
+        );
+    }
+}
