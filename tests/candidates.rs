@@ -1,6 +1,6 @@
 //! `least_conn` waits only for nodes that are accepting: a node stopped, blocked
 //! or draining drops out of the candidates at once, and the others take every
-//! arrival. Counted in slow requests, not timed: before, every sequential request
+//! arrival; a node at `max_connections` accepts nothing more. Counted in slow requests, not timed: before, every sequential request
 //! waited out the 20 ms deferral to the node that took nothing.
 
 mod common;
@@ -63,4 +63,43 @@ fn a_draining_node_is_not_waited_for() {
     for request in slow {
         assert_eq!(request.join().unwrap().expect("finished").0, 200);
     }
+}
+
+#[test]
+fn a_full_node_accepts_nothing_more_and_the_arrival_waits_for_room() {
+    use std::io::{Read, Write};
+    let program = Program::start(
+        "probe",
+        &[("MULTINODE_NODES", "2"), ("MULTINODE_MAX_CONNECTIONS", "2")],
+    );
+    let addr = program.ready();
+    // Four connections held open: two per node, each node at its limit.
+    let mut held: Vec<_> = (0..4)
+        .map(|_| {
+            let mut client = common::KeepAlive::connect(addr).unwrap();
+            assert_eq!(client.get("/").unwrap(), 200);
+            client
+        })
+        .collect();
+    let mut fifth = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        fifth,
+        "GET /table HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8];
+    assert!(
+        fifth.read(&mut byte).is_err(),
+        "no node at its limit accepted a fifth connection"
+    );
+    // It waits in the backlog, and is answered once a held connection closes.
+    drop(held.pop());
+    fifth.set_read_timeout(Some(WAIT)).unwrap();
+    let mut response = String::new();
+    fifth.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("open 0:2 1:2"), "{response}");
 }
