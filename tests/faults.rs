@@ -298,3 +298,35 @@ fn a_replacement_slower_than_ten_seconds_still_meets_every_node() {
     }
     assert_eq!(program.count("no handshake within"), 0);
 }
+
+#[test]
+fn the_old_worker_then_its_replacement_dying_during_a_reload_leave_the_slot_served() {
+    let program = Program::start(
+        "probe",
+        &[
+            ("MULTINODE_NODES", "2"),
+            ("PROBE_SLOW_REPLACEMENT_MS", "3000"),
+        ],
+    );
+    let addr = program.ready();
+    let old = worker_pid(&program, 1, 1);
+    program.signal(Signal::SIGHUP);
+    let new = worker_pid(&program, 1, 2); // booting for 3 s
+    sigkill(old);
+    program.wait_for("node exited while being replaced", 1, WAIT);
+    sigkill(new);
+    // The slot is started again, and serves.
+    program.wait_for("node ready node=1 generation=3", 1, WAIT);
+    let served = poll(WAIT, || {
+        let workers = program.workers();
+        (workers.len() == 1).then_some(workers)
+    })
+    .expect("one worker");
+    let mut expected = served.clone();
+    expected.insert(program.pid());
+    assert_eq!(common::pids_answering(addr, &expected), expected);
+    // The first reload ended too, and the next one runs.
+    program.wait_for("rolling restart done", 1, WAIT);
+    program.signal(Signal::SIGHUP);
+    program.wait_for("rolling restart done", 2, WAIT);
+}
