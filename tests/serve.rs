@@ -52,14 +52,7 @@ fn http2_with_prior_knowledge() {
         .unwrap();
     let (status, body, version) = runtime.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("HTTP/2 handshake");
-        tokio::spawn(connection);
+        let (mut sender, _connection) = http2(addr).await;
         let request = hyper::Request::get(format!("http://{addr}/"))
             .body(Empty::<bytes::Bytes>::new())
             .unwrap();
@@ -70,6 +63,24 @@ fn http2_with_prior_knowledge() {
     });
     assert_eq!((status.as_u16(), version), (200, hyper::Version::HTTP_2));
     assert!(body.starts_with("hello from node "), "{body}");
+}
+
+/// An HTTP/2 connection by prior knowledge, on the current runtime: the sender
+/// and the connection's task (which ends when the connection does).
+async fn http2(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    (sender, tokio::spawn(connection))
 }
 
 #[test]
@@ -185,14 +196,7 @@ fn an_idle_http2_connection_is_closed_with_a_goaway() {
         .unwrap();
     let closed = runtime.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("HTTP/2 handshake");
-        let connection = tokio::spawn(connection);
+        let (mut sender, connection) = http2(addr).await;
         let request = hyper::Request::get(format!("http://{addr}/"))
             .body(Empty::<bytes::Bytes>::new())
             .unwrap();
