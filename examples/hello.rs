@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
+use multinode::http::Body;
 use multinode::Nodes;
 
 #[multinode::main(port = 8080, nodes = 4)]
@@ -26,7 +26,7 @@ async fn main(nodes: Nodes) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn hello(id: usize, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn hello(id: usize, req: Request<Body>) -> Result<Response<Full<Bytes>>, Infallible> {
     let pid = std::process::id();
     let response = match req.uri().path() {
         "/" => Response::new(format!("hello from node {id} (pid {pid})\n")),

@@ -108,7 +108,7 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
         }
         Some(tx)
     };
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |req: hyper::Request<multinode::http::Body>| {
         let sender = sender.clone();
         async move {
             let tag = req

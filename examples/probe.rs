@@ -3,7 +3,8 @@
 //!
 //! - `GET /` answers `node {id} pid {pid} generation {generation}`;
 //! - `GET /child-env` answers the environment a child process of the body sees;
-//! - headers must arrive within 500 ms; an HTTP/2 connection is closed after 1 s
+//! - headers must arrive within 500 ms, and a request body may pause 500 ms at
+//!   most; an HTTP/2 connection is closed after 1 s
 //!   without a request;
 //! - `PROBE_FAIL_IN_MASTER=1` makes the master's body return an error at once;
 //! - `PROBE_FAIL_REPLACEMENTS=1` makes every incarnation after the first of a
@@ -27,7 +28,8 @@
 //!   it reads on the upgraded connection, logging `upgraded connection open`;
 //! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
 //!   runtime for N ms (a handler stuck in a blocking loop); `GET /stream?ms=N`
-//!   sends the first line of its body at once and the last after N ms.
+//!   sends the first line of its body at once and the last after N ms;
+//! - `POST /echo` answers the request's body, or 408 when reading it failed.
 //!
 //! It uses `multinode::Builder` directly, which is what the attribute expands to.
 
@@ -66,7 +68,7 @@ fn main() {
 }
 
 /// The `ms` parameter of `?ms=N`.
-fn query_ms(req: &hyper::Request<hyper::body::Incoming>) -> u64 {
+fn query_ms(req: &hyper::Request<multinode::http::Body>) -> u64 {
     req.uri()
         .query()
         .and_then(|q| q.strip_prefix("ms="))
@@ -110,7 +112,7 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     let (id, generation) = (nodes.id(), nodes.generation());
     let load = nodes.load();
     let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<multinode::http::Body>| {
             let load = load.clone();
             async move {
                 if req.uri().path() == "/upgrade" {
@@ -121,6 +123,19 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                         .header(hyper::header::UPGRADE, "echo")
                         .body(Full::new(Bytes::new()).boxed())
                         .unwrap();
+                    return Ok(response);
+                }
+                if req.uri().path() == "/echo" {
+                    // A body that stops arriving ends in an error (a time limit).
+                    let (status, text) = match req.into_body().collect().await {
+                        Ok(body) => (hyper::StatusCode::OK, body.to_bytes()),
+                        Err(error) => {
+                            tracing::info!("request body failed: {error}");
+                            (hyper::StatusCode::REQUEST_TIMEOUT, Bytes::new())
+                        }
+                    };
+                    let mut response = hyper::Response::new(Full::new(text).boxed());
+                    *response.status_mut() = status;
                     return Ok(response);
                 }
                 let body = match req.uri().path() {
@@ -176,6 +191,7 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     let served = Server::new(service)
         .header_read_timeout(Duration::from_millis(500))
         .http2_idle_timeout(Duration::from_secs(1))
+        .body_read_timeout(Duration::from_millis(500))
         .serve(nodes)
         .await
         .map_err(|e| e.to_string());

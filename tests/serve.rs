@@ -281,3 +281,44 @@ fn an_upgraded_connection_is_counted_and_drained_at_stop() {
     assert_eq!(status.code(), Some(1), "it had to be cut");
     program.wait_for("cutting them", 1, Duration::from_secs(1));
 }
+
+#[test]
+fn a_request_body_that_stops_arriving_is_timed_out() {
+    // The probe's body-read timeout is 500 ms.
+    let program = Program::start("probe", &[("MULTINODE_NODES", "2")]);
+    let addr = program.ready();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap(); // 90 bytes never come
+    let started = Instant::now();
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("the server answers and closes instead of waiting forever");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "answered after {waited:?}");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response:?}");
+    // A body that arrives, slowly but within the limit between reads, is read.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head =
+        "POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 6\r\n\r\n";
+    stream.write_all(head.as_bytes()).unwrap();
+    for part in ["ab", "cd", "ef"] {
+        std::thread::sleep(Duration::from_millis(300));
+        stream.write_all(part.as_bytes()).unwrap();
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200") && response.ends_with("abcdef"),
+        "{response:?}"
+    );
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+}

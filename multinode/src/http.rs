@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use hyper::body::{Body, Incoming};
+use hyper::body::Body as HttpBody;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,9 +18,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::Nodes;
 
+mod body;
 mod connection;
 mod counted_io;
 mod watched;
+
+pub use body::Body;
 
 use connection::{drive, Counted, Limits, PerConnection};
 use counted_io::CountedIo;
@@ -31,6 +34,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default limit on how long an HTTP/2 connection may go without a request
 /// in progress (nginx's `keepalive_timeout` is 75 s).
 const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default limit on waiting for more of a request's body (nginx's
+/// `client_body_timeout` is 60 s).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default limit on a request's headers, in bytes.
 const MAX_HEADER_SIZE: usize = 64 * 1024;
 
@@ -46,16 +52,18 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 ///
 /// HTTP/1.1 with keep-alive, and HTTP/2 by prior knowledge, on the same port; an
 /// HTTP/1 client that takes longer than 30 s to send its headers, or leaves its
-/// connection idle that long, is disconnected. Takes
+/// connection idle that long, is disconnected; a handler reading a request body
+/// that stops arriving for 60 s gets an error (see [`Body`]). Takes
 /// `Nodes` by value or as `&mut Nodes` (to keep using it afterwards). For other
 /// settings, see [`Server`].
 ///
 /// ```no_run
 /// use std::convert::Infallible;
 /// use http_body_util::Full;
-/// use hyper::{body::{Bytes, Incoming}, Request, Response};
+/// use hyper::{body::Bytes, Request, Response};
+/// use multinode::http::Body;
 ///
-/// async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// async fn hello(_: Request<Body>) -> Result<Response<Full<Bytes>>, Infallible> {
 ///     Ok(Response::new(Full::new(Bytes::from("hello\n"))))
 /// }
 ///
@@ -67,10 +75,10 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub async fn serve<N, S, B>(nodes: N, service: S) -> io::Result<()>
 where
     N: BorrowMut<Nodes>,
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
+    B: HttpBody + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
@@ -82,8 +90,9 @@ where
 /// ```no_run
 /// # use std::convert::Infallible;
 /// # use http_body_util::Full;
-/// # use hyper::{body::{Bytes, Incoming}, Request, Response};
-/// # async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// # use hyper::{body::Bytes, Request, Response};
+/// # use multinode::http::Body;
+/// # async fn hello(_: Request<Body>) -> Result<Response<Full<Bytes>>, Infallible> {
 /// #     Ok(Response::new(Full::new(Bytes::from("hello\n"))))
 /// # }
 /// use std::time::Duration;
@@ -101,6 +110,7 @@ pub struct Server<S> {
     service: S,
     header_read_timeout: Duration,
     http2_idle_timeout: Duration,
+    body_read_timeout: Duration,
     max_header_size: usize,
 }
 
@@ -110,7 +120,7 @@ impl<S> Server<S> {
     /// ```
     /// # use std::convert::Infallible;
     /// let server = multinode::http::Server::new(hyper::service::service_fn(
-    ///     |_req: hyper::Request<hyper::body::Incoming>| async {
+    ///     |_req: hyper::Request<multinode::http::Body>| async {
     ///         Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
     ///     },
     /// ));
@@ -121,6 +131,7 @@ impl<S> Server<S> {
             service,
             header_read_timeout: HEADER_READ_TIMEOUT,
             http2_idle_timeout: HTTP2_IDLE_TIMEOUT,
+            body_read_timeout: BODY_READ_TIMEOUT,
             max_header_size: MAX_HEADER_SIZE,
         }
     }
@@ -138,7 +149,7 @@ impl<S> Server<S> {
     ///
     /// ```
     /// # use std::convert::Infallible;
-    /// # let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+    /// # let service = hyper::service::service_fn(|_req: hyper::Request<multinode::http::Body>| async {
     /// #     Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
     /// # });
     /// let server = multinode::http::Server::new(service)
@@ -156,7 +167,7 @@ impl<S> Server<S> {
     ///
     /// ```
     /// # use std::convert::Infallible;
-    /// # let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+    /// # let service = hyper::service::service_fn(|_req: hyper::Request<multinode::http::Body>| async {
     /// #     Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
     /// # });
     /// let server = multinode::http::Server::new(service)
@@ -168,13 +179,32 @@ impl<S> Server<S> {
         self
     }
 
+    /// How long a handler reading a request's body may wait for more of it
+    /// (default 60 s, as nginx's `client_body_timeout`): past that, the read fails
+    /// with [`std::io::ErrorKind::TimedOut`] (see [`Body`]), the handler answers as
+    /// it sees fit (408 is usual), and the connection closes after the answer.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// # let service = hyper::service::service_fn(|_req: hyper::Request<multinode::http::Body>| async {
+    /// #     Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
+    /// # });
+    /// let server = multinode::http::Server::new(service)
+    ///     .body_read_timeout(std::time::Duration::from_secs(10));
+    /// # let _ = server;
+    /// ```
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
     /// The largest request head, in bytes (default 64 KiB): an HTTP/1 request
     /// whose head is larger is answered `431 Request Header Fields Too Large`
     /// (hyper's floor is 8 KiB), an HTTP/2 one is refused.
     ///
     /// ```
     /// # use std::convert::Infallible;
-    /// # let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+    /// # let service = hyper::service::service_fn(|_req: hyper::Request<multinode::http::Body>| async {
     /// #     Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
     /// # });
     /// let server = multinode::http::Server::new(service).max_header_size(16 * 1024);
@@ -192,9 +222,10 @@ impl<S> Server<S> {
     ///
     /// ```no_run
     /// use std::convert::Infallible;
-    /// use hyper::{body::Incoming, Request, Response};
+    /// use hyper::{Request, Response};
+    /// use multinode::http::Body;
     ///
-    /// async fn hi(_: Request<Incoming>) -> Result<Response<String>, Infallible> {
+    /// async fn hi(_: Request<Body>) -> Result<Response<String>, Infallible> {
     ///     Ok(Response::new("hi\n".into()))
     /// }
     ///
@@ -209,10 +240,10 @@ impl<S> Server<S> {
     pub async fn serve<N, B>(self, mut nodes: N) -> io::Result<()>
     where
         N: BorrowMut<Nodes>,
-        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
+        B: HttpBody + Send + 'static,
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
@@ -259,6 +290,7 @@ impl<S> Server<S> {
                         let service = Counted {
                             inner: self.service.clone(),
                             connection: state.clone(),
+                            body_read_timeout: self.body_read_timeout,
                         };
                         let connection = builder
                             .serve_connection_with_upgrades(TokioIo::new(io), service)

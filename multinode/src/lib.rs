@@ -3,9 +3,10 @@
 //! ```no_run
 //! use std::convert::Infallible;
 //! use http_body_util::Full;
-//! use hyper::{body::{Bytes, Incoming}, Request, Response};
+//! use hyper::{body::Bytes, Request, Response};
+//! use multinode::http::Body;
 //!
-//! async fn hello(_: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+//! async fn hello(_: Request<Body>) -> Result<Response<Full<Bytes>>, Infallible> {
 //!     Ok(Response::new(Full::new(Bytes::from(format!("hello from pid {}\n", std::process::id())))))
 //! }
 //!

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Body;
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper::header::HeaderValue;
 use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{watched, BoxError};
+use super::{watched, Body, BoxError};
 use crate::balance::Tally;
 
 /// How long, once the node stops, a connection may stay quiet before it is closed.
@@ -139,17 +139,21 @@ pub(super) struct PerConnection {
 pub(super) struct Counted<S> {
     pub inner: S,
     pub connection: Arc<PerConnection>,
+    /// The longest wait for more of a request's body.
+    pub body_read_timeout: Duration,
 }
 
-impl<S, B, R> Service<Request<R>> for Counted<S>
+impl<S, B> Service<Request<Incoming>> for Counted<S>
 where
-    S: Service<Request<R>, Response = Response<B>>,
+    S: Service<Request<Body>, Response = Response<B>>,
 {
     type Response = Response<ResponseBody<B>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
-    fn call(&self, request: Request<R>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let timeout = self.body_read_timeout;
+        let request = request.map(|body| Body::new(body, timeout));
         let connection = &self.connection;
         connection.tally.request();
         connection.requests.fetch_add(1, Ordering::AcqRel);
@@ -222,7 +226,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Body> Body for ResponseBody<B> {
+impl<B: HttpBody> HttpBody for ResponseBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
