@@ -29,7 +29,19 @@ const MAX_DEFER: Duration = Duration::from_millis(5);
 /// longer than a busy 2-core machine keeps a runnable process waiting, so that
 /// a slow node is not excluded (and a burst of connections left to the first
 /// node that woke), while a stopped one is within this time.
-const SILENT: Duration = Duration::from_millis(50);
+pub(crate) const SILENT: Duration = Duration::from_millis(50);
+
+/// Connections the master accepted for this node from another node's queue
+/// (`reuse_port`, that node not accepting).
+pub(crate) type Handed = tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>;
+
+/// What a node accepts from: its listening socket and, with `ReusePort`, the
+/// connections the master hands it.
+#[derive(Debug)]
+pub(crate) struct Listening {
+    pub socket: std::net::TcpListener,
+    pub handed: Option<Handed>,
+}
 
 /// A node's accept loop: its listener, its line in the table, and the mode.
 pub(crate) struct Acceptor {
@@ -46,6 +58,8 @@ pub(crate) struct Acceptor {
     /// The most connections this process holds at once.
     limit: usize,
     open: Arc<Open>,
+    /// With `ReusePort`: connections handed over by the master.
+    handed: Option<tokio::sync::Mutex<Handed>>,
 }
 
 /// This process's open connections, against its limit.
@@ -64,6 +78,7 @@ impl Acceptor {
         balance: Balance,
         slots: std::ops::Range<usize>,
         limit: usize,
+        handed: Option<Handed>,
     ) -> io::Result<Self> {
         // SAFETY: the listener owns its descriptor for as long as the AsyncFd lives.
         let listener = unsafe { AsyncFd::register(listener) }?;
@@ -76,6 +91,7 @@ impl Acceptor {
             deferred: AtomicBool::new(false),
             limit: limit.max(1),
             open: Arc::default(),
+            handed: handed.map(tokio::sync::Mutex::new),
         })
     }
 
@@ -141,7 +157,16 @@ impl Acceptor {
                     None => self.deferred.store(false, Relaxed), // the queue is empty
                 }
             }
-            let mut ready = self.listener.readable().await?;
+            let mut ready = match &self.handed {
+                None => self.listener.readable().await?,
+                Some(handed) => {
+                    let mut handed = handed.lock().await;
+                    tokio::select! {
+                        ready = self.listener.readable() => ready?,
+                        Some(stream) = handed.recv() => return self.counted(stream),
+                    }
+                }
+            };
             if let Ok(accepted) =
                 ready.try_io(|_| self.try_accept()?.ok_or(io::ErrorKind::WouldBlock.into()))
             {
@@ -248,7 +273,8 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let table = Arc::new(LoadTable::create().unwrap());
-        let acceptor = Acceptor::new(listener, table, (0, 1), Balance::Shared, 0..1, 1).unwrap();
+        let acceptor =
+            Acceptor::new(listener, table, (0, 1), Balance::Shared, 0..1, 1, None).unwrap();
         let _a = std::net::TcpStream::connect(addr).unwrap();
         let _b = std::net::TcpStream::connect(addr).unwrap();
         let (first, tally) = acceptor.accept().await.unwrap();

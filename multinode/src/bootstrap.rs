@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::balance::LoadTable;
-use crate::config::Builder;
+use crate::balance::{Listening, LoadTable};
+use crate::config::{Balance, Builder};
 use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
 use crate::listener::{self, Listeners};
 use crate::mesh::{self, Inbound, PeerQueue, Remesh};
@@ -205,13 +205,18 @@ where
         LoadTable::create().map_err(|e| StartError::system("cannot create the load table", e))?;
     table.set_serving_end(config.serving_slots().end);
     let table = Arc::new(table);
+    // With reuse_port, the supervisor hands the master's node connections from
+    // a node that is not accepting.
+    let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
+    let handed = (config.balance == Balance::ReusePort).then_some(handed);
     let master_listener = match config.master_listen {
-        true => Some(
-            listeners
+        true => Some(Listening {
+            socket: listeners
                 .for_slot(0)
                 .and_then(|listener| listener.try_clone())
                 .map_err(|e| StartError::system("cannot share the listener", e))?,
-        ),
+            handed,
+        }),
         false => None,
     };
     tracing::info!(
@@ -243,6 +248,7 @@ where
         table.clone(),
         shutdown.clone(),
         mesh_tx,
+        handed_tx,
         started,
     );
     let supervisor = std::thread::Builder::new()
@@ -305,13 +311,21 @@ where
                 let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
                 let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
                 let peers = start_mesh(&identity, mesh_rx, remesh_tx);
+                let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
+                let listener = listener.map(|socket| Listening {
+                    socket,
+                    handed: (identity.balance == Balance::ReusePort).then_some(handed),
+                });
                 // Their lines carry the node's span too.
                 let heartbeat = identity.heartbeat;
                 let follow = follow_master(
                     control.clone(),
                     shutdown.clone(),
                     ready_rx,
-                    mesh_tx,
+                    Routes {
+                        mesh: mesh_tx,
+                        handed: handed_tx,
+                    },
                     heartbeat,
                 );
                 tokio::spawn(follow.in_current_span());
@@ -367,6 +381,14 @@ fn start_mesh(
     queue
 }
 
+/// Where a worker's control socket delivers what the master sends it.
+struct Routes {
+    /// Mesh streams, to the mesh.
+    mesh: tokio::sync::mpsc::UnboundedSender<Inbound>,
+    /// Connections taken from a node that was not accepting, to the accept loop.
+    handed: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+}
+
 /// A worker's side of the control socket once its body runs: reports ready, obeys
 /// the master, hands mesh streams to the mesh, and exits when the master is gone
 /// (its end reads EOF).
@@ -374,7 +396,7 @@ async fn follow_master(
     control: Arc<ControlSocket>,
     shutdown: CancellationToken,
     ready: oneshot::Receiver<()>,
-    mesh: tokio::sync::mpsc::UnboundedSender<Inbound>,
+    routes: Routes,
     heartbeat: Duration,
 ) {
     if !heartbeat.is_zero() {
@@ -411,7 +433,7 @@ async fn follow_master(
                 },
                 Some(fd),
             ))) => {
-                let _ = mesh.send(Inbound::Peer {
+                let _ = routes.mesh.send(Inbound::Peer {
                     id,
                     generation,
                     link,
@@ -419,7 +441,14 @@ async fn follow_master(
                 });
             }
             Ok(Some((ToWorker::NodeGone { id }, _))) => {
-                let _ = mesh.send(Inbound::Gone { id });
+                let _ = routes.mesh.send(Inbound::Gone { id });
+            }
+            Ok(Some((ToWorker::Connection, Some(fd)))) => {
+                let stream = std::net::TcpStream::from(fd);
+                // Dropped (closed) if this node no longer accepts.
+                if stream.set_nonblocking(true).is_ok() {
+                    let _ = routes.handed.send(stream);
+                }
             }
             Ok(Some((message, _))) => tracing::warn!("unexpected control message {message:?}"),
             Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {

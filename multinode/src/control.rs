@@ -65,13 +65,16 @@ pub(crate) enum ToWorker {
     },
     /// Node `id` is gone for good (not restarted, or scaled down).
     NodeGone { id: usize },
+    /// Carries a connection the master accepted from a node that was not
+    /// accepting (`reuse_port`): serve it.
+    Connection,
 }
 
 impl Packet for ToWorker {
     fn carries_fd(&self) -> bool {
         matches!(
             self,
-            ToWorker::Listener | ToWorker::LoadTable | ToWorker::Peer { .. }
+            ToWorker::Listener | ToWorker::LoadTable | ToWorker::Peer { .. } | ToWorker::Connection
         )
     }
 }

@@ -82,6 +82,15 @@ impl Listeners {
         }
     }
 
+    /// Each slot's own socket, with `ReusePort`; none otherwise.
+    pub fn per_slot(&self) -> impl Iterator<Item = (usize, &TcpListener)> {
+        let sockets = match &self.sockets {
+            Sockets::PerSlot(sockets) => Some(sockets.iter().map(|(slot, s)| (*slot, s))),
+            Sockets::Shared(_) => None,
+        };
+        sockets.into_iter().flatten()
+    }
+
     /// The listening socket that serving slot `slot` accepts from.
     pub fn for_slot(&self, slot: usize) -> io::Result<&TcpListener> {
         match &self.sockets {

@@ -46,6 +46,15 @@ struct Entry {
     suspect: AtomicU64,
 }
 
+impl Entry {
+    /// Serving, and accepting as far as anyone knows: its accept loop ran, and
+    /// nobody found it silent since.
+    fn is_candidate(&self) -> bool {
+        let stamp = self.stamp.load(Relaxed);
+        self.live.load(Relaxed) == 1 && stamp != 0 && self.suspect.load(Relaxed) <= stamp
+    }
+}
+
 /// How many incarnations of a slot the table tells apart.
 const HELD: usize = 4;
 
@@ -227,10 +236,7 @@ impl LoadTable {
     fn candidates(&self, first: usize) -> impl Iterator<Item = (usize, &Entry)> {
         (first..self.serving_end().min(TABLE_SLOTS))
             .map(|slot| (slot, self.entry(slot)))
-            .filter(|(_, entry)| {
-                let stamp = entry.stamp.load(Relaxed);
-                entry.live.load(Relaxed) == 1 && stamp != 0 && entry.suspect.load(Relaxed) <= stamp
-            })
+            .filter(|(_, entry)| entry.is_candidate())
     }
 
     /// `slot`'s accept loop runs now: it is accepting.
@@ -258,6 +264,26 @@ impl LoadTable {
                 entry.suspect.store(now, Relaxed);
             }
         }
+    }
+
+    /// Whether `slot` serves and its accept loop ran within `silent` ms of `now`
+    /// (and nobody found it silent since).
+    pub(crate) fn accepting(&self, slot: usize, now: u64, silent: u64) -> bool {
+        let entry = self.entry(slot);
+        entry.is_candidate() && entry.stamp.load(Relaxed) + silent > now
+    }
+
+    /// The least busy of the candidates other than `not`, taken from `first..`;
+    /// among equals, the first after `after` (so that a run of hand-overs
+    /// spreads before the counts move).
+    pub(crate) fn least_busy_but(&self, not: usize, first: usize, after: usize) -> Option<usize> {
+        self.candidates(first)
+            .filter(|(slot, _)| *slot != not)
+            .min_by_key(|(slot, entry)| {
+                let turn = slot.wrapping_sub(after + 1) % TABLE_SLOTS;
+                (entry.active.load(Relaxed), turn)
+            })
+            .map(|(slot, _)| slot)
     }
 
     /// (connections, requests) served by `slot` since the start.
@@ -414,6 +440,32 @@ mod tests {
         table.set_live(1, false);
         table.set_live(1, true);
         assert_eq!(table.candidates(0).count(), 1);
+    }
+
+    #[test]
+    fn hand_overs_go_to_the_least_busy_accepting_node_in_turn() {
+        let table = LoadTable::create().unwrap();
+        table.set_serving_end(4);
+        for slot in 0..4 {
+            table.set_live(slot, true);
+            table.stamp(slot, 1000);
+        }
+        assert!(table.accepting(2, 1040, 50));
+        assert!(!table.accepting(2, 1050, 50), "silent for 50 ms");
+        table.withdraw(3, 1000);
+        assert!(!table.accepting(3, 1001, 50), "left its accept loop");
+        // Equally busy: in turn, never the stuck one (1) nor the withdrawn one (3).
+        assert_eq!(table.least_busy_but(1, 0, 0), Some(2));
+        assert_eq!(table.least_busy_but(1, 0, 2), Some(0));
+        table.opened(0, 1);
+        assert_eq!(
+            table.least_busy_but(1, 0, 2),
+            Some(2),
+            "the least busy first"
+        );
+        table.set_live(2, false);
+        table.set_live(0, false);
+        assert_eq!(table.least_busy_but(1, 0, 0), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{Acceptor, LoadTable};
+use crate::balance::{Acceptor, Listening, LoadTable};
 use crate::config::Balance;
 use crate::load_table::Load;
 use crate::mesh::{self, PeerQueue, Peers};
@@ -33,7 +33,7 @@ use crate::mesh::{self, PeerQueue, Peers};
 #[derive(Debug)]
 pub struct Nodes {
     identity: Identity,
-    listener: Option<std::net::TcpListener>,
+    listener: Option<Listening>,
     shutdown: CancellationToken,
     table: Arc<LoadTable>,
     /// This node's mesh streams, until taken raw or by the message layer.
@@ -63,7 +63,7 @@ pub(crate) struct Identity {
 impl Nodes {
     pub(crate) fn new(
         identity: Identity,
-        listener: Option<std::net::TcpListener>,
+        listener: Option<Listening>,
         table: Arc<LoadTable>,
         shutdown: CancellationToken,
         peers: Arc<PeerQueue>,
@@ -146,7 +146,11 @@ impl Nodes {
     /// `None` when it was taken already, and in the master with
     /// `master_listen = false`.
     ///
-    /// It is a plain `tokio::net::TcpListener`, so `axum::serve` takes it directly:
+    /// It is a plain `tokio::net::TcpListener`, so `axum::serve` takes it directly.
+    /// What `http::serve` adds is then left out: the load table's counts and
+    /// balancing, the connection limits, and, with
+    /// `reuse_port`, the master's hand-over of connections queued at a node that
+    /// stopped accepting.
     ///
     /// ```no_run
     /// #[multinode::main]
@@ -164,7 +168,7 @@ impl Nodes {
     ///
     /// Outside a tokio runtime (the body of `main` is inside one).
     pub fn take_listener(&mut self) -> Option<TcpListener> {
-        let listener = self.listener.take()?;
+        let listener = self.listener.take()?.socket;
         Some(TcpListener::from_std(listener).expect("take_listener needs a tokio runtime"))
     }
 
@@ -176,12 +180,13 @@ impl Nodes {
             .max_connections
             .unwrap_or_else(|| crate::limits::default_max_connections(identity.count));
         Some(Acceptor::new(
-            listener,
+            listener.socket,
             self.table.clone(),
             (identity.id, identity.generation),
             identity.balance,
             identity.serving_slots.clone(),
             limit,
+            listener.handed,
         ))
     }
 

@@ -250,8 +250,13 @@ impl Drop for Program {
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    get_within(addr, path, Duration::from_secs(30))
+}
+
+/// [`get`], failing when no answer came within `limit` of the request.
+pub fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(limit))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"

@@ -320,6 +320,11 @@ impl Machine {
             .find(|slot| self.slots.get(slot).is_none_or(|s| !s.current.is_member()))
     }
 
+    /// The incarnation of worker slot `slot` that serves, if one does.
+    pub(crate) fn serving(&self, slot: Slot) -> Option<Generation> {
+        self.slots.get(&slot)?.current.serving()
+    }
+
     /// The slots that serve or will again, the master's node aside.
     pub(crate) fn members(&self) -> Vec<Slot> {
         self.slots

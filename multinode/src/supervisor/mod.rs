@@ -27,11 +27,13 @@ mod machine;
 #[cfg(test)]
 mod model_test;
 mod process;
+mod rescue;
 mod signals;
 mod slot;
 
 use machine::{Action, Input, Machine, Settings, SpawnFailure};
 use process::{Event, Report, Reserve, Worker};
+use rescue::{Rescue, Rescued};
 use signals::{Received, Signals};
 use slot::{Generation, Slot};
 
@@ -43,6 +45,10 @@ pub(crate) struct Supervisor {
     master_shutdown: CancellationToken,
     /// The master node's side of the mesh: its ends of the mesh streams.
     master_mesh: mpsc::UnboundedSender<Inbound>,
+    /// The master node's accept loop, for connections handed over to it.
+    master_handed: mpsc::UnboundedSender<std::net::TcpStream>,
+    /// With `ReusePort`: the watch over each node's own queue.
+    rescue: Option<Rescue>,
     exe: PathBuf,
     args: Vec<OsString>,
     machine: Machine,
@@ -63,6 +69,7 @@ impl Supervisor {
         table: Arc<LoadTable>,
         master_shutdown: CancellationToken,
         master_mesh: mpsc::UnboundedSender<Inbound>,
+        master_handed: mpsc::UnboundedSender<std::net::TcpStream>,
         started: Instant,
     ) -> Self {
         // Resolved once: after a rebuild, /proc/self/exe names the deleted file,
@@ -87,6 +94,8 @@ impl Supervisor {
             table,
             master_shutdown,
             master_mesh,
+            master_handed,
+            rescue: None,
             exe,
             args: std::env::args_os().skip(1).collect(),
             machine: Machine::new(settings),
@@ -131,6 +140,15 @@ impl Supervisor {
                 return 1;
             }
         };
+        let (rescued_tx, mut rescued) = mpsc::unbounded_channel();
+        if self.config.balance == crate::config::Balance::ReusePort {
+            let first = self.config.serving_slots().start;
+            let mut rescue = Rescue::new(self.table.clone(), first, rescued_tx);
+            for (slot, socket) in self.listeners.per_slot() {
+                rescue.watch(slot, socket);
+            }
+            self.rescue = Some(rescue);
+        }
         let (mut ready_pending, mut body_pending) = (true, true);
         let mut inputs = VecDeque::from([Input::Start]);
         loop {
@@ -148,6 +166,10 @@ impl Supervisor {
                     Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
                 },
                 Some(event) = events.recv() => self.on_event(event),
+                Some(taken) = rescued.recv() => {
+                    self.hand_over(taken);
+                    None
+                }
                 Some(Remesh { id, generation }) = master_remesh.recv() => {
                     self.remesh((0, 1), (id, generation));
                     None
@@ -265,7 +287,12 @@ impl Supervisor {
                     worker.send(ToWorker::NodeGone { id: slot }, None);
                 }
             }
-            Action::CloseListener { slot } => self.listeners.close_slot(slot),
+            Action::CloseListener { slot } => {
+                if let Some(rescue) = &mut self.rescue {
+                    rescue.forget(slot);
+                }
+                self.listeners.close_slot(slot);
+            }
             Action::StopMaster => {
                 self.table.set_live(0, false);
                 self.master_shutdown.cancel();
@@ -295,8 +322,31 @@ impl Supervisor {
             );
             return None;
         }
+        if let (Some(rescue), Ok(socket)) = (&mut self.rescue, self.listeners.for_slot(slot)) {
+            rescue.watch(slot, socket);
+        }
         self.table.extend_serving_end(slot + 1);
         Some(slot)
+    }
+
+    /// Hands a connection taken from a node that was not accepting to another.
+    fn hand_over(&mut self, Rescued { from, stream }: Rescued) {
+        let Some(rescue) = &mut self.rescue else {
+            return;
+        };
+        let to = rescue.target(from);
+        if to == 0 && self.config.master_listen {
+            let _ = self.master_handed.send(stream);
+            return;
+        }
+        let worker = self
+            .machine
+            .serving(to)
+            .and_then(|generation| self.workers.get(&(to, generation)));
+        // Nobody to serve it (the node is gone meanwhile): it closes.
+        if let Some(worker) = worker {
+            worker.send(ToWorker::Connection, Some(stream.into()));
+        }
     }
 
     fn spawn(

@@ -72,6 +72,14 @@ impl Current {
         !matches!(self, Current::Removed | Current::Ended)
     }
 
+    /// The incarnation that serves, if one does.
+    pub fn serving(&self) -> Option<Generation> {
+        match self {
+            Current::Serving(p) | Current::Replacing { old: p, .. } => Some(p.generation),
+            _ => None,
+        }
+    }
+
     pub fn processes(&self) -> impl Iterator<Item = &Process> {
         let (a, b) = match self {
             Current::Booting(p) | Current::Serving(p) => (Some(p), None),
