@@ -29,7 +29,7 @@ fn slow_requests(addr: std::net::SocketAddr, n: usize) -> usize {
 
 /// With one of 4 nodes stopped (SIGSTOP), 200 sequential requests on fresh
 /// connections are each answered, and few wait.
-fn a_stopped_node_costs_nothing(balance: &str) {
+fn a_stopped_node_costs_nothing(balance: &str) -> Program {
     let program = Program::start(
         "probe",
         &[("MULTINODE_NODES", "4"), ("PROBE_BALANCE", balance)],
@@ -49,6 +49,7 @@ fn a_stopped_node_costs_nothing(balance: &str) {
         .filter_map(|_| get(addr, "/").ok())
         .any(|(_, body)| common::pid_in(&body) == stopped);
     assert!(serving, "the resumed node {stopped} serves again");
+    program
 }
 
 #[test]
@@ -58,8 +59,20 @@ fn a_stopped_node_is_not_waited_for() {
 
 #[test]
 fn a_stopped_node_keeps_no_connection_with_reuse_port() {
-    // Its own queue in the SO_REUSEPORT group: the master takes what waits there.
-    a_stopped_node_costs_nothing("reuse_port");
+    // Its own queue in the SO_REUSEPORT group: the master takes what waits
+    // there, and new connections are steered to the other sockets.
+    let program = a_stopped_node_costs_nothing("reuse_port");
+    program.wait_for("accepts again", 1, WAIT);
+    let log = program.log();
+    let line = log.iter().find(|l| l.contains("accepts again")).unwrap();
+    let handed: usize = line
+        .split("handed=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no handed=N in {line:?}"));
+    // Of 200 connections a quarter hash to its socket; steered, few arrive there.
+    assert!(handed < 20, "{handed} connections taken from its queue");
 }
 
 #[test]

@@ -29,7 +29,12 @@ const MAX_DEFER: Duration = Duration::from_millis(5);
 /// longer than a busy 2-core machine keeps a runnable process waiting, so that
 /// a slow node is not excluded (and a burst of connections left to the first
 /// node that woke), while a stopped one is within this time.
-pub(crate) const SILENT: Duration = Duration::from_millis(50);
+const SILENT: Duration = Duration::from_millis(50);
+
+/// How often a `ReusePort` node with room stamps the table, waiting or not,
+/// so that only a node that does not run (or is full) looks silent to the
+/// master's watch over its queue.
+pub(crate) const PULSE: Duration = Duration::from_millis(10);
 
 /// Connections the master accepted for this node from another node's queue
 /// (`reuse_port`, that node not accepting).
@@ -60,6 +65,9 @@ pub(crate) struct Acceptor {
     open: Arc<Open>,
     /// With `ReusePort`: connections handed over by the master.
     handed: Option<tokio::sync::Mutex<Handed>>,
+    /// With `ReusePort`: the task that stamps the table while this node has
+    /// room, so that an idle node counts as accepting.
+    pulse: Option<tokio::task::AbortHandle>,
 }
 
 /// This process's open connections, against its limit.
@@ -82,6 +90,21 @@ impl Acceptor {
     ) -> io::Result<Self> {
         // SAFETY: the listener owns its descriptor for as long as the AsyncFd lives.
         let listener = unsafe { AsyncFd::register(listener) }?;
+        let open = Arc::<Open>::default();
+        let pulse = (balance == Balance::ReusePort).then(|| {
+            let (table, open, slot) = (table.clone(), open.clone(), slot);
+            let limit = limit.max(1);
+            let pulse = async move {
+                let mut every = tokio::time::interval(PULSE);
+                loop {
+                    every.tick().await;
+                    if open.count.load(Relaxed) < limit {
+                        table.stamp(slot, now_ms());
+                    }
+                }
+            };
+            tokio::spawn(pulse).abort_handle()
+        });
         Ok(Acceptor {
             listener,
             table,
@@ -90,8 +113,9 @@ impl Acceptor {
             least_conn: (balance == Balance::LeastConn).then_some(slots.start),
             deferred: AtomicBool::new(false),
             limit: limit.max(1),
-            open: Arc::default(),
+            open,
             handed: handed.map(tokio::sync::Mutex::new),
+            pulse,
         })
     }
 
@@ -222,6 +246,9 @@ impl Drop for Acceptor {
     /// The node leaves its accept loop (it drains): the others stop leaving
     /// arrivals to it at once.
     fn drop(&mut self) {
+        if let Some(pulse) = &self.pulse {
+            pulse.abort();
+        }
         self.table.withdraw(self.slot, now_ms());
     }
 }

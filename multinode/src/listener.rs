@@ -10,6 +10,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Balance, Config};
 
+mod steering;
+
 /// The master's listening sockets: one per serving slot ([`Balance::ReusePort`]) or
 /// one for all ([`Balance::Shared`], [`Balance::LeastConn`]).
 #[derive(Debug)]
@@ -25,7 +27,7 @@ enum Sockets {
     Shared(TcpListener),
     /// Each member slot's own socket in the `SO_REUSEPORT` group: a slot that ends
     /// for good has its socket closed, so that the kernel queues nothing there.
-    PerSlot(BTreeMap<usize, TcpListener>),
+    PerSlot(BTreeMap<usize, TcpListener>, steering::Group),
 }
 
 impl Listeners {
@@ -49,7 +51,9 @@ impl Listeners {
                     .serving_slots()
                     .map(|slot| Ok((slot, reuse_port_listener(addr, backlog)?)))
                     .collect::<io::Result<_>>()?;
-                Sockets::PerSlot(sockets)
+                let mut group = steering::Group::default();
+                config.serving_slots().for_each(|slot| group.joined(slot));
+                Sockets::PerSlot(sockets, group)
             }
             _ => {
                 probe.listen(backlog)?;
@@ -66,9 +70,10 @@ impl Listeners {
     /// Makes sure slot `slot` has a socket (SIGTTIN): with `ReusePort`, one more in
     /// the group.
     pub fn open_slot(&mut self, slot: usize) -> io::Result<()> {
-        if let Sockets::PerSlot(sockets) = &mut self.sockets {
+        if let Sockets::PerSlot(sockets, group) = &mut self.sockets {
             if let std::collections::btree_map::Entry::Vacant(entry) = sockets.entry(slot) {
                 entry.insert(reuse_port_listener(self.addr, self.backlog)?);
+                group.joined(slot);
             }
         }
         Ok(())
@@ -77,15 +82,29 @@ impl Listeners {
     /// Closes slot `slot`'s own socket, when it ends for good (a process still
     /// holding it keeps it open until it exits).
     pub fn close_slot(&mut self, slot: usize) {
-        if let Sockets::PerSlot(sockets) = &mut self.sockets {
-            sockets.remove(&slot);
+        if let Sockets::PerSlot(sockets, group) = &mut self.sockets {
+            if sockets.remove(&slot).is_some() {
+                group.left(slot);
+            }
         }
+    }
+
+    /// With `ReusePort`: new connections go to the sockets of the slots not in
+    /// `avoid` only (all of them again when `avoid` is empty).
+    pub fn steer_away(&self, avoid: &[usize]) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        if let Sockets::PerSlot(sockets, group) = &self.sockets {
+            if let Some(socket) = sockets.values().next() {
+                steering::steer(socket.as_fd(), &group.indices_but(avoid), group.len())?;
+            }
+        }
+        Ok(())
     }
 
     /// Each slot's own socket, with `ReusePort`; none otherwise.
     pub fn per_slot(&self) -> impl Iterator<Item = (usize, &TcpListener)> {
         let sockets = match &self.sockets {
-            Sockets::PerSlot(sockets) => Some(sockets.iter().map(|(slot, s)| (*slot, s))),
+            Sockets::PerSlot(sockets, _) => Some(sockets.iter().map(|(slot, s)| (*slot, s))),
             Sockets::Shared(_) => None,
         };
         sockets.into_iter().flatten()
@@ -95,7 +114,7 @@ impl Listeners {
     pub fn for_slot(&self, slot: usize) -> io::Result<&TcpListener> {
         match &self.sockets {
             Sockets::Shared(socket) => Ok(socket),
-            Sockets::PerSlot(sockets) => sockets
+            Sockets::PerSlot(sockets, _) => sockets
                 .get(&slot)
                 .ok_or_else(|| io::Error::other(format!("node {slot} has no listening socket"))),
         }

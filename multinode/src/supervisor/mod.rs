@@ -33,7 +33,7 @@ mod slot;
 
 use machine::{Action, Input, Machine, Settings, SpawnFailure};
 use process::{Event, Report, Reserve, Worker};
-use rescue::{Rescue, Rescued};
+use rescue::Rescue;
 use signals::{Received, Signals};
 use slot::{Generation, Slot};
 
@@ -49,6 +49,8 @@ pub(crate) struct Supervisor {
     master_handed: mpsc::UnboundedSender<std::net::TcpStream>,
     /// With `ReusePort`: the watch over each node's own queue.
     rescue: Option<Rescue>,
+    /// The nodes new connections are steered away from (`ReusePort`).
+    silent: Vec<Slot>,
     exe: PathBuf,
     args: Vec<OsString>,
     machine: Machine,
@@ -96,6 +98,7 @@ impl Supervisor {
             master_mesh,
             master_handed,
             rescue: None,
+            silent: Vec::new(),
             exe,
             args: std::env::args_os().skip(1).collect(),
             machine: Machine::new(settings),
@@ -140,15 +143,7 @@ impl Supervisor {
                 return 1;
             }
         };
-        let (rescued_tx, mut rescued) = mpsc::unbounded_channel();
-        if self.config.balance == crate::config::Balance::ReusePort {
-            let first = self.config.serving_slots().start;
-            let mut rescue = Rescue::new(self.table.clone(), first, rescued_tx);
-            for (slot, socket) in self.listeners.per_slot() {
-                rescue.watch(slot, socket);
-            }
-            self.rescue = Some(rescue);
-        }
+        let mut rescued = self.watch_queues();
         let (mut ready_pending, mut body_pending) = (true, true);
         let mut inputs = VecDeque::from([Input::Start]);
         loop {
@@ -166,8 +161,8 @@ impl Supervisor {
                     Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
                 },
                 Some(event) = events.recv() => self.on_event(event),
-                Some(taken) = rescued.recv() => {
-                    self.hand_over(taken);
+                Some(report) = rescued.recv() => {
+                    self.on_rescue(report);
                     None
                 }
                 Some(Remesh { id, generation }) = master_remesh.recv() => {
@@ -287,12 +282,7 @@ impl Supervisor {
                     worker.send(ToWorker::NodeGone { id: slot }, None);
                 }
             }
-            Action::CloseListener { slot } => {
-                if let Some(rescue) = &mut self.rescue {
-                    rescue.forget(slot);
-                }
-                self.listeners.close_slot(slot);
-            }
+            Action::CloseListener { slot } => self.close_queue(slot),
             Action::StopMaster => {
                 self.table.set_live(0, false);
                 self.master_shutdown.cancel();
@@ -322,31 +312,9 @@ impl Supervisor {
             );
             return None;
         }
-        if let (Some(rescue), Ok(socket)) = (&mut self.rescue, self.listeners.for_slot(slot)) {
-            rescue.watch(slot, socket);
-        }
+        self.watch_queue(slot);
         self.table.extend_serving_end(slot + 1);
         Some(slot)
-    }
-
-    /// Hands a connection taken from a node that was not accepting to another.
-    fn hand_over(&mut self, Rescued { from, stream }: Rescued) {
-        let Some(rescue) = &mut self.rescue else {
-            return;
-        };
-        let to = rescue.target(from);
-        if to == 0 && self.config.master_listen {
-            let _ = self.master_handed.send(stream);
-            return;
-        }
-        let worker = self
-            .machine
-            .serving(to)
-            .and_then(|generation| self.workers.get(&(to, generation)));
-        // Nobody to serve it (the node is gone meanwhile): it closes.
-        if let Some(worker) = worker {
-            worker.send(ToWorker::Connection, Some(stream.into()));
-        }
     }
 
     fn spawn(

@@ -4,7 +4,9 @@
 //! that node runs again. So the master watches each queue; once one holds
 //! connections on two looks in a row while its node has been silent, the master
 //! accepts from it itself, until the node accepts again, and hands each
-//! connection to the least busy node that accepts.
+//! connection to the least busy node that accepts; meanwhile the supervisor
+//! steers new connections to the other nodes' sockets (`Listeners::steer_away`),
+//! so that only what was queued before, or in between, takes that way.
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
@@ -18,16 +20,29 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use super::slot::Slot;
-use crate::balance::{LoadTable, SILENT};
+use super::Supervisor;
+use crate::balance::LoadTable;
+use crate::control::ToWorker;
 use crate::load_table::now_ms;
 
 /// How often each queue is looked at.
-const LOOK_EVERY: Duration = Duration::from_millis(10);
+const LOOK_EVERY: Duration = Duration::from_millis(5);
 
-/// A connection taken from the queue of node `from`, to hand to another.
-pub(super) struct Rescued {
-    pub from: Slot,
-    pub stream: TcpStream,
+/// How long a node with connections queued must have left the table unstamped
+/// to count as not accepting: a serving node stamps every `balance::PULSE`
+/// (10 ms), so this is missed only by a node that did not run. Each millisecond
+/// here is one that every client whose connection the kernel queued there
+/// waits, so it is kept short: a wrong guess costs only a brief detour.
+const QUIET: Duration = Duration::from_millis(25);
+
+/// What a watch tells the supervisor.
+pub(super) enum Report {
+    /// Node `slot` is not accepting: steer new connections away from it.
+    Silent(Slot),
+    /// A connection taken from the queue of node `from`, to hand to another.
+    Taken { from: Slot, stream: TcpStream },
+    /// Node `slot` accepts again.
+    Accepting(Slot),
 }
 
 /// The watch over every node's queue.
@@ -35,7 +50,7 @@ pub(super) struct Rescue {
     table: Arc<LoadTable>,
     /// The first serving slot.
     first: Slot,
-    rescued: mpsc::UnboundedSender<Rescued>,
+    reports: mpsc::UnboundedSender<Report>,
     /// Each watched slot's watch, stopped when dropped.
     watches: BTreeMap<Slot, DropGuard>,
     /// The last node handed a connection.
@@ -46,12 +61,12 @@ impl Rescue {
     pub(super) fn new(
         table: Arc<LoadTable>,
         first: Slot,
-        rescued: mpsc::UnboundedSender<Rescued>,
+        reports: mpsc::UnboundedSender<Report>,
     ) -> Self {
         Rescue {
             table,
             first,
-            rescued,
+            reports,
             watches: BTreeMap::new(),
             last: first,
         }
@@ -69,7 +84,7 @@ impl Rescue {
             first: self.first,
             socket,
             table: self.table.clone(),
-            rescued: self.rescued.clone(),
+            reports: self.reports.clone(),
         };
         tokio::spawn(watch.run(stop.clone()));
         self.watches.insert(slot, stop.drop_guard());
@@ -96,7 +111,7 @@ struct Watch {
     first: Slot,
     socket: TcpListener,
     table: Arc<LoadTable>,
-    rescued: mpsc::UnboundedSender<Rescued>,
+    reports: mpsc::UnboundedSender<Report>,
 }
 
 impl Watch {
@@ -119,6 +134,7 @@ impl Watch {
                 node = self.slot,
                 "node {} is not accepting: the master hands its queue to the others", self.slot
             );
+            let _ = self.reports.send(Report::Silent(self.slot));
             let taken = tokio::select! {
                 _ = stop.cancelled() => return,
                 taken = self.take_over(&mut every) => taken,
@@ -129,6 +145,7 @@ impl Watch {
                 "node {} accepts again",
                 self.slot
             );
+            let _ = self.reports.send(Report::Accepting(self.slot));
         }
     }
 
@@ -158,7 +175,7 @@ impl Watch {
                     match stream {
                         Ok(stream) => {
                             taken += 1;
-                            let _ = self.rescued.send(Rescued { from: self.slot, stream });
+                            let _ = self.reports.send(Report::Taken { from: self.slot, stream });
                         }
                         // Out of descriptors, say: the next look tries again.
                         Err(_) => { every.tick().await; }
@@ -181,7 +198,7 @@ impl Watch {
 
     /// Whether the node's accept loop ran lately.
     fn accepting(&self) -> bool {
-        let silent = SILENT.as_millis() as u64;
+        let silent = QUIET.as_millis() as u64;
         self.table.accepting(self.slot, now_ms(), silent)
     }
 
@@ -190,5 +207,94 @@ impl Watch {
         self.table
             .least_busy_but(self.slot, self.first, self.slot)
             .is_some()
+    }
+}
+
+/// The supervisor's side: it steers and hands over what the watches report.
+impl Supervisor {
+    /// With `ReusePort`, starts watching every slot's queue; their reports
+    /// come on the channel returned.
+    pub(super) fn watch_queues(&mut self) -> mpsc::UnboundedReceiver<Report> {
+        let (reports, received) = mpsc::unbounded_channel();
+        if self.config.balance == crate::config::Balance::ReusePort {
+            let first = self.config.serving_slots().start;
+            let mut rescue = Rescue::new(self.table.clone(), first, reports);
+            for (slot, socket) in self.listeners.per_slot() {
+                rescue.watch(slot, socket);
+            }
+            self.rescue = Some(rescue);
+        }
+        received
+    }
+
+    /// Watches the queue of a slot added by SIGTTIN.
+    pub(super) fn watch_queue(&mut self, slot: Slot) {
+        if let (Some(rescue), Ok(socket)) = (&mut self.rescue, self.listeners.for_slot(slot)) {
+            rescue.watch(slot, socket);
+        }
+        self.steer_again();
+    }
+
+    /// Closes the socket of a slot that ended for good; its watch (and copy of
+    /// the socket) goes first. When the last copy closes, the kernel moves the
+    /// group's last socket into its place.
+    pub(super) fn close_queue(&mut self, slot: Slot) {
+        if let Some(rescue) = &mut self.rescue {
+            rescue.forget(slot);
+        }
+        self.listeners.close_slot(slot);
+        self.silent.retain(|s| *s != slot);
+        self.steer_again();
+    }
+
+    pub(super) fn on_rescue(&mut self, report: Report) {
+        match report {
+            Report::Silent(slot) => {
+                self.silent.push(slot);
+                self.steer();
+            }
+            Report::Accepting(slot) => {
+                self.silent.retain(|s| *s != slot);
+                self.steer();
+            }
+            Report::Taken { from, stream } => self.hand_over(from, stream),
+        }
+    }
+
+    /// The group changed: while steering, steer anew (the sockets' places moved).
+    fn steer_again(&self) {
+        if !self.silent.is_empty() {
+            self.steer();
+        }
+    }
+
+    /// New connections to the nodes that accept only (to all when all do).
+    fn steer(&self) {
+        if let Err(error) = self.listeners.steer_away(&self.silent) {
+            warn!(
+                "cannot steer connections away from nodes {:?}: {error}",
+                self.silent
+            );
+        }
+    }
+
+    /// Hands a connection taken from a node that was not accepting to another.
+    fn hand_over(&mut self, from: Slot, stream: TcpStream) {
+        let Some(rescue) = &mut self.rescue else {
+            return;
+        };
+        let to = rescue.target(from);
+        if to == 0 && self.config.master_listen {
+            let _ = self.master_handed.send(stream);
+            return;
+        }
+        let worker = self
+            .machine
+            .serving(to)
+            .and_then(|generation| self.workers.get(&(to, generation)));
+        // Nobody to serve it (the node is gone meanwhile): it closes.
+        if let Some(worker) = worker {
+            worker.send(ToWorker::Connection, Some(stream.into()));
+        }
     }
 }
