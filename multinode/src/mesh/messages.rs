@@ -1,6 +1,6 @@
-//! Messages over the mesh: send to one node, broadcast to all, receive
-//! `(from, message)`. Frames are length-delimited (tokio-util's codec) with a
-//! maximum size; messages are serde values encoded with postcard.
+//! Messages over the mesh, the public side: send to one node, broadcast to all,
+//! receive `(from, message)`. The frames are `wire`'s; the routes to the other
+//! nodes are `router`'s.
 //!
 //! Each other node has one outgoing queue (bounded) and one writer task, which
 //! live as long as this node: per-sender order is kept, a slow receiver makes
@@ -10,94 +10,25 @@
 //! On the receiving side, `Receiver::recv` reads the streams itself, cuts one
 //! frame with the codec and decodes it: no reader task, no queue in between.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::poll_fn;
 use std::marker::PhantomData;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_util::codec::LengthDelimitedCodec;
 use tracing::Instrument;
 
 use super::halves;
 use super::inbox::{Event, Inbox, Incoming};
-use super::outbox::{self, Outbox, Stream};
+use super::outbox::Stream;
 use super::peer::{Item, PeerQueue, Remesh};
+use super::router::Router;
+use super::wire::{self, Options};
 use super::StreamId;
-
-/// Settings of the message layer; the same in every node (the body is the same
-/// code everywhere).
-///
-/// ```
-/// let options = multinode::mesh::Options::new()
-///     .max_frame_len(64 * 1024)
-///     .queue(256);
-/// # let _ = options;
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    max_frame_len: usize,
-    queue: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            max_frame_len: 1024 * 1024,
-            queue: 1024,
-        }
-    }
-}
-
-impl Options {
-    /// The defaults: frames up to 1 MiB, 1024 messages queued per node.
-    ///
-    /// ```
-    /// let options = multinode::mesh::Options::new();
-    /// # let _ = options;
-    /// ```
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The largest encoded message, in bytes (default 1 MiB; at most 4 GiB − 1,
-    /// the length prefix having 4 bytes). A larger one is a
-    /// [`SendError::TooLarge`] for the sender; a frame announcing more closes the
-    /// stream it came on.
-    ///
-    /// ```
-    /// let options = multinode::mesh::Options::new().max_frame_len(4096);
-    /// # let _ = options;
-    /// ```
-    pub fn max_frame_len(mut self, bytes: usize) -> Self {
-        self.max_frame_len = bytes.clamp(1, u32::MAX as usize);
-        self
-    }
-
-    /// How many messages may wait for each node (default 1024). Past that,
-    /// `send` waits and `try_send` fails. (Incoming messages wait in the
-    /// streams' socket buffers until [`Receiver::recv`] reads them.)
-    ///
-    /// ```
-    /// let options = multinode::mesh::Options::new().queue(64);
-    /// # let _ = options;
-    /// ```
-    pub fn queue(mut self, messages: usize) -> Self {
-        self.queue = messages.max(1);
-        self
-    }
-
-    fn codec(&self) -> LengthDelimitedCodec {
-        LengthDelimitedCodec::builder()
-            .max_frame_length(self.max_frame_len)
-            .new_codec()
-    }
-}
 
 /// Why a message was not queued.
 ///
@@ -193,7 +124,7 @@ impl<M: Serialize> Sender<M> {
     /// ```
     pub async fn send(&self, to: usize, message: &M) -> Result<(), SendError> {
         let max = self.router.options.max_frame_len;
-        let write = |buffer: &mut BytesMut| write_frame(message, max, buffer);
+        let write = |buffer: &mut BytesMut| wire::write_frame(message, max, buffer);
         // The common case: no wait, and no reference count taken on the queue.
         let outbox = match self.router.try_send_with(to, write) {
             Err(SendError::Full(_)) => self.router.outbox(to)?,
@@ -215,7 +146,7 @@ impl<M: Serialize> Sender<M> {
     pub fn try_send(&self, to: usize, message: &M) -> Result<(), SendError> {
         let max = self.router.options.max_frame_len;
         self.router
-            .try_send_with(to, |buffer| write_frame(message, max, buffer))
+            .try_send_with(to, |buffer| wire::write_frame(message, max, buffer))
     }
 
     /// Queues `message` for every other node (encoded once), waiting while a queue
@@ -228,7 +159,7 @@ impl<M: Serialize> Sender<M> {
     /// ```
     pub async fn broadcast(&self, message: &M) -> Result<(), SendError> {
         let mut frame = BytesMut::new();
-        write_frame(message, self.router.options.max_frame_len, &mut frame)?;
+        wire::write_frame(message, self.router.options.max_frame_len, &mut frame)?;
         let copy = |buffer: &mut BytesMut| {
             buffer.extend_from_slice(&frame);
             Ok(())
@@ -236,54 +167,6 @@ impl<M: Serialize> Sender<M> {
         for outbox in self.router.outboxes() {
             let _ = outbox.send_with(copy).await; // Err: gone meanwhile
         }
-        Ok(())
-    }
-}
-
-/// Appends `message` to `buffer` as one frame of tokio-util's length-delimited
-/// codec as [`Options::codec`] reads it (a 4-byte big-endian length, then the
-/// postcard encoding), written in place: no copy and no allocation of its own.
-/// Nothing of a message over `max` bytes is kept beyond `max`; the caller takes
-/// back what was appended on error.
-fn write_frame<M: Serialize>(
-    message: &M,
-    max: usize,
-    buffer: &mut BytesMut,
-) -> Result<(), SendError> {
-    let start = buffer.len();
-    buffer.put_u32(0); // the length, written below
-    let mut body = Bounded {
-        buffer: &mut *buffer,
-        room: max,
-        len: 0,
-    };
-    postcard::to_io(message, &mut body).map_err(|e| SendError::Encode(e.to_string()))?;
-    let len = body.len;
-    if len > max {
-        return Err(SendError::TooLarge { len, max });
-    }
-    let prefix = u32::try_from(len).expect("max_frame_len fits the 4-byte length");
-    buffer[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
-    Ok(())
-}
-
-/// Appends to a buffer up to `room` bytes, and counts every byte written.
-struct Bounded<'a> {
-    buffer: &'a mut BytesMut,
-    room: usize,
-    len: usize,
-}
-
-impl std::io::Write for Bounded<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.len + bytes.len() <= self.room {
-            self.buffer.extend_from_slice(bytes);
-        }
-        self.len += bytes.len();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -405,97 +288,6 @@ impl<M: DeserializeOwned> Receiver<M> {
     }
 }
 
-/// The outgoing side: one link per other node.
-struct Router {
-    me: usize,
-    options: Options,
-    /// Read by every send (shared), written when a node is meshed or gone.
-    links: RwLock<Links>,
-}
-
-#[derive(Default)]
-struct Links {
-    live: BTreeMap<usize, Link>,
-    /// Nodes gone for good.
-    gone: BTreeSet<usize>,
-}
-
-struct Link {
-    /// The node's outgoing queue.
-    outbox: Arc<Outbox>,
-    /// Streams to its incarnations, for its writer task.
-    streams: mpsc::UnboundedSender<Stream>,
-}
-
-impl Router {
-    fn links(&self) -> RwLockReadGuard<'_, Links> {
-        self.links.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn links_mut(&self) -> RwLockWriteGuard<'_, Links> {
-        self.links.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn outbox(&self, to: usize) -> Result<Arc<Outbox>, SendError> {
-        self.with_outbox(to, |outbox| Ok(outbox.clone()))
-    }
-
-    /// [`Outbox::try_send_with`] on node `to`'s queue.
-    fn try_send_with(
-        &self,
-        to: usize,
-        write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
-    ) -> Result<(), SendError> {
-        self.with_outbox(to, |outbox| outbox.try_send_with(write))
-    }
-
-    fn with_outbox<T>(
-        &self,
-        to: usize,
-        f: impl FnOnce(&Arc<Outbox>) -> Result<T, SendError>,
-    ) -> Result<T, SendError> {
-        let links = self.links();
-        match links.live.get(&to) {
-            Some(link) => f(&link.outbox),
-            None if links.gone.contains(&to) => Err(SendError::Gone(to)),
-            None => Err(SendError::UnknownNode(to)),
-        }
-    }
-
-    fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.links()
-            .live
-            .values()
-            .map(|l| l.outbox.clone())
-            .collect()
-    }
-
-    /// The link to node `id`, made (with its writer task) on first use.
-    fn link(&self, id: usize) -> mpsc::UnboundedSender<Stream> {
-        let mut links = self.links_mut();
-        links.gone.remove(&id);
-        let link = links.live.entry(id).or_insert_with(|| {
-            let outbox = Arc::new(Outbox::new(id, self.options.queue));
-            let (streams, streams_rx) = mpsc::unbounded_channel();
-            // The node's span goes with the task's few log lines, not around
-            // each of its polls: entering a span costs more than some polls.
-            let span = tracing::Span::current();
-            tokio::spawn(outbox::write_to(id, outbox.clone(), streams_rx, span));
-            Link { outbox, streams }
-        });
-        link.streams.clone()
-    }
-
-    /// Node `id` will not come back: its writer ends, and sending to it fails.
-    fn gone(&self, id: usize) {
-        let mut links = self.links_mut();
-        if let Some(link) = links.live.remove(&id) {
-            link.outbox.close();
-        }
-        links.gone.insert(id);
-    }
-}
-
 /// Starts the message layer: a link to every node of `ids` but this one, and a
 /// task that takes the peers from `queue` as they pass their handshake.
 pub(crate) fn start<M>(
@@ -507,11 +299,7 @@ pub(crate) fn start<M>(
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
-    let router = Arc::new(Router {
-        me,
-        options,
-        links: RwLock::new(Links::default()),
-    });
+    let router = Arc::new(Router::new(me, options));
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
     }

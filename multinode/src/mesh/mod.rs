@@ -42,6 +42,8 @@ mod inbox;
 mod messages;
 mod outbox;
 mod peer;
+mod router;
+mod wire;
 
 /// Raw bytes as a message: `nodes.take_messages::<multinode::mesh::Bytes>()`.
 ///
@@ -51,6 +53,7 @@ mod peer;
 /// ```
 pub use bytes::Bytes;
 pub(crate) use messages::start as start_messages;
-pub use messages::{Options, Receiver, SendError, Sender};
+pub use messages::{Receiver, SendError, Sender};
 pub(crate) use peer::{run, Inbound, PeerQueue, Remesh};
 pub use peer::{Peer, Peers};
+pub use wire::Options;

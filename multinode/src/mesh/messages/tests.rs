@@ -190,35 +190,6 @@ async fn a_bad_frame_closes_that_stream_only() {
     }
 }
 
-#[test]
-fn an_oversized_length_prefix_allocates_nothing() {
-    let mut codec = Options::new().max_frame_len(1024).codec();
-    let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
-    assert!(codec.decode(&mut buf).is_err());
-    assert!(buf.capacity() < 1024);
-}
-
-#[test]
-fn frames_are_what_the_codec_reads() {
-    let options = Options::new().max_frame_len(64);
-    let mut buffer = BytesMut::new();
-    let texts = ["", "one", "a longer message of some forty bytes....."];
-    for text in texts {
-        write_frame(&text, 64, &mut buffer).unwrap();
-    }
-    let too_large = "x".repeat(100);
-    assert_eq!(
-        write_frame(&too_large, 64, &mut BytesMut::new()),
-        Err(SendError::TooLarge { len: 101, max: 64 })
-    );
-    let mut codec = options.codec();
-    for text in texts {
-        let frame = codec.decode(&mut buffer).unwrap().expect("a whole frame");
-        assert_eq!(postcard::from_bytes::<&str>(&frame).unwrap(), text);
-    }
-    assert!(buffer.is_empty());
-}
-
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Sample {
     Text(String),

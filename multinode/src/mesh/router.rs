@@ -1,0 +1,111 @@
+//! The message layer's routes: one link per other node, each an outgoing queue
+//! with its writer task over the node's current stream.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+
+use super::messages::SendError;
+use super::outbox::{self, Outbox, Stream};
+use super::wire::Options;
+
+/// The outgoing side: one link per other node.
+pub(super) struct Router {
+    pub me: usize,
+    pub options: Options,
+    /// Read by every send (shared), written when a node is meshed or gone.
+    links: RwLock<Links>,
+}
+
+#[derive(Default)]
+pub(super) struct Links {
+    pub live: BTreeMap<usize, Link>,
+    /// Nodes gone for good.
+    gone: BTreeSet<usize>,
+}
+
+pub(super) struct Link {
+    /// The node's outgoing queue.
+    outbox: Arc<Outbox>,
+    /// Streams to its incarnations, for its writer task.
+    streams: mpsc::UnboundedSender<Stream>,
+}
+
+impl Router {
+    pub fn new(me: usize, options: Options) -> Self {
+        Router {
+            me,
+            options,
+            links: RwLock::new(Links::default()),
+        }
+    }
+
+    pub fn links(&self) -> RwLockReadGuard<'_, Links> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn links_mut(&self) -> RwLockWriteGuard<'_, Links> {
+        self.links.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn outbox(&self, to: usize) -> Result<Arc<Outbox>, SendError> {
+        self.with_outbox(to, |outbox| Ok(outbox.clone()))
+    }
+
+    /// [`Outbox::try_send_with`] on node `to`'s queue.
+    pub fn try_send_with(
+        &self,
+        to: usize,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        self.with_outbox(to, |outbox| outbox.try_send_with(write))
+    }
+
+    pub fn with_outbox<T>(
+        &self,
+        to: usize,
+        f: impl FnOnce(&Arc<Outbox>) -> Result<T, SendError>,
+    ) -> Result<T, SendError> {
+        let links = self.links();
+        match links.live.get(&to) {
+            Some(link) => f(&link.outbox),
+            None if links.gone.contains(&to) => Err(SendError::Gone(to)),
+            None => Err(SendError::UnknownNode(to)),
+        }
+    }
+
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.links()
+            .live
+            .values()
+            .map(|l| l.outbox.clone())
+            .collect()
+    }
+
+    /// The link to node `id`, made (with its writer task) on first use.
+    pub fn link(&self, id: usize) -> mpsc::UnboundedSender<Stream> {
+        let mut links = self.links_mut();
+        links.gone.remove(&id);
+        let link = links.live.entry(id).or_insert_with(|| {
+            let outbox = Arc::new(Outbox::new(id, self.options.queue));
+            let (streams, streams_rx) = mpsc::unbounded_channel();
+            // The node's span goes with the task's few log lines, not around
+            // each of its polls: entering a span costs more than some polls.
+            let span = tracing::Span::current();
+            tokio::spawn(outbox::write_to(id, outbox.clone(), streams_rx, span));
+            Link { outbox, streams }
+        });
+        link.streams.clone()
+    }
+
+    /// Node `id` will not come back: its writer ends, and sending to it fails.
+    pub fn gone(&self, id: usize) {
+        let mut links = self.links_mut();
+        if let Some(link) = links.live.remove(&id) {
+            link.outbox.close();
+        }
+        links.gone.insert(id);
+    }
+}
