@@ -22,6 +22,7 @@ const KEYS: &[&str] = &[
     "watchdog_timeout",
     "boot_failures",
     "max_connections",
+    "cluster",
 ];
 
 const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
@@ -148,6 +149,14 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
             "max_connections" => {
                 let connections: usize = positive(value, &name, "a number of connections")?;
                 quote_spanned!(span=> .max_connections(#connections))
+            }
+            "cluster" => {
+                let url = string(
+                    value,
+                    &name,
+                    "a Redis URL such as \"redis://127.0.0.1:6379\"",
+                )?;
+                quote_spanned!(span=> .cluster(#url))
             }
             "flavor" => {
                 let variant = match string(value, &name, "\"current_thread\" or \"multi_thread\"")?.as_str() {

@@ -196,6 +196,11 @@ where
     let config = builder
         .resolve(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
         .map_err(|error| StartError::Config(error.to_string()))?;
+    #[cfg(feature = "cluster")]
+    let _joined = match &config.cluster {
+        Some(cluster) => Some(crate::cluster::join(cluster).map_err(StartError::Config)?),
+        None => None,
+    };
     let listeners = Listeners::bind(&config)
         .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
     let runtime = builder

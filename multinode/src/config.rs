@@ -119,6 +119,7 @@ pub struct Builder {
     pub(crate) watchdog_timeout: Duration,
     pub(crate) boot_failures: u32,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) cluster: Option<String>,
 }
 
 impl Default for Builder {
@@ -137,6 +138,7 @@ impl Default for Builder {
             watchdog_timeout: Duration::from_secs(30),
             boot_failures: 5,
             max_connections: None,
+            cluster: None,
         }
     }
 }
@@ -308,6 +310,24 @@ impl Builder {
         self
     }
 
+    /// The Redis server through which this program's machines meet
+    /// (`redis://host:port/db`, `redis://:password@host`, `rediss://…` for TLS,
+    /// `redis+unix:///path`); none by default. Needs multinode's `cluster`
+    /// feature: without it, a `cluster` setting stops the program with exit
+    /// code 2. Overridden by `MULTINODE_CLUSTER` (empty: no cluster);
+    /// `MULTINODE_MACHINE` names this machine (default: the host name and the
+    /// master's pid). Two masters that claim one name is an error at start.
+    /// The password is never logged.
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().cluster("redis://127.0.0.1:6379/0");
+    /// # let _ = builder;
+    /// ```
+    pub fn cluster(mut self, url: impl Into<String>) -> Self {
+        self.cluster = Some(url.into());
+        self
+    }
+
     /// How many times in a row a worker may fail to start (exit before it is
     /// ready) before the master stops everything and exits non-zero, naming the
     /// worker's last error (default 5).
@@ -361,5 +381,8 @@ impl Builder {
     }
 }
 
+mod cluster;
 mod resolve;
+#[cfg_attr(not(feature = "cluster"), allow(unused_imports))]
+pub(crate) use cluster::Cluster;
 pub(crate) use resolve::Config;

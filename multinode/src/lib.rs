@@ -35,6 +35,8 @@ compile_error!(
 
 mod balance;
 mod bootstrap;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod control;
 pub mod http;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::cluster;
 use super::*;
 
 /// The longest `shutdown_timeout` or `watchdog_timeout`: a week.
@@ -118,6 +119,7 @@ impl Builder {
             }
             None => self.max_connections,
         };
+        let cluster = cluster::resolve(self.cluster.as_deref(), &env)?;
         Ok(Config {
             addr,
             nodes,
@@ -129,6 +131,7 @@ impl Builder {
             watchdog_timeout: self.watchdog_timeout,
             boot_failures: self.boot_failures,
             max_connections,
+            cluster,
         })
     }
 }
@@ -156,6 +159,9 @@ pub(crate) struct Config {
     pub watchdog_timeout: Duration,
     pub boot_failures: u32,
     pub max_connections: Option<usize>,
+    /// The machines' meeting point, with the `cluster` feature.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl Config {
@@ -176,10 +182,10 @@ impl Config {
 pub(crate) struct ConfigError(String);
 
 impl ConfigError {
-    fn env(var: &str, value: &str, why: &str) -> Self {
+    pub(super) fn env(var: &str, value: &str, why: &str) -> Self {
         ConfigError(format!("{var}={value:?}: {why}"))
     }
-    fn key(key: &str, why: &str) -> Self {
+    pub(super) fn key(key: &str, why: &str) -> Self {
         ConfigError(format!("`{key}` = {why}"))
     }
 }

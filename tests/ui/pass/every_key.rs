@@ -1,6 +1,7 @@
 // Every key, and `-> ()` written out; but `worker_threads`, which goes with
 // `flavor = "multi_thread"`, which needs multinode's `multi-thread` feature (the
-// macro's unit tests and multinode's `--features multi-thread` tests cover them).
+// macro's unit tests and multinode's `--features multi-thread` tests cover them);
+// `cluster` empty, which is no cluster (a URL needs the `cluster` feature).
 #[multinode::main(
     port = 0,
     host = "127.0.0.1",
@@ -13,7 +14,8 @@
     balance = "shared",
     watchdog_timeout = 10,
     boot_failures = 3,
-    max_connections = 1000
+    max_connections = 1000,
+    cluster = ""
 )]
 async fn main(nodes: multinode::Nodes) -> () {
     assert!(nodes.id() <= nodes.count());
