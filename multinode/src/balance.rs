@@ -4,6 +4,10 @@
 //! the next arrival (or after [`MAX_DEFER`], should the others be stuck), in the
 //! spirit of Puma's `wait_for_less_busy_worker` but without sleeping: the shared
 //! queue then fills the least busy processes first.
+//!
+//! With [`Balance::ReusePort`] each node has its own queue: it stamps the table
+//! every [`PULSE`] while it has room, and also accepts the connections the
+//! master took from the queue of a node that did not (`supervisor::rescue`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};

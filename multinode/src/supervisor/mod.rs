@@ -49,8 +49,6 @@ pub(crate) struct Supervisor {
     master_handed: mpsc::UnboundedSender<std::net::TcpStream>,
     /// With `ReusePort`: the watch over each node's own queue.
     rescue: Option<Rescue>,
-    /// The nodes new connections are steered away from (`ReusePort`).
-    silent: Vec<Slot>,
     exe: PathBuf,
     args: Vec<OsString>,
     machine: Machine,
@@ -98,7 +96,6 @@ impl Supervisor {
             master_mesh,
             master_handed,
             rescue: None,
-            silent: Vec::new(),
             exe,
             args: std::env::args_os().skip(1).collect(),
             machine: Machine::new(settings),

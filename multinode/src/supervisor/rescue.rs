@@ -55,6 +55,8 @@ pub(super) struct Rescue {
     watches: BTreeMap<Slot, DropGuard>,
     /// The last node handed a connection.
     last: Slot,
+    /// The nodes new connections are steered away from.
+    silent: Vec<Slot>,
 }
 
 impl Rescue {
@@ -69,6 +71,7 @@ impl Rescue {
             reports,
             watches: BTreeMap::new(),
             last: first,
+            silent: Vec::new(),
         }
     }
 
@@ -243,37 +246,40 @@ impl Supervisor {
             rescue.forget(slot);
         }
         self.listeners.close_slot(slot);
-        self.silent.retain(|s| *s != slot);
+        if let Some(rescue) = &mut self.rescue {
+            rescue.silent.retain(|s| *s != slot);
+        }
         self.steer_again();
     }
 
     pub(super) fn on_rescue(&mut self, report: Report) {
+        let Some(rescue) = &mut self.rescue else {
+            return;
+        };
         match report {
-            Report::Silent(slot) => {
-                self.silent.push(slot);
-                self.steer();
-            }
-            Report::Accepting(slot) => {
-                self.silent.retain(|s| *s != slot);
-                self.steer();
-            }
-            Report::Taken { from, stream } => self.hand_over(from, stream),
+            Report::Silent(slot) => rescue.silent.push(slot),
+            Report::Accepting(slot) => rescue.silent.retain(|s| *s != slot),
+            Report::Taken { from, stream } => return self.hand_over(from, stream),
         }
+        self.steer();
     }
 
     /// The group changed: while steering, steer anew (the sockets' places moved).
     fn steer_again(&self) {
-        if !self.silent.is_empty() {
+        if self.rescue.as_ref().is_some_and(|r| !r.silent.is_empty()) {
             self.steer();
         }
     }
 
     /// New connections to the nodes that accept only (to all when all do).
     fn steer(&self) {
-        if let Err(error) = self.listeners.steer_away(&self.silent) {
+        let Some(rescue) = &self.rescue else {
+            return;
+        };
+        if let Err(error) = self.listeners.steer_away(&rescue.silent) {
             warn!(
                 "cannot steer connections away from nodes {:?}: {error}",
-                self.silent
+                rescue.silent
             );
         }
     }
