@@ -183,7 +183,7 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
     let mut reports = std::collections::BTreeMap::<usize, Vec<u64>>::new();
     while reports.values().map(Vec::len).sum::<usize>() < 3 * pings {
         if let Some((from, Bench::Latency { latency_ns })) = rx.recv().await {
-            reports.entry(from).or_default().push(latency_ns);
+            reports.entry(from.id()).or_default().push(latency_ns);
         }
     }
     let reports: Vec<_> = reports.into_values().collect();

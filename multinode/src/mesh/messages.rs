@@ -28,23 +28,24 @@ use super::outbox::Stream;
 use super::peer::{Item, PeerQueue, Remesh};
 use super::router::Router;
 use super::wire::{self, Options};
-use super::StreamId;
+use super::{NodeId, StreamId};
 
 /// Why a message was not queued.
 ///
 /// ```
-/// let error = multinode::mesh::SendError::UnknownNode(7);
+/// let error = multinode::mesh::SendError::UnknownNode(7.into());
 /// assert_eq!(error.to_string(), "node 7 is not another node of this program");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
     /// No such node (or this node itself).
-    UnknownNode(usize),
-    /// The node is gone for good: not restarted (`restart = false`), or scaled down.
-    Gone(usize),
+    UnknownNode(NodeId),
+    /// The node is gone for good: not restarted (`restart = false`), or scaled
+    /// down; or its machine left the cluster.
+    Gone(NodeId),
     /// The node's queue is full (only from `try_send`).
-    Full(usize),
+    Full(NodeId),
     /// The encoded message is larger than [`Options::max_frame_len`].
     TooLarge {
         /// Its encoded size.
@@ -122,12 +123,13 @@ impl<M: Serialize> Sender<M> {
     /// tx.send(2, &"hello, node 2".to_string()).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn send(&self, to: usize, message: &M) -> Result<(), SendError> {
+    pub async fn send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
+        let to = to.into();
         let max = self.router.options.max_frame_len;
         let write = |buffer: &mut BytesMut| wire::write_frame(message, max, buffer);
         // The common case: no wait, and no reference count taken on the queue.
-        let outbox = match self.router.try_send_with(to, write) {
-            Err(SendError::Full(_)) => self.router.outbox(to)?,
+        let outbox = match self.router.try_send_with(&to, write) {
+            Err(SendError::Full(_)) => self.router.outbox(&to)?,
             done => return done,
         };
         outbox.send_with(write).await
@@ -143,10 +145,11 @@ impl<M: Serialize> Sender<M> {
     /// }
     /// # }
     /// ```
-    pub fn try_send(&self, to: usize, message: &M) -> Result<(), SendError> {
+    pub fn try_send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
+        let to = to.into();
         let max = self.router.options.max_frame_len;
         self.router
-            .try_send_with(to, |buffer| wire::write_frame(message, max, buffer))
+            .try_send_with(&to, |buffer| wire::write_frame(message, max, buffer))
     }
 
     /// Queues `message` for every other node (encoded once), waiting while a queue
@@ -184,7 +187,9 @@ impl<M> Sender<M> {
     }
 }
 
-/// Receives `(from, message)` from every other node, in each sender's order.
+/// Receives `(from, message)` from every other node, in each sender's order;
+/// `from` is a [`NodeId`], which prints and compares as the plain id for a
+/// node of this machine.
 /// Made by [`Nodes::take_messages`](crate::Nodes::take_messages).
 ///
 /// ```no_run
@@ -245,18 +250,18 @@ impl<M: DeserializeOwned> Receiver<M> {
     /// }
     /// # }
     /// ```
-    pub async fn recv(&mut self) -> Option<(usize, M)> {
+    pub async fn recv(&mut self) -> Option<(NodeId, M)> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, M)>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(NodeId, M)>> {
         loop {
             let Some(event) = std::task::ready!(self.inbox.poll_next(cx)) else {
                 return Poll::Ready(None);
             };
             match event {
                 Event::Frame { from, link, body } => match postcard::from_bytes::<M>(&body) {
-                    Ok(message) => return Poll::Ready(Some((from, message))),
+                    Ok(message) => return Poll::Ready(Some((NodeId::local(from), message))),
                     Err(error) => {
                         self.inbox.close(from, link);
                         self.closed(from, link, &format!("a malformed message ({error})"));

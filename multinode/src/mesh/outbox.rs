@@ -117,10 +117,10 @@ impl Outbox {
     ) -> Result<(), SendError> {
         let mut state = self.state();
         if state.gone {
-            return Err(SendError::Gone(self.id));
+            return Err(SendError::Gone(self.id.into()));
         }
         if state.frames >= self.capacity {
-            return Err(SendError::Full(self.id));
+            return Err(SendError::Full(self.id.into()));
         }
         let State {
             buffer,
@@ -321,14 +321,20 @@ pub(crate) mod tests {
         });
         assert_eq!(failed, Err(SendError::Encode("no".into())));
         outbox.send_with(put(b"bc")).await.unwrap();
-        assert_eq!(outbox.try_send_with(put(b"d")), Err(SendError::Full(3)));
+        assert_eq!(
+            outbox.try_send_with(put(b"d")),
+            Err(SendError::Full(3.into()))
+        );
         let mut chunk = BytesMut::new();
         assert!(matches!(outbox.take(&mut chunk, None), Taken::Frames(None)));
         assert_eq!(&chunk[..], b"abc", "a failed write left nothing");
         assert_eq!(outbox.take(&mut chunk, None), Taken::Nothing);
         outbox.try_send_with(put(b"d")).unwrap();
         outbox.close();
-        assert_eq!(outbox.send_with(put(b"e")).await, Err(SendError::Gone(3)));
+        assert_eq!(
+            outbox.send_with(put(b"e")).await,
+            Err(SendError::Gone(3.into()))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::messages::SendError;
 use super::outbox::{self, Outbox, Stream};
 use super::wire::Options;
+use super::NodeId;
 
 /// The outgoing side: one link per other node.
 pub(super) struct Router {
@@ -50,14 +51,14 @@ impl Router {
         self.links.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn outbox(&self, to: usize) -> Result<Arc<Outbox>, SendError> {
+    pub fn outbox(&self, to: &NodeId) -> Result<Arc<Outbox>, SendError> {
         self.with_outbox(to, |outbox| Ok(outbox.clone()))
     }
 
     /// [`Outbox::try_send_with`] on node `to`'s queue.
     pub fn try_send_with(
         &self,
-        to: usize,
+        to: &NodeId,
         write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
     ) -> Result<(), SendError> {
         self.with_outbox(to, |outbox| outbox.try_send_with(write))
@@ -65,14 +66,17 @@ impl Router {
 
     pub fn with_outbox<T>(
         &self,
-        to: usize,
+        to: &NodeId,
         f: impl FnOnce(&Arc<Outbox>) -> Result<T, SendError>,
     ) -> Result<T, SendError> {
+        if !to.is_local() {
+            return Err(SendError::UnknownNode(to.clone()));
+        }
         let links = self.links();
-        match links.live.get(&to) {
+        match links.live.get(&to.id()) {
             Some(link) => f(&link.outbox),
-            None if links.gone.contains(&to) => Err(SendError::Gone(to)),
-            None => Err(SendError::UnknownNode(to)),
+            None if links.gone.contains(&to.id()) => Err(SendError::Gone(to.clone())),
+            None => Err(SendError::UnknownNode(to.clone())),
         }
     }
 

@@ -53,8 +53,14 @@ async fn every_node_hears_every_other_once_in_order() {
         for seq in 0..100 {
             tx.broadcast(&(id, seq)).await.unwrap();
         }
-        assert_eq!(tx.send(id, &(id, 0)).await, Err(SendError::UnknownNode(id)));
-        assert_eq!(tx.send(9, &(id, 0)).await, Err(SendError::UnknownNode(9)));
+        assert_eq!(
+            tx.send(id, &(id, 0)).await,
+            Err(SendError::UnknownNode(id.into()))
+        );
+        assert_eq!(
+            tx.send(9, &(id, 0)).await,
+            Err(SendError::UnknownNode(9.into()))
+        );
         receivers.push(rx);
     }
     for (id, rx) in receivers.iter_mut().enumerate() {
@@ -63,8 +69,8 @@ async fn every_node_hears_every_other_once_in_order() {
             let (from, (sender, seq)) = rx.recv().await.unwrap();
             assert_eq!(from, sender);
             assert_ne!(from, id);
-            assert_eq!(seq, next[from], "per-sender order");
-            next[from] += 1;
+            assert_eq!(seq, next[from.id()], "per-sender order");
+            next[from.id()] += 1;
         }
         let more = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await;
         assert!(more.is_err(), "nothing twice: {:?}", more.ok());
@@ -92,7 +98,7 @@ async fn a_cancelled_recv_loses_nothing() {
             biased;
             _ = tokio::task::yield_now(), if next % 3 == 0 => cancelled += 1,
             got = rx.recv() => {
-                assert_eq!(got, Some((0, next)), "in order, none lost");
+                assert_eq!(got, Some((NodeId::local(0), next)), "in order, none lost");
                 next += 1;
             }
         }
@@ -122,7 +128,7 @@ async fn a_slow_receiver_makes_the_sender_wait() {
         }
         tokio::task::yield_now().await;
     };
-    assert_eq!(full, SendError::Full(1));
+    assert_eq!(full, SendError::Full(1.into()));
     assert!(queued < 100, "{queued} queued");
     // Once node 1 reads, every queued message arrives.
     for _ in 0..queued {
@@ -140,7 +146,7 @@ async fn a_slow_receiver_makes_the_sender_wait() {
 
 /// Receives on its own task, as a node's body would; what it gets comes out
 /// of the channel.
-fn receiving(mut rx: Receiver<String>) -> mpsc::UnboundedReceiver<(usize, String)> {
+fn receiving(mut rx: Receiver<String>) -> mpsc::UnboundedReceiver<(NodeId, String)> {
     let (got, heard) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -176,7 +182,10 @@ async fn a_bad_frame_closes_that_stream_only() {
     assert!(closed(read), "node 1 closed the stream");
     // Node 1 still talks with node 2, both ways.
     tx2.send(1, &"still here".to_string()).await.unwrap();
-    assert_eq!(heard1.recv().await, Some((2, "still here".to_string())));
+    assert_eq!(
+        heard1.recv().await,
+        Some((NodeId::local(2), "still here".to_string()))
+    );
     tx1.send(2, &"me too".to_string()).await.unwrap();
     // A whole frame whose body is no String: node 2 closes that stream when
     // its receiver comes to it, and gets node 1's message after it.
@@ -186,7 +195,10 @@ async fn a_bad_frame_closes_that_stream_only() {
     let read = tokio::time::timeout(Duration::from_secs(5), read).await;
     assert!(closed(read), "node 2 closed the stream");
     for text in ["me too", "after"] {
-        assert_eq!(heard2.recv().await, Some((1, text.to_string())));
+        assert_eq!(
+            heard2.recv().await,
+            Some((NodeId::local(1), text.to_string()))
+        );
     }
 }
 
