@@ -7,7 +7,9 @@
 //! - by default, takes the message layer, sends `Hello(id)` to every other node
 //!   and logs what it gets (`node {id} got hello {k} from {k}`, `node {id} got tag
 //!   {t} from {k}`); `GET /broadcast?tag=T` broadcasts `Tag(T)` from the node that
-//!   answers;
+//!   answers; with `MULTINODE_CLUSTER`, `GET /send?to=MACHINE/ID&tag=T` sends
+//!   `Tag(T)` to node ID of another machine (answering `sent` or the error), and
+//!   `GET /machines` lists the other machines;
 //! - `MESH_MODE=raw`: takes the raw peers, writes `hi from {id}` on each and logs
 //!   every line read and each EOF;
 //! - `MESH_ROGUE=k`: node `k` takes its peers raw, writes a well-formed hello on
@@ -24,7 +26,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use multinode::mesh::{Peers, Sender};
+use multinode::mesh::{NodeId, Peers, Sender};
 use multinode::Nodes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -111,13 +113,29 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
     let service = hyper::service::service_fn(move |req: hyper::Request<multinode::http::Body>| {
         let sender = sender.clone();
         async move {
-            let tag = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("tag="))
-                .map(str::to_owned);
+            let query = |key: &str| {
+                req.uri().query().and_then(|q| {
+                    q.split('&')
+                        .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+                        .map(str::to_owned)
+                })
+            };
+            let tag = query("tag");
             let mut response = hyper::Response::new(String::new());
             match (req.uri().path(), tag, sender) {
+                ("/send", Some(tag), Some(tx)) => {
+                    // to=MACHINE/ID: a node of another machine of the cluster.
+                    let to = query("to").unwrap_or_default();
+                    let (machine, node) = to.split_once('/').unwrap_or(("", "0"));
+                    let node = NodeId::remote(machine, node.parse().unwrap_or(0));
+                    *response.body_mut() = match tx.send(node, &Msg::Tag(tag.clone())).await {
+                        Ok(()) => format!("node {id} sent {tag} to {to}\n"),
+                        Err(error) => format!("node {id} could not send {tag}: {error}\n"),
+                    };
+                }
+                ("/machines", _, Some(tx)) => {
+                    *response.body_mut() = format!("{:?}\n", tx.machines());
+                }
                 ("/broadcast", Some(tag), Some(tx)) => {
                     tx.broadcast(&Msg::Tag(tag.clone())).await.unwrap();
                     *response.body_mut() = format!("node {id} pid {pid} broadcast {tag}\n");

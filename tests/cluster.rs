@@ -126,3 +126,179 @@ fn bad_cluster_settings_are_one_line_naming_the_variable() {
         program.assert_no_process_left();
     }
 }
+
+/// A `mesh_probe` machine of `nodes` nodes named `name` in `redis`'s cluster.
+fn mesh_machine(redis: &Redis, name: &str, nodes: &str) -> Program {
+    Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", nodes),
+            ("MULTINODE_CLUSTER", &redis.url()),
+            ("MULTINODE_MACHINE", name),
+        ],
+    )
+}
+
+/// Waits until a broadcast from `from` is heard on `to` (the subscriptions are
+/// up); the warm-up tags are `warm…`.
+fn connected(from: &Program, to: &Program, name_from: &str) {
+    let (addr, mut n) = (from.ready(), 0);
+    let heard = poll(WAIT, || {
+        n += 1;
+        get(addr, &format!("/broadcast?tag=warm{n}")).ok()?;
+        let needle = format!("got tag warm{n} from {name_from}/");
+        std::thread::sleep(Duration::from_millis(50));
+        (to.count(&needle) > 0).then_some(())
+    });
+    assert!(heard.is_some(), "no broadcast crossed: {:?}", to.log());
+}
+
+#[test]
+fn every_node_hears_each_broadcast_of_another_machine_once_and_in_order() {
+    let Some(redis) = Redis::start() else { return };
+    let a = mesh_machine(&redis, "a", "2");
+    let b = mesh_machine(&redis, "b", "3");
+    b.ready();
+    connected(&a, &b, "a");
+    let addr = a.ready();
+    let sent: Vec<(usize, String)> = (0..60)
+        .map(|i| {
+            let (_, body) = get(addr, &format!("/broadcast?tag=t{i}")).unwrap();
+            let sender = body.split_whitespace().nth(1).unwrap().parse().unwrap();
+            (sender, format!("t{i}"))
+        })
+        .collect();
+    for node in 0..3 {
+        let all = poll(WAIT, || {
+            let got = b.count(&format!("node {node} got tag t"));
+            (got >= sent.len()).then_some(())
+        });
+        assert!(all.is_some(), "node {node} of b: {:?}", b.log());
+    }
+    std::thread::sleep(Duration::from_millis(200)); // a duplicate would show by now
+    for node in 0..3 {
+        let log = b.log();
+        let heard: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains(&format!("node {node} got tag t")))
+            .collect();
+        assert_eq!(heard.len(), sent.len(), "each once on node {node} of b");
+        for sender in [0, 1] {
+            let from_sender = format!(" from a/{sender}");
+            let order: Vec<&str> = heard
+                .iter()
+                .filter(|l| l.ends_with(&from_sender))
+                .map(|l| {
+                    l.split("got tag ")
+                        .nth(1)
+                        .unwrap()
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                })
+                .collect();
+            let expected: Vec<&str> = sent
+                .iter()
+                .filter(|(s, _)| *s == sender)
+                .map(|(_, tag)| tag.as_str())
+                .collect();
+            assert_eq!(
+                order, expected,
+                "node {node} of b, from a/{sender}: in order"
+            );
+        }
+    }
+    // On its own machine a broadcast comes once, over the local stream.
+    for (sender, tag) in &sent {
+        let other = 1 - sender;
+        let local = a.count(&format!("node {other} got tag {tag} from {sender}"));
+        let looped = a.count(&format!("node {other} got tag {tag} from a/"));
+        assert_eq!((local, looped), (1, 0), "{tag} on a's node {other}");
+    }
+}
+
+#[test]
+fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
+    let Some(redis) = Redis::start() else { return };
+    let a = mesh_machine(&redis, "a", "2");
+    let b = mesh_machine(&redis, "b", "2");
+    b.ready();
+    connected(&a, &b, "a");
+    let addr = a.ready();
+    let (_, body) = get(addr, "/send?to=b/1&tag=direct").unwrap();
+    assert!(body.contains("sent direct to b/1"), "{body}");
+    b.wait_for("node 1 got tag direct from a/", 1, WAIT);
+    assert_eq!(b.count("node 0 got tag direct"), 0, "to node 1 only");
+    let (_, machines) = get(addr, "/machines").unwrap();
+    assert_eq!(machines.trim(), "[\"b\"]");
+    killpg(Pid::from_raw(b.pid() as i32), Signal::SIGKILL).unwrap();
+    let gone = poll(Duration::from_secs(10), || {
+        let (_, body) = get(addr, "/send?to=b/1&tag=late").ok()?;
+        body.contains("gone").then_some(body)
+    });
+    assert!(
+        gone.is_some(),
+        "a send to a machine that left fails with Gone"
+    );
+}
+
+#[test]
+fn garbage_on_the_cluster_channel_is_dropped_and_messages_cross_on() {
+    let Some(redis) = Redis::start() else { return };
+    let a = mesh_machine(&redis, "a", "2");
+    let b = mesh_machine(&redis, "b", "2");
+    b.ready();
+    connected(&a, &b, "a");
+    assert_eq!(
+        redis
+            .command(&["PUBLISH", "multinode:all", "garbage"])
+            .unwrap(),
+        ":4"
+    );
+    b.wait_for(
+        "dropped a message that is not one on multinode:all",
+        1,
+        WAIT,
+    );
+    connected(&a, &b, "a");
+    assert!(b.count("panicked") == 0 && b.count("closing the stream") == 0);
+}
+
+#[test]
+fn redis_restarted_under_traffic_the_local_mesh_goes_on_and_the_bridge_recovers() {
+    let Some(redis) = Redis::start() else { return };
+    let port = redis.port;
+    let a = mesh_machine(&redis, "a", "2");
+    let b = mesh_machine(&redis, "b", "2");
+    b.ready();
+    connected(&a, &b, "a");
+    let addr = a.ready();
+    drop(redis);
+    // Messages on one machine never touch Redis.
+    for i in 0..20 {
+        let (_, body) = get(addr, &format!("/broadcast?tag=alone{i}")).unwrap();
+        let sender: usize = body.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let needle = format!("node {} got tag alone{i} from {sender}", 1 - sender);
+        a.wait_for(&needle, 1, WAIT);
+    }
+    let (_, body) = get(addr, "/send?to=b/1&tag=during").unwrap();
+    assert!(
+        body.contains("could not send"),
+        "fails fast during the outage: {body}"
+    );
+    let Some(_redis) = Redis::start_on(port, None) else {
+        return;
+    };
+    connected(&a, &b, "a");
+    // One line per node when the outage starts, one when it ends: a's nodes
+    // published into it, b's only listened.
+    let lost = a.count("lost the publishing connection");
+    assert!(
+        (1..=2).contains(&lost),
+        "one line per node and outage, got {lost}"
+    );
+    for program in [&a, &b] {
+        program.wait_for("the subscription connection to Redis is back", 2, WAIT);
+        assert_eq!(program.count("lost the subscription connection"), 2);
+    }
+}

@@ -241,6 +241,7 @@ where
         heartbeat: Duration::ZERO, // the master's node is not watched
         members: config.worker_slots().collect(),
         max_connections: config.max_connections,
+        cluster: config.cluster.clone(),
     };
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -383,6 +383,5 @@ impl Builder {
 
 mod cluster;
 mod resolve;
-#[cfg_attr(not(feature = "cluster"), allow(unused_imports))]
 pub(crate) use cluster::Cluster;
 pub(crate) use resolve::Config;

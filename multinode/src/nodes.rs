@@ -58,6 +58,8 @@ pub(crate) struct Identity {
     /// The most connections this node holds at once; `None`: from its
     /// descriptor limit.
     pub max_connections: Option<usize>,
+    /// The cluster this node's machine is in, if any.
+    pub cluster: Option<crate::config::Cluster>,
 }
 
 impl Nodes {
@@ -310,6 +312,13 @@ impl Nodes {
     {
         let queue = self.peers.take()?;
         let ids = std::iter::once(0).chain(self.identity.members.iter().copied());
-        Some(mesh::start_messages(self.identity.id, ids, queue, options))
+        let cluster = self.identity.cluster.as_ref();
+        Some(mesh::start_messages(
+            self.identity.id,
+            ids,
+            queue,
+            options,
+            cluster,
+        ))
     }
 }

@@ -12,8 +12,9 @@ pub(crate) const ENV_MACHINE: &str = "MULTINODE_MACHINE";
 /// The longest machine name.
 const MAX_NAME: usize = 64;
 
-/// Where the machines meet, and who this one is.
-#[derive(Clone)]
+/// Where the machines meet, and who this one is; every node gets it from the
+/// master (over its private control socket).
+#[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Cluster {
     /// The Redis URL, password and all: never logged as it is.
     pub url: String,

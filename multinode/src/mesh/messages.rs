@@ -26,9 +26,11 @@ use super::halves;
 use super::inbox::{Event, Inbox, Incoming};
 use super::outbox::Stream;
 use super::peer::{Item, PeerQueue, Remesh};
+use super::remote::{self, Arrival};
 use super::router::Router;
 use super::wire::{self, Options};
 use super::{NodeId, StreamId};
+use crate::config::Cluster;
 
 /// Why a message was not queued.
 ///
@@ -55,6 +57,9 @@ pub enum SendError {
     },
     /// The message could not be encoded.
     Encode(String),
+    /// The node is on another machine, and this node cannot reach the
+    /// cluster's Redis now.
+    Disconnected(NodeId),
 }
 
 impl fmt::Display for SendError {
@@ -69,6 +74,12 @@ impl fmt::Display for SendError {
                 write!(f, "a message of {len} bytes is over the limit of {max}")
             }
             SendError::Encode(error) => write!(f, "cannot encode the message: {error}"),
+            SendError::Disconnected(id) => {
+                write!(
+                    f,
+                    "node {id} is on another machine, and the cluster's Redis is out of reach"
+                )
+            }
         }
     }
 }
@@ -126,6 +137,10 @@ impl<M: Serialize> Sender<M> {
     pub async fn send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
         let to = to.into();
         let max = self.router.options.max_frame_len;
+        if !to.is_local() {
+            let frame = self.frame(message)?;
+            return self.router.remote_send(&to, &frame[wire::LENGTH..]).await;
+        }
         let write = |buffer: &mut BytesMut| wire::write_frame(message, max, buffer);
         // The common case: no wait, and no reference count taken on the queue.
         let outbox = match self.router.try_send_with(&to, write) {
@@ -148,6 +163,10 @@ impl<M: Serialize> Sender<M> {
     pub fn try_send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
         let to = to.into();
         let max = self.router.options.max_frame_len;
+        if !to.is_local() {
+            let frame = self.frame(message)?;
+            return self.router.remote_try_send(&to, &frame[wire::LENGTH..]);
+        }
         self.router
             .try_send_with(&to, |buffer| wire::write_frame(message, max, buffer))
     }
@@ -161,8 +180,7 @@ impl<M: Serialize> Sender<M> {
     /// # Ok(()) }
     /// ```
     pub async fn broadcast(&self, message: &M) -> Result<(), SendError> {
-        let mut frame = BytesMut::new();
-        wire::write_frame(message, self.router.options.max_frame_len, &mut frame)?;
+        let frame = self.frame(message)?;
         let copy = |buffer: &mut BytesMut| {
             buffer.extend_from_slice(&frame);
             Ok(())
@@ -170,7 +188,15 @@ impl<M: Serialize> Sender<M> {
         for outbox in self.router.outboxes() {
             let _ = outbox.send_with(copy).await; // Err: gone meanwhile
         }
+        self.router.remote_broadcast(&frame[wire::LENGTH..]).await;
         Ok(())
+    }
+
+    /// `message` as one frame.
+    fn frame(&self, message: &M) -> Result<BytesMut, SendError> {
+        let mut frame = BytesMut::new();
+        wire::write_frame(message, self.router.options.max_frame_len, &mut frame)?;
+        Ok(frame)
     }
 }
 
@@ -184,6 +210,21 @@ impl<M> Sender<M> {
     /// ```
     pub fn nodes(&self) -> Vec<usize> {
         self.router.links().live.keys().copied().collect()
+    }
+
+    /// The other machines of the cluster now (their `MULTINODE_MACHINE` names),
+    /// read from Redis every second; none without a cluster. Their node `k`
+    /// is `NodeId::remote(name, k)`.
+    ///
+    /// ```no_run
+    /// # fn f(tx: multinode::mesh::Sender<String>) {
+    /// for machine in tx.machines() {
+    ///     println!("machine {machine} is in the cluster");
+    /// }
+    /// # }
+    /// ```
+    pub fn machines(&self) -> Vec<String> {
+        self.router.machines()
     }
 }
 
@@ -201,6 +242,8 @@ impl<M> Sender<M> {
 /// ```
 pub struct Receiver<M> {
     inbox: Inbox,
+    /// Messages from the other machines of the cluster.
+    remote: Option<mpsc::Receiver<Arrival>>,
     /// Where to ask for a stream closed for a bad frame to be meshed again.
     remesh: Option<mpsc::UnboundedSender<Remesh>>,
     /// The node's span, for the errors logged from whatever task receives.
@@ -255,6 +298,18 @@ impl<M: DeserializeOwned> Receiver<M> {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(NodeId, M)>> {
+        while let Some(Poll::Ready(Some(Arrival { from, body }))) =
+            self.remote.as_mut().map(|remote| remote.poll_recv(cx))
+        {
+            match postcard::from_bytes::<M>(&body) {
+                Ok(message) => return Poll::Ready(Some((from, message))),
+                Err(error) => self.span.in_scope(|| {
+                    tracing::warn!(
+                        "cluster: dropped a malformed message ({error}) from node {from}"
+                    )
+                }),
+            }
+        }
         loop {
             let Some(event) = std::task::ready!(self.inbox.poll_next(cx)) else {
                 return Poll::Ready(None);
@@ -300,11 +355,20 @@ pub(crate) fn start<M>(
     ids: impl IntoIterator<Item = usize>,
     queue: Arc<PeerQueue>,
     options: Options,
+    cluster: Option<&Cluster>,
 ) -> (Sender<M>, Receiver<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
-    let router = Arc::new(Router::new(me, options));
+    let (remote_route, remote) = match cluster.map(|c| remote::start(c, me, options.queue)) {
+        Some(Ok((route, arrivals))) => (Some(route), Some(arrivals)),
+        Some(Err(error)) => {
+            tracing::error!("{error}: messages stay on this machine");
+            (None, None)
+        }
+        None => (None, None),
+    };
+    let router = Arc::new(Router::new(me, options, remote_route));
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
     }
@@ -347,6 +411,7 @@ where
     };
     let receiver = Receiver {
         inbox: Inbox::new(arrivals),
+        remote,
         remesh,
         span: tracing::Span::current(),
         _message: PhantomData,

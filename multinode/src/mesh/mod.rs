@@ -36,6 +36,8 @@ pub(crate) struct StreamId {
     pub number: u64,
 }
 
+#[cfg(feature = "cluster")]
+mod bridge;
 mod halves;
 mod handshake;
 mod inbox;
@@ -43,6 +45,7 @@ mod messages;
 mod node_id;
 mod outbox;
 mod peer;
+mod remote;
 mod router;
 mod wire;
 

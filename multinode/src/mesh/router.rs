@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::messages::SendError;
 use super::outbox::{self, Outbox, Stream};
+use super::remote::Remote;
 use super::wire::Options;
 use super::NodeId;
 
@@ -16,6 +17,8 @@ use super::NodeId;
 pub(super) struct Router {
     pub me: usize,
     pub options: Options,
+    /// The route to the other machines of the cluster, if any.
+    remote: Option<Remote>,
     /// Read by every send (shared), written when a node is meshed or gone.
     links: RwLock<Links>,
 }
@@ -35,10 +38,11 @@ pub(super) struct Link {
 }
 
 impl Router {
-    pub fn new(me: usize, options: Options) -> Self {
+    pub fn new(me: usize, options: Options, remote: Option<Remote>) -> Self {
         Router {
             me,
             options,
+            remote,
             links: RwLock::new(Links::default()),
         }
     }
@@ -49,6 +53,37 @@ impl Router {
 
     fn links_mut(&self) -> RwLockWriteGuard<'_, Links> {
         self.links.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `body` (a message's bytes) for node `to` of another machine.
+    pub async fn remote_send(&self, to: &NodeId, body: &[u8]) -> Result<(), SendError> {
+        match &self.remote {
+            Some(remote) => remote.send(to, body).await,
+            None => Err(SendError::UnknownNode(to.clone())),
+        }
+    }
+
+    /// [`remote_send`](Self::remote_send) without waiting.
+    pub fn remote_try_send(&self, to: &NodeId, body: &[u8]) -> Result<(), SendError> {
+        match &self.remote {
+            Some(remote) => remote.try_send(to, body),
+            None => Err(SendError::UnknownNode(to.clone())),
+        }
+    }
+
+    /// The other machines of the cluster now.
+    pub fn machines(&self) -> Vec<String> {
+        self.remote
+            .as_ref()
+            .map(Remote::machines)
+            .unwrap_or_default()
+    }
+
+    /// Queues `body` for every node of the other machines.
+    pub async fn remote_broadcast(&self, body: &[u8]) {
+        if let Some(remote) = &self.remote {
+            remote.broadcast(body).await;
+        }
     }
 
     pub fn outbox(&self, to: &NodeId) -> Result<Arc<Outbox>, SendError> {

@@ -9,6 +9,9 @@ use tokio_util::codec::LengthDelimitedCodec;
 
 use super::messages::SendError;
 
+/// The bytes of a frame's length prefix: the message's own bytes follow.
+pub(super) const LENGTH: usize = 4;
+
 /// Settings of the message layer; the same in every node (the body is the same
 /// code everywhere).
 ///

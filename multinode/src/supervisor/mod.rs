@@ -332,6 +332,7 @@ impl Supervisor {
             heartbeat: self.machine.heartbeat_every().unwrap_or(Duration::ZERO),
             members,
             max_connections: self.config.max_connections,
+            cluster: self.config.cluster.clone(),
         };
         let greeting = vec![
             (ToWorker::Hello(identity), None),
