@@ -9,7 +9,8 @@
 //!   {t} from {k}`); `GET /broadcast?tag=T` broadcasts `Tag(T)` from the node that
 //!   answers; with `MULTINODE_CLUSTER`, `GET /send?to=MACHINE/ID&tag=T` sends
 //!   `Tag(T)` to node ID of another machine (answering `sent` or the error), and
-//!   `GET /machines` lists the other machines;
+//!   `GET /machines` lists the other machines, and each node logs `node {id} sees
+//!   machines [..]` when they change;
 //! - `MESH_MODE=raw`: takes the raw peers, writes `hi from {id}` on each and logs
 //!   every line read and each EOF;
 //! - `MESH_ROGUE=k`: node `k` takes its peers raw, writes a well-formed hello on
@@ -71,6 +72,12 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
     } else {
         let (tx, mut rx) = nodes.take_messages::<Msg>().unwrap();
         info!("node {id} generation {generation} knows {:?}", tx.nodes());
+        let mut machines = tx.watch_machines();
+        tokio::spawn(async move {
+            while machines.changed().await.is_ok() {
+                info!("node {id} sees machines {:?}", *machines.borrow());
+            }
+        });
         let flood = env("MESH_FLOOD").is_some();
         if env("MESH_DROP_RECEIVER").is_some() && id == 2 {
             drop(rx);

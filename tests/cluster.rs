@@ -41,11 +41,7 @@ fn two_masters_cannot_claim_one_machine_name() {
     let mut second = machine(&redis, "m1");
     let status = second.wait_exit(WAIT);
     assert_eq!(status.code(), Some(2), "{:?}", second.log());
-    let log = second.log().join("\n");
-    assert!(
-        log.contains("machine name \"m1\" is held by another master"),
-        "{log}"
-    );
+    second.wait_for("machine name \"m1\" is held by another master", 1, WAIT);
     second.assert_no_process_left();
     assert_eq!(get(addr, "/").unwrap().0, 200, "the first serves on");
 }
@@ -120,8 +116,8 @@ fn bad_cluster_settings_are_one_line_naming_the_variable() {
         let mut program = Program::start("probe", &vars);
         let status = program.wait_exit(WAIT);
         assert_eq!(status.code(), Some(2));
+        program.wait_for(expected, 1, WAIT); // stderr is read by a thread
         let log = program.log();
-        assert!(log.iter().any(|l| l.contains(expected)), "{log:?}");
         assert!(!log.join("\n").contains(":pw@"), "{log:?}");
         program.assert_no_process_left();
     }
@@ -231,7 +227,10 @@ fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
     assert_eq!(b.count("node 0 got tag direct"), 0, "to node 1 only");
     let (_, machines) = get(addr, "/machines").unwrap();
     assert_eq!(machines.trim(), "[\"b\"]");
+    a.wait_for("sees machines [\"b\"]", 2, WAIT); // each node of a is told
     killpg(Pid::from_raw(b.pid() as i32), Signal::SIGKILL).unwrap();
+    a.wait_for("sees machines []", 2, Duration::from_secs(10));
+    assert_eq!(a.count("cluster: machine b left"), 2);
     let gone = poll(Duration::from_secs(10), || {
         let (_, body) = get(addr, "/send?to=b/1&tag=late").ok()?;
         body.contains("gone").then_some(body)

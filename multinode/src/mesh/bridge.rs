@@ -58,6 +58,8 @@ pub(super) struct Remote {
     /// Whether the publishing connection is up: sends fail fast while it is not.
     up: Arc<AtomicBool>,
     machines: Arc<RwLock<Machines>>,
+    /// The other machines, for those who wait for a change.
+    others: tokio::sync::watch::Receiver<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -80,19 +82,22 @@ pub(super) fn start(
     let (arrive_tx, arrivals) = mpsc::channel(queue);
     let up = Arc::new(AtomicBool::new(false));
     let machines = Arc::new(RwLock::new(Machines::default()));
+    let (others_tx, others) = tokio::sync::watch::channel(Vec::new());
     let span = tracing::Span::current();
     tokio::spawn(publish(client.clone(), publish_rx, up.clone()).instrument(span.clone()));
     let own = format!("multinode:to:{}:{me}", cluster.machine);
     let machine = cluster.machine.clone();
     let subscriber = subscribe(client.clone(), machine.clone(), own, arrive_tx);
     tokio::spawn(subscriber.instrument(span.clone()));
-    tokio::spawn(watch_machines(client, machines.clone()).instrument(span));
+    let watch = watch_machines(client, machines.clone(), cluster.machine.clone(), others_tx);
+    tokio::spawn(watch.instrument(span));
     let remote = Remote {
         machine,
         me: me as u32,
         queue: publish_tx,
         up,
         machines,
+        others,
     };
     Ok((remote, arrivals))
 }
@@ -157,11 +162,9 @@ impl Remote {
         }
     }
 
-    /// The other machines in the cluster now.
-    pub fn machines(&self) -> Vec<String> {
-        let machines = self.machines.read().unwrap_or_else(|e| e.into_inner());
-        let others = machines.live.iter().filter(|m| **m != self.machine);
-        others.cloned().collect()
+    /// The other machines in the cluster, now and as they change.
+    pub fn machines(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        self.others.clone()
     }
 }
 
@@ -261,8 +264,14 @@ async fn subscribe(
     }
 }
 
-/// Reads the machines' claims every second.
-async fn watch_machines(client: redis::Client, machines: Arc<RwLock<Machines>>) {
+/// Reads the machines' claims every second; logs each machine that joins or
+/// leaves, and tells those who watch (`others`: all but `me`).
+async fn watch_machines(
+    client: redis::Client,
+    machines: Arc<RwLock<Machines>>,
+    me: String,
+    others: tokio::sync::watch::Sender<Vec<String>>,
+) {
     let mut connection = None;
     let mut every = tokio::time::interval(LOOK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -286,7 +295,19 @@ async fn watch_machines(client: redis::Client, machines: Arc<RwLock<Machines>>) 
                     .map(str::to_owned)
                     .collect();
                 let mut machines = machines.write().unwrap_or_else(|e| e.into_inner());
+                for joined in live.difference(&machines.live).filter(|m| **m != me) {
+                    info!(machine = %joined, "cluster: machine {joined} joined");
+                }
+                for left in machines.live.difference(&live).filter(|m| **m != me) {
+                    info!(machine = %left, "cluster: machine {left} left");
+                }
                 machines.seen.extend(live.iter().cloned());
+                let now: Vec<String> = live.iter().filter(|m| **m != me).cloned().collect();
+                others.send_if_modified(|was| {
+                    let changed = *was != now;
+                    *was = now;
+                    changed
+                });
                 machines.live = live;
             }
             Err(_) => connection = None,

@@ -224,6 +224,23 @@ impl<M> Sender<M> {
     /// # }
     /// ```
     pub fn machines(&self) -> Vec<String> {
+        self.router.machines().borrow().clone()
+    }
+
+    /// The other machines of the cluster as they join and leave: the list
+    /// changes within about a second of a master starting, and within 6 s of
+    /// one dying (5 s at once when it stops). Without a cluster the list stays
+    /// empty and `changed()` fails at once.
+    ///
+    /// ```no_run
+    /// # async fn f(tx: multinode::mesh::Sender<String>) {
+    /// let mut machines = tx.watch_machines();
+    /// while machines.changed().await.is_ok() {
+    ///     println!("the other machines now: {:?}", *machines.borrow());
+    /// }
+    /// # }
+    /// ```
+    pub fn watch_machines(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
         self.router.machines()
     }
 }

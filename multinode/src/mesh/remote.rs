@@ -31,7 +31,7 @@ mod absent {
         pub async fn broadcast(&self, _: &[u8]) {
             match *self {}
         }
-        pub fn machines(&self) -> Vec<String> {
+        pub fn machines(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
             match *self {}
         }
     }

@@ -71,12 +71,13 @@ impl Router {
         }
     }
 
-    /// The other machines of the cluster now.
-    pub fn machines(&self) -> Vec<String> {
-        self.remote
-            .as_ref()
-            .map(Remote::machines)
-            .unwrap_or_default()
+    /// The other machines of the cluster, now and as they change; without a
+    /// cluster, none and no change.
+    pub fn machines(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
+        match &self.remote {
+            Some(remote) => remote.machines(),
+            None => tokio::sync::watch::channel(Vec::new()).1,
+        }
     }
 
     /// Queues `body` for every node of the other machines.
