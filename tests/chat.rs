@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{get, Program};
+use common::{browser, get, Program};
 
 /// One `GET /events` stream: the node that serves it, and its lines.
 struct Events {
@@ -203,69 +203,22 @@ fn a_client_that_stops_reading_is_dropped_not_buffered() {
     assert!(fresh.next_message().unwrap().contains("after"));
 }
 
-/// Chromium, from Debian's `chromium` package (`.ci/run` installs it).
-fn chromium() -> Option<std::path::PathBuf> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
-}
-
 #[test]
 fn two_browser_pages_on_different_nodes_chat() {
-    use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
-    use headless_chrome::{Browser, LaunchOptions, Tab};
-
-    let Some(path) = chromium() else {
-        if std::env::var_os("MULTINODE_SKIP_BROWSER").is_some() {
-            eprintln!("MULTINODE_SKIP_BROWSER is set and Chromium is missing: not run");
-            return;
-        }
-        panic!("the browser test needs Chromium: apt-get install chromium (or set MULTINODE_SKIP_BROWSER=1)");
+    let Some(browser) = browser::launch() else {
+        return;
     };
     let program = Program::start("chat", &[]);
     let url = format!("http://{}/", program.ready());
-    let args = [
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-    ];
-    let options = LaunchOptions::default_builder()
-        .path(Some(path))
-        .headless(true)
-        .sandbox(false)
-        .args(args.iter().map(std::ffi::OsStr::new).collect())
-        .idle_browser_timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
-    let browser = Browser::new(options).expect("start Chromium");
-    let node_of = |tab: &Tab| -> usize {
-        tab.navigate_to(&url)
-            .unwrap()
-            .wait_until_navigated()
-            .unwrap();
-        let status = tab
-            .wait_for_element_with_custom_timeout("#status[data-node]", Duration::from_secs(10))
-            .expect("the page says which node it is connected through");
-        status
-            .get_attribute_value("data-node")
-            .unwrap()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
     let a = browser.new_tab().unwrap();
-    let a_node = node_of(&a);
+    let a_node = browser::open_chat(&a, &url);
     let b = browser.new_tab().unwrap();
-    let mut b_node = node_of(&b);
+    let mut b_node = browser::open_chat(&b, &url);
     for _ in 0..10 {
         if b_node != a_node {
             break;
         }
-        b_node = node_of(&b); // a new event stream, most likely to another node
+        b_node = browser::open_chat(&b, &url); // a new event stream, most likely to another node
     }
     assert_ne!(
         a_node, b_node,
@@ -273,17 +226,8 @@ fn two_browser_pages_on_different_nodes_chat() {
     );
 
     let text = "hello from A <b>not bold</b>";
-    a.activate().unwrap(); // input goes to the tab in front
-    a.wait_for_element("#user").unwrap().click().unwrap();
-    a.type_str("alice").unwrap();
-    a.wait_for_element("#text").unwrap().click().unwrap();
-    a.type_str(text).unwrap();
-    a.wait_for_element("#send").unwrap().click().unwrap();
-
-    let item = b
-        .wait_for_element_with_custom_timeout("#messages li", Duration::from_secs(10))
-        .expect("the message appears in the other page");
-    let shown = item.get_inner_text().unwrap();
+    browser::post_in_page(&a, "alice", text);
+    let shown = browser::first_message(&b);
     assert!(shown.contains("alice") && shown.contains(text), "{shown:?}");
     let injected = b
         .evaluate("document.querySelectorAll('#messages b').length", false)
@@ -295,14 +239,6 @@ fn two_browser_pages_on_different_nodes_chat() {
         serde_json::json!(0),
         "text is shown as text, never as HTML"
     );
-
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    for (name, tab) in [("chat-a.png", &a), ("chat-b.png", &b)] {
-        tab.activate().unwrap(); // a tab behind another one is not painted
-        let png = tab
-            .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
-            .unwrap();
-        std::fs::write(dir.join(name), png).unwrap();
-        eprintln!("screenshot: {}", dir.join(name).display());
-    }
+    browser::screenshot(&a, "chat-a.png");
+    browser::screenshot(&b, "chat-b.png");
 }

@@ -301,3 +301,71 @@ fn redis_restarted_under_traffic_the_local_mesh_goes_on_and_the_bridge_recovers(
         assert_eq!(program.count("lost the subscription connection"), 2);
     }
 }
+
+#[test]
+fn the_chat_example_on_two_machines_is_one_room() {
+    let Some(redis) = Redis::start() else { return };
+    let Some(browser) = common::browser::launch() else {
+        return;
+    };
+    let machine = |name| {
+        Program::start(
+            "chat",
+            &[
+                ("MULTINODE_NODES", "2"),
+                ("MULTINODE_CLUSTER", &redis.url()),
+                ("MULTINODE_MACHINE", name),
+            ],
+        )
+    };
+    let (one, two) = (machine("one"), machine("two"));
+    let (url_one, url_two) = (
+        format!("http://{}/", one.ready()),
+        format!("http://{}/", two.ready()),
+    );
+    // Each machine sees the other before anyone posts (pub/sub replays nothing).
+    for program in [&one, &two] {
+        program.wait_for("cluster: machine", 2, WAIT);
+    }
+    let a = browser.new_tab().unwrap();
+    common::browser::open_chat(&a, &url_one);
+    let b = browser.new_tab().unwrap();
+    common::browser::open_chat(&b, &url_two);
+    let shows = |tab: &headless_chrome::Tab, text: &str| {
+        let script = format!("document.body.innerText.includes({text:?})");
+        let shown = tab.evaluate(&script, false).map(|result| result.value);
+        matches!(shown, Ok(Some(serde_json::Value::Bool(true))))
+    };
+    // Posted on one until the page on two shows it: the subscriptions are up.
+    let warm = r#"{"user":"warm","text":"warming up"}"#;
+    let crossed = poll(WAIT, || {
+        post(one.ready(), warm);
+        shows(&b, "warming up").then_some(())
+    });
+    assert!(crossed.is_some(), "a message posted on one reaches two");
+    let text = "from machine one";
+    common::browser::post_in_page(&a, "ann", text);
+    let shown = poll(WAIT, || shows(&b, text).then_some(()));
+    assert!(
+        shown.is_some(),
+        "the page on two shows what the page on one posted"
+    );
+    common::browser::screenshot(&a, "cluster-chat-one.png");
+    common::browser::screenshot(&b, "cluster-chat-two.png");
+}
+
+/// POSTs a chat message (JSON) to the chat example at `addr`.
+fn post(addr: std::net::SocketAddr, body: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!(
+        "POST /messages HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(request.as_bytes());
+    let _ = stream.read_to_end(&mut Vec::new());
+}

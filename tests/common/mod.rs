@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod browser;
 pub mod redis;
 
 use std::collections::BTreeSet;
