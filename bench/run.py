@@ -312,6 +312,8 @@ def main():
     import faults  # the faults section, also runnable alone
     lines += faults.figures()
     lines += mesh_figures()
+    import cluster  # the cross-machine section, also runnable alone
+    lines += cluster.figures()
     report = "\n".join(lines) + "\n"
     with open(os.path.join(OUT, "report.md"), "w") as f:
         f.write(report)

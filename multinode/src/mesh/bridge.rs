@@ -1,6 +1,7 @@
 //! The route to the nodes of other machines (the `cluster` feature): Redis
 //! pub/sub. Each node publishes, from one connection and one bounded queue (so
-//! that its messages keep their order), to `multinode:all` for a broadcast and to
+//! that its messages keep their order; what waits in the queue goes out in one
+//! pipeline), to `multinode:all` for a broadcast and to
 //! `multinode:to:MACHINE:ID` for one node; it subscribes to both on a second
 //! connection. A message is its sender's machine and id and the message's
 //! postcard bytes (the frame's body), postcard-encoded. Pub/sub delivers at most
@@ -27,6 +28,8 @@ use crate::config::Cluster;
 const ALL: &str = "multinode:all";
 /// How often the machines in the cluster are read.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The most messages published in one round trip.
+const BATCH: usize = 256;
 /// The longest wait between two tries to reach Redis.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -192,17 +195,22 @@ async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: 
                 }
             }
         }
-        let Some(Publish { channel, payload }) = queue.recv().await else {
+        let Some(first) = queue.recv().await else {
             return; // the message layer is gone
         };
         let Some(live) = connection.as_mut() else {
             continue;
         };
-        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(payload)
-            .query_async(live)
-            .await;
+        // What waits goes in one pipeline: one round trip, in order.
+        let mut pipeline = redis::pipe();
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(Publish { channel, payload }) = next {
+            pipeline.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            batch += 1;
+            next = (batch < BATCH).then(|| queue.try_recv().ok()).flatten();
+        }
+        let published: redis::RedisResult<()> = pipeline.query_async(live).await;
         if let Err(error) = published {
             up.store(false, Ordering::Relaxed);
             outage.started(&format!("{:?}", error.kind()));

@@ -5,18 +5,24 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{Action, Machine, Phase, KILL_GRACE};
+use super::{Action, Machine, Master, Phase, KILL_GRACE};
 use crate::supervisor::slot::{Current, Deadline, Slot};
 
 impl Machine {
     pub(super) fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         if let Phase::Stopping { deadline, .. } = self.phase {
             if now >= deadline {
-                let left: Vec<Slot> = self
-                    .slots
-                    .iter()
-                    .filter(|(_, s)| s.has_processes())
-                    .map(|(slot, _)| *slot)
+                // The master's own node too, while its body has not returned.
+                let master = !matches!(self.master, Master::Returned(_));
+                let left: Vec<Slot> = master
+                    .then_some(0)
+                    .into_iter()
+                    .chain(
+                        self.slots
+                            .iter()
+                            .filter(|(_, s)| s.has_processes())
+                            .map(|(slot, _)| *slot),
+                    )
                     .collect();
                 error!(
                     "nodes {left:?} still running {:?} after the stop; killing them",
