@@ -369,3 +369,30 @@ fn post(addr: std::net::SocketAddr, body: &str) {
     let _ = stream.write_all(request.as_bytes());
     let _ = stream.read_to_end(&mut Vec::new());
 }
+
+#[test]
+fn machines_meet_over_tls() {
+    let dir = std::env::temp_dir().join(format!("multinode-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(redis) = Redis::start_tls(&dir) else {
+        return;
+    };
+    let ca = dir.join("ca.pem");
+    let machine = |name: &str| {
+        Program::start(
+            "mesh_probe",
+            &[
+                ("MULTINODE_NODES", "2"),
+                ("MULTINODE_CLUSTER", &redis.url()),
+                ("MULTINODE_MACHINE", name),
+                ("SSL_CERT_FILE", ca.to_str().unwrap()), // trust the test's CA
+            ],
+        )
+    };
+    let (a, b) = (machine("a"), machine("b"));
+    b.ready();
+    a.wait_for("joined the cluster", 1, WAIT);
+    connected(&a, &b, "a");
+    drop(redis);
+    std::fs::remove_dir_all(&dir).ok();
+}

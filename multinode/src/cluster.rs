@@ -64,6 +64,7 @@ impl Drop for Joined {
 /// Joins the cluster: claims this machine's name, then keeps it. An error
 /// (the name is held by another master) is one line for the user.
 pub(crate) fn join(cluster: &Cluster) -> Result<Joined, String> {
+    install_crypto();
     let cluster = cluster.clone();
     let stop = CancellationToken::new();
     let (claimed_tx, claimed) = std::sync::mpsc::channel();
@@ -206,4 +207,10 @@ impl Membership {
             let _ = tokio::time::timeout(Duration::from_secs(1), released).await;
         }
     }
+}
+
+/// rustls's crypto for `rediss://` URLs, once per process (ring: the one this
+/// build links).
+pub(crate) fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ pub struct Redis {
     child: Child,
     pub port: u16,
     pub password: Option<String>,
+    /// With TLS: the folder of its certificates (the CA is `ca.pem`).
+    pub tls: Option<PathBuf>,
 }
 
 impl Redis {
@@ -47,14 +50,111 @@ impl Redis {
             child,
             port,
             password: password.map(str::to_owned),
+            tls: None,
         };
         poll(Duration::from_secs(10), || redis.command(&["PING"]).ok())
             .expect("redis-server answers within 10 s");
         Some(redis)
     }
 
+    /// One that speaks TLS only, with a certificate for `localhost` signed by a
+    /// CA of its own (made with `openssl` in `dir`).
+    pub fn start_tls(dir: &Path) -> Option<Redis> {
+        let openssl = |args: &[&str]| {
+            let done = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl (apt-get install openssl)");
+            assert!(done.success(), "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "req.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "req.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let port = free_port();
+        let mut command = Command::new("redis-server");
+        command
+            .current_dir(dir)
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem"])
+            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(_) if std::env::var("MULTINODE_SKIP_REDIS").as_deref() == Ok("1") => return None,
+            Err(error) => panic!("cannot start redis-server ({error})"),
+        };
+        let redis = Redis {
+            child,
+            port,
+            password: None,
+            tls: Some(dir.to_owned()),
+        };
+        let up = poll(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "redis-server with TLS listens within 10 s");
+        Some(redis)
+    }
+
     /// The URL a program is given.
     pub fn url(&self) -> String {
+        if self.tls.is_some() {
+            return format!("rediss://localhost:{}", self.port);
+        }
         match &self.password {
             Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

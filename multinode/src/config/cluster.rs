@@ -67,8 +67,7 @@ fn check_url(url: &str) -> Result<(), String> {
         Ok(_) => Ok(()),
         // The client's message may quote the URL: only its kind is shown.
         Err(error) => Err(format!(
-            "not a Redis URL this build can use (redis://, rediss:// needs TLS, \
-             redis+unix://): {:?}",
+            "not a Redis URL (redis://, rediss:// for TLS, redis+unix://): {:?}",
             error.kind()
         )),
     }
@@ -174,6 +173,13 @@ mod tests {
             assert!(err.starts_with("MULTINODE_MACHINE=\"a b\""), "{err}");
             let default = resolve(Some("redis://h"), &env(&[])).unwrap().unwrap();
             assert!(valid_name(&default.machine), "{}", default.machine);
+            for url in [
+                "rediss://:pw@h:6380",
+                "redis+unix:///tmp/r.sock",
+                "redis://h/3",
+            ] {
+                assert!(resolve(Some(url), &env(&[])).is_ok(), "{url}");
+            }
         }
         #[cfg(not(feature = "cluster"))]
         {

@@ -79,6 +79,7 @@ pub(super) fn start(
     me: usize,
     queue: usize,
 ) -> Result<(Remote, mpsc::Receiver<Arrival>), String> {
+    crate::cluster::install_crypto();
     let client = redis::Client::open(cluster.url.as_str())
         .map_err(|e| format!("cluster: {:?}", e.kind()))?;
     let (publish_tx, publish_rx) = mpsc::channel(queue);
