@@ -225,6 +225,13 @@ fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
     assert!(body.contains("sent direct to b/1"), "{body}");
     b.wait_for("node 1 got tag direct from a/", 1, WAIT);
     assert_eq!(b.count("node 0 got tag direct"), 0, "to node 1 only");
+    // A node of its own machine named with the machine's name: the local way.
+    let (_, body) = get(addr, "/send?to=a/1&tag=home").unwrap();
+    if body.starts_with("node 0 ") {
+        a.wait_for("node 1 got tag home from 0", 1, WAIT);
+    } else {
+        assert!(body.contains("could not send"), "node 1 to itself: {body}");
+    }
     let (_, machines) = get(addr, "/machines").unwrap();
     assert_eq!(machines.trim(), "[\"b\"]");
     a.wait_for("sees machines [\"b\"]", 2, WAIT); // each node of a is told

@@ -107,6 +107,11 @@ pub(super) fn start(
 }
 
 impl Remote {
+    /// Whether `machine` is this node's own.
+    pub fn is_own(&self, machine: &str) -> bool {
+        machine == self.machine
+    }
+
     /// The payload of `body` (a message's postcard bytes) from this node.
     fn envelope(&self, body: &[u8]) -> Vec<u8> {
         let envelope = Envelope {

@@ -135,7 +135,7 @@ impl<M: Serialize> Sender<M> {
     /// # Ok(()) }
     /// ```
     pub async fn send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
-        let to = to.into();
+        let to = self.router.resolve(to.into());
         let max = self.router.options.max_frame_len;
         if !to.is_local() {
             let frame = self.frame(message)?;
@@ -161,7 +161,7 @@ impl<M: Serialize> Sender<M> {
     /// # }
     /// ```
     pub fn try_send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
-        let to = to.into();
+        let to = self.router.resolve(to.into());
         let max = self.router.options.max_frame_len;
         if !to.is_local() {
             let frame = self.frame(message)?;
@@ -261,6 +261,8 @@ pub struct Receiver<M> {
     inbox: Inbox,
     /// Messages from the other machines of the cluster.
     remote: Option<mpsc::Receiver<Arrival>>,
+    /// Malformed messages from other machines are logged at most once a second.
+    malformed: crate::throttle::Throttle,
     /// Where to ask for a stream closed for a bad frame to be meshed again.
     remesh: Option<mpsc::UnboundedSender<Remesh>>,
     /// The node's span, for the errors logged from whatever task receives.
@@ -320,11 +322,16 @@ impl<M: DeserializeOwned> Receiver<M> {
         {
             match postcard::from_bytes::<M>(&body) {
                 Ok(message) => return Poll::Ready(Some((from, message))),
-                Err(error) => self.span.in_scope(|| {
-                    tracing::warn!(
-                        "cluster: dropped a malformed message ({error}) from node {from}"
-                    )
-                }),
+                Err(error) => {
+                    if let Some(held) = self.malformed.admit(std::time::Instant::now()) {
+                        self.span.in_scope(|| {
+                            tracing::warn!(
+                                held_back = held,
+                                "cluster: dropped a malformed message ({error}) from node {from}"
+                            )
+                        });
+                    }
+                }
             }
         }
         loop {
@@ -429,6 +436,7 @@ where
     let receiver = Receiver {
         inbox: Inbox::new(arrivals),
         remote,
+        malformed: crate::throttle::Throttle::default(),
         remesh,
         span: tracing::Span::current(),
         _message: PhantomData,

@@ -34,6 +34,9 @@ mod absent {
         pub fn machines(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
             match *self {}
         }
+        pub fn is_own(&self, _: &str) -> bool {
+            match *self {}
+        }
     }
 
     pub(in crate::mesh) fn start(

@@ -55,6 +55,15 @@ impl Router {
         self.links.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `to` as this node routes it: a node named with this machine's own name
+    /// is a node of this machine.
+    pub fn resolve(&self, to: NodeId) -> NodeId {
+        match (&self.remote, to.machine()) {
+            (Some(remote), Some(machine)) if remote.is_own(machine) => NodeId::local(to.id()),
+            _ => to,
+        }
+    }
+
     /// Queues `body` (a message's bytes) for node `to` of another machine.
     pub async fn remote_send(&self, to: &NodeId, body: &[u8]) -> Result<(), SendError> {
         match &self.remote {
