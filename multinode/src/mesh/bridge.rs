@@ -297,11 +297,7 @@ async fn watch_machines(
         let Some(live) = connection.as_mut() else {
             continue;
         };
-        let keys: redis::RedisResult<Vec<String>> = redis::cmd("KEYS")
-            .arg("multinode:machine:*")
-            .query_async(live)
-            .await;
-        match keys {
+        match claims(live).await {
             Ok(keys) => {
                 let live: BTreeSet<String> = keys
                     .iter()
@@ -325,6 +321,27 @@ async fn watch_machines(
                 machines.live = live;
             }
             Err(_) => connection = None,
+        }
+    }
+}
+
+/// The machines' claim keys, by `SCAN` (never `KEYS`, which would block a
+/// Redis that holds many keys).
+async fn claims(live: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<Vec<String>> {
+    let (mut cursor, mut keys) = (0u64, Vec::new());
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("multinode:machine:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(live)
+            .await?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            return Ok(keys);
         }
     }
 }
