@@ -142,12 +142,22 @@ impl Watch {
                 _ = stop.cancelled() => return,
                 taken = self.take_over(&mut every) => taken,
             };
-            info!(
-                node = self.slot,
-                handed = taken,
-                "node {} accepts again",
-                self.slot
-            );
+            // The take-over ends when the node accepts again, or when no other
+            // node does (its queue is then left to it).
+            match self.accepting() {
+                true => info!(
+                    node = self.slot,
+                    handed = taken,
+                    "node {} accepts again",
+                    self.slot
+                ),
+                false => warn!(
+                    node = self.slot,
+                    handed = taken,
+                    "no other node accepts: node {}'s queue is left to it",
+                    self.slot
+                ),
+            }
             let _ = self.reports.send(Report::Accepting(self.slot));
         }
     }
