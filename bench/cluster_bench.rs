@@ -3,7 +3,7 @@
 //! one). With `MULTINODE_MACHINE=b`, every node of b records when each
 //! broadcast from machine a arrives (CLOCK_MONOTONIC, one clock for every
 //! process here) and, at the end, sends its figures to node 0 of a. With
-//! `MULTINODE_MACHINE=a`, node 0 waits for b, broadcasts `COUNT` messages of
+//! `MULTINODE_MACHINE=a`, node 0 waits for b, broadcasts `COUNT` (100 000) messages of
 //! 64 bytes as fast as it can (the rate, first to last arrival), then 2000 one
 //! at a time 0.5 ms apart (the latency, unloaded), and prints b's figures as
 //! `cluster,…` CSV lines; then it returns, which stops machine a.
@@ -53,7 +53,7 @@ fn count() -> usize {
     std::env::var("COUNT")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(20_000)
+        .unwrap_or(100_000)
 }
 
 fn now_ns() -> u64 {

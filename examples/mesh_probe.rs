@@ -9,7 +9,7 @@
 //!   {t} from {k}`); `GET /broadcast?tag=T` broadcasts `Tag(T)` from the node that
 //!   answers; with `MULTINODE_CLUSTER`, `GET /send?to=MACHINE/ID&tag=T` sends
 //!   `Tag(T)` to node ID of another machine (answering `sent` or the error), and
-//!   `GET /machines` lists the other machines, and each node logs `node {id} sees
+//!   `GET /machines` lists the other machines, `GET /nodes` their nodes, and each node logs `node {id} sees
 //!   machines [..]` when they change;
 //! - `MESH_MODE=raw`: takes the raw peers, writes `hi from {id}` on each and logs
 //!   every line read and each EOF;
@@ -142,6 +142,11 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
                 }
                 ("/machines", _, Some(tx)) => {
                     *response.body_mut() = format!("{:?}\n", tx.machines());
+                }
+                ("/nodes", _, Some(tx)) => {
+                    let nodes: Vec<String> =
+                        tx.remote_nodes().iter().map(|n| n.to_string()).collect();
+                    *response.body_mut() = format!("{nodes:?}\n");
                 }
                 ("/broadcast", Some(tag), Some(tx)) => {
                     tx.broadcast(&Msg::Tag(tag.clone())).await.unwrap();

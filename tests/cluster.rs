@@ -217,10 +217,15 @@ fn every_node_hears_each_broadcast_of_another_machine_once_and_in_order() {
 fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
     let Some(redis) = Redis::start() else { return };
     let a = mesh_machine(&redis, "a", "2");
-    let b = mesh_machine(&redis, "b", "2");
+    let b = mesh_machine(&redis, "b", "3");
     b.ready();
     connected(&a, &b, "a");
     let addr = a.ready();
+    let listed = poll(WAIT, || {
+        let (_, nodes) = get(addr, "/nodes").ok()?;
+        (nodes.trim() == r#"["b/0", "b/1", "b/2"]"#).then_some(())
+    });
+    assert!(listed.is_some(), "a lists the 3 nodes of b");
     let (_, body) = get(addr, "/send?to=b/1&tag=direct").unwrap();
     assert!(body.contains("sent direct to b/1"), "{body}");
     b.wait_for("node 1 got tag direct from a/", 1, WAIT);
@@ -238,6 +243,8 @@ fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
     killpg(Pid::from_raw(b.pid() as i32), Signal::SIGKILL).unwrap();
     a.wait_for("sees machines []", 2, Duration::from_secs(10));
     assert_eq!(a.count("cluster: machine b left"), 2);
+    let (_, nodes) = get(addr, "/nodes").unwrap();
+    assert_eq!(nodes.trim(), "[]", "the nodes of a machine that left");
     let gone = poll(Duration::from_secs(10), || {
         let (_, body) = get(addr, "/send?to=b/1&tag=late").ok()?;
         body.contains("gone").then_some(body)
@@ -257,12 +264,13 @@ fn garbage_on_the_cluster_channel_is_dropped_and_messages_cross_on() {
     connected(&a, &b, "a");
     assert_eq!(
         redis
-            .command(&["PUBLISH", "multinode:all", "garbage"])
+            .command(&["PUBLISH", "multinode:to:b", "garbage"])
             .unwrap(),
-        ":4"
+        ":2",
+        "the 2 nodes of b, and only they, subscribe to b's broadcasts"
     );
     b.wait_for(
-        "dropped a message that is not one on multinode:all",
+        "dropped a message that is not one on multinode:to:b",
         1,
         WAIT,
     );

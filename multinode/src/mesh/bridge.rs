@@ -1,14 +1,17 @@
 //! The route to the nodes of other machines (the `cluster` feature): Redis
 //! pub/sub. Each node publishes, from one connection and one bounded queue (so
 //! that its messages keep their order; what waits in the queue goes out in one
-//! pipeline), to `multinode:all` for a broadcast and to
-//! `multinode:to:MACHINE:ID` for one node; it subscribes to both on a second
+//! pipeline), to `multinode:to:MACHINE` of each other machine for a broadcast
+//! (so that no machine is sent its own) and to `multinode:to:MACHINE:ID` for
+//! one node; it subscribes to its machine's and its own on a second
 //! connection. A message is its sender's machine and id and the message's
 //! postcard bytes (the frame's body), postcard-encoded. Pub/sub delivers at most
 //! once: what a node misses while its connection is down is not replayed.
 //!
-//! Each node also reads which machines are in the cluster (their claims, see
-//! `cluster.rs`) every second: a send to a machine that left fails with `Gone`.
+//! Each node also keeps a key of its own, `multinode:node:MACHINE:ID`, that
+//! lives `cluster::TTL` unless renewed, and reads every second which machines
+//! (their claims, see `cluster.rs`) and nodes are in the cluster: a send to a
+//! machine that left fails with `Gone`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,16 +19,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
 use super::messages::SendError;
+use super::subscription::Subscription;
 use super::NodeId;
 use crate::config::Cluster;
 
-const ALL: &str = "multinode:all";
 /// How often the machines in the cluster are read.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The most messages published in one round trip.
@@ -35,22 +37,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A message between machines, as published.
 #[derive(Serialize, Deserialize)]
-struct Envelope<'a> {
-    machine: &'a str,
-    node: u32,
-    body: &'a [u8],
+pub(super) struct Envelope<'a> {
+    pub machine: &'a str,
+    pub node: u32,
+    pub body: &'a [u8],
 }
 
 /// One message to publish.
 struct Publish {
     channel: String,
-    payload: Vec<u8>,
-}
-
-/// A message from another machine.
-pub(super) struct Arrival {
-    pub from: NodeId,
-    pub body: Bytes,
+    payload: Bytes,
 }
 
 /// The sending side, shared by the `Sender`s.
@@ -68,32 +64,33 @@ pub(super) struct Remote {
 #[derive(Default)]
 struct Machines {
     live: BTreeSet<String>,
+    /// The nodes of the other live machines.
+    nodes: Vec<NodeId>,
     /// Every machine seen in the cluster since this node started.
     seen: BTreeSet<String>,
 }
 
-/// Starts the bridge for node `me` of `cluster.machine`: the route out, and the
-/// arrivals from the other machines (at most `queue` of each waiting).
+/// Starts the bridge for node `me` of `cluster.machine`: the route out (at
+/// most `queue` messages waiting), and the subscription to what the other
+/// machines publish for it.
 pub(super) fn start(
     cluster: &Cluster,
     me: usize,
     queue: usize,
-) -> Result<(Remote, mpsc::Receiver<Arrival>), String> {
+) -> Result<(Remote, Subscription), String> {
     crate::cluster::install_crypto();
     let client = redis::Client::open(cluster.url.as_str())
         .map_err(|e| format!("cluster: {:?}", e.kind()))?;
     let (publish_tx, publish_rx) = mpsc::channel(queue);
-    let (arrive_tx, arrivals) = mpsc::channel(queue);
     let up = Arc::new(AtomicBool::new(false));
     let machines = Arc::new(RwLock::new(Machines::default()));
     let (others_tx, others) = tokio::sync::watch::channel(Vec::new());
     let span = tracing::Span::current();
     tokio::spawn(publish(client.clone(), publish_rx, up.clone()).instrument(span.clone()));
-    let own = format!("multinode:to:{}:{me}", cluster.machine);
     let machine = cluster.machine.clone();
-    let subscriber = subscribe(client.clone(), machine.clone(), own, arrive_tx);
-    tokio::spawn(subscriber.instrument(span.clone()));
-    let watch = watch_machines(client, machines.clone(), cluster.machine.clone(), others_tx);
+    let subscription = Subscription::start(client.clone(), machine.clone(), me);
+    let me_at = (cluster.machine.clone(), me);
+    let watch = watch_machines(client, machines.clone(), me_at, others_tx);
     tokio::spawn(watch.instrument(span));
     let remote = Remote {
         machine,
@@ -103,7 +100,7 @@ pub(super) fn start(
         machines,
         others,
     };
-    Ok((remote, arrivals))
+    Ok((remote, subscription))
 }
 
 impl Remote {
@@ -113,13 +110,13 @@ impl Remote {
     }
 
     /// The payload of `body` (a message's postcard bytes) from this node.
-    fn envelope(&self, body: &[u8]) -> Vec<u8> {
+    fn envelope(&self, body: &[u8]) -> Bytes {
         let envelope = Envelope {
             machine: &self.machine,
             node: self.me,
             body,
         };
-        postcard::to_allocvec(&envelope).unwrap_or_default()
+        postcard::to_allocvec(&envelope).unwrap_or_default().into()
     }
 
     /// Where a message to `to` goes: its channel, or why it cannot.
@@ -161,12 +158,23 @@ impl Remote {
             })
     }
 
-    /// Queues `body` for every node of the other machines; nothing while Redis
-    /// is out of reach.
+    /// Queues `body` for every node of the other machines (those live when it
+    /// is sent); nothing while Redis is out of reach.
     pub async fn broadcast(&self, body: &[u8]) {
-        if self.up.load(Ordering::Relaxed) {
-            let payload = self.envelope(body);
-            let channel = ALL.to_owned();
+        if !self.up.load(Ordering::Relaxed) {
+            return;
+        }
+        let channels: Vec<String> = {
+            let machines = self.machines.read().unwrap_or_else(|e| e.into_inner());
+            let others = machines.live.iter().filter(|m| **m != self.machine);
+            others.map(|m| format!("multinode:to:{m}")).collect()
+        };
+        if channels.is_empty() {
+            return;
+        }
+        let payload = self.envelope(body);
+        for channel in channels {
+            let payload = payload.clone();
             let _ = self.queue.send(Publish { channel, payload }).await;
         }
     }
@@ -174,6 +182,12 @@ impl Remote {
     /// The other machines in the cluster, now and as they change.
     pub fn machines(&self) -> tokio::sync::watch::Receiver<Vec<String>> {
         self.others.clone()
+    }
+
+    /// The nodes of the other machines, as last read.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        let machines = self.machines.read().unwrap_or_else(|e| e.into_inner());
+        machines.nodes.clone()
     }
 }
 
@@ -212,7 +226,11 @@ async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: 
         let mut next = Some(first);
         let mut batch = 0;
         while let Some(Publish { channel, payload }) = next {
-            pipeline.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+            pipeline
+                .cmd("PUBLISH")
+                .arg(channel)
+                .arg(&payload[..])
+                .ignore();
             batch += 1;
             next = (batch < BATCH).then(|| queue.try_recv().ok()).flatten();
         }
@@ -225,67 +243,17 @@ async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: 
     }
 }
 
-/// Delivers what the other machines publish for this node, until the message
-/// layer is gone; subscribes again after a lost connection.
-async fn subscribe(
-    client: redis::Client,
-    machine: String,
-    own: String,
-    arrivals: mpsc::Sender<Arrival>,
-) {
-    let mut outage = Outage::new("subscription");
-    let mut garbage = crate::throttle::Throttle::default();
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&[ALL, own.as_str()]).await?;
-            redis::RedisResult::Ok(pubsub)
-        };
-        let mut pubsub = match subscribed.await {
-            Ok(pubsub) => pubsub,
-            Err(error) => {
-                outage.started(&format!("{:?}", error.kind()));
-                tokio::time::sleep(outage.backoff()).await;
-                continue;
-            }
-        };
-        outage.ended();
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            let payload = message.get_payload_bytes();
-            let Ok(envelope) = postcard::from_bytes::<Envelope>(payload) else {
-                if let Some(held) = garbage.admit(std::time::Instant::now()) {
-                    let channel = message.get_channel_name();
-                    warn!(
-                        held_back = held,
-                        "cluster: dropped a message that is not one on {channel}"
-                    );
-                }
-                continue;
-            };
-            if envelope.machine == machine {
-                continue; // this machine's own broadcast: its nodes had it directly
-            }
-            let arrival = Arrival {
-                from: NodeId::remote(envelope.machine, envelope.node as usize),
-                body: Bytes::copy_from_slice(envelope.body),
-            };
-            if arrivals.send(arrival).await.is_err() {
-                return; // the receiver is gone
-            }
-        }
-        outage.started("connection lost");
-    }
-}
-
-/// Reads the machines' claims every second; logs each machine that joins or
-/// leaves, and tells those who watch (`others`: all but `me`).
+/// Renews this node's key and reads the machines' claims and the nodes' keys
+/// every second; logs each machine that joins or leaves, and tells those who
+/// watch (`others`: all but this machine).
 async fn watch_machines(
     client: redis::Client,
     machines: Arc<RwLock<Machines>>,
-    me: String,
+    (me, node): (String, usize),
     others: tokio::sync::watch::Sender<Vec<String>>,
 ) {
+    let own_key = format!("multinode:node:{me}:{node}");
+    let ttl = crate::cluster::TTL.as_millis() as u64;
     let mut connection = None;
     let mut every = tokio::time::interval(LOOK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -297,13 +265,24 @@ async fn watch_machines(
         let Some(live) = connection.as_mut() else {
             continue;
         };
-        match claims(live).await {
-            Ok(keys) => {
-                let live: BTreeSet<String> = keys
+        let mut renew = redis::cmd("SET");
+        renew.arg(&own_key).arg(1).arg("PX").arg(ttl);
+        let renewed: redis::RedisResult<()> = renew.query_async(live).await;
+        let claims = keys(live, "multinode:machine:*").await;
+        let node_keys = keys(live, "multinode:node:*").await;
+        match (renewed, claims, node_keys) {
+            (Ok(()), Ok(claims), Ok(node_keys)) => {
+                let live: BTreeSet<String> = claims
                     .iter()
                     .filter_map(|k| k.strip_prefix("multinode:machine:"))
                     .map(str::to_owned)
                     .collect();
+                let mut nodes: Vec<NodeId> = node_keys
+                    .iter()
+                    .filter_map(|k| node_of(k))
+                    .filter(|n| n.machine().is_some_and(|m| m != me && live.contains(m)))
+                    .collect();
+                nodes.sort();
                 let mut machines = machines.write().unwrap_or_else(|e| e.into_inner());
                 for joined in live.difference(&machines.live).filter(|m| **m != me) {
                     info!(machine = %joined, "cluster: machine {joined} joined");
@@ -319,21 +298,31 @@ async fn watch_machines(
                     changed
                 });
                 machines.live = live;
+                machines.nodes = nodes;
             }
-            Err(_) => connection = None,
+            _ => connection = None,
         }
     }
 }
 
-/// The machines' claim keys, by `SCAN` (never `KEYS`, which would block a
+/// The node a key `multinode:node:MACHINE:ID` stands for.
+fn node_of(key: &str) -> Option<NodeId> {
+    let (machine, id) = key.strip_prefix("multinode:node:")?.rsplit_once(':')?;
+    Some(NodeId::remote(machine, id.parse().ok()?))
+}
+
+/// The keys that match `pattern`, by `SCAN` (never `KEYS`, which would block a
 /// Redis that holds many keys).
-async fn claims(live: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<Vec<String>> {
+async fn keys(
+    live: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> redis::RedisResult<Vec<String>> {
     let (mut cursor, mut keys) = (0u64, Vec::new());
     loop {
         let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg("multinode:machine:*")
+            .arg(pattern)
             .arg("COUNT")
             .arg(1000)
             .query_async(live)
@@ -348,14 +337,14 @@ async fn claims(live: &mut redis::aio::MultiplexedConnection) -> redis::RedisRes
 
 /// An outage of one connection: logged once when it starts and once when it
 /// ends; the backoff between tries doubles up to `MAX_BACKOFF`.
-struct Outage {
+pub(super) struct Outage {
     what: &'static str,
     down: bool,
     backoff: Duration,
 }
 
 impl Outage {
-    fn new(what: &'static str) -> Self {
+    pub fn new(what: &'static str) -> Self {
         Outage {
             what,
             down: false,
@@ -363,14 +352,14 @@ impl Outage {
         }
     }
 
-    fn started(&mut self, why: &str) {
+    pub fn started(&mut self, why: &str) {
         if !self.down {
             warn!("cluster: lost the {} connection to Redis ({why}): messages to other machines fail until it is back", self.what);
             self.down = true;
         }
     }
 
-    fn ended(&mut self) {
+    pub fn ended(&mut self) {
         if self.down {
             info!("cluster: the {} connection to Redis is back", self.what);
         }
@@ -378,7 +367,7 @@ impl Outage {
         self.backoff = Duration::from_millis(100);
     }
 
-    fn backoff(&mut self) -> Duration {
+    pub fn backoff(&mut self) -> Duration {
         let now = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         now

@@ -26,7 +26,7 @@ use super::halves;
 use super::inbox::{Event, Inbox, Incoming};
 use super::outbox::Stream;
 use super::peer::{Item, PeerQueue, Remesh};
-use super::remote::{self, Arrival};
+use super::remote::{self, Subscription};
 use super::router::Router;
 use super::wire::{self, Options};
 use super::{NodeId, StreamId};
@@ -185,10 +185,11 @@ impl<M: Serialize> Sender<M> {
             buffer.extend_from_slice(&frame);
             Ok(())
         };
+        // Other machines first: their way is the longer.
+        self.router.remote_broadcast(&frame[wire::LENGTH..]).await;
         for outbox in self.router.outboxes() {
             let _ = outbox.send_with(copy).await; // Err: gone meanwhile
         }
-        self.router.remote_broadcast(&frame[wire::LENGTH..]).await;
         Ok(())
     }
 
@@ -227,6 +228,22 @@ impl<M> Sender<M> {
         self.router.machines().borrow().clone()
     }
 
+    /// The nodes of the other machines of the cluster, in order: each node
+    /// renews a key in Redis every second, which lives 5 s. So a node (or a
+    /// machine) that started is listed within about a second, and one that
+    /// stopped or died is gone within 6 s. None without a cluster.
+    ///
+    /// ```no_run
+    /// # fn f(tx: multinode::mesh::Sender<String>) {
+    /// for node in tx.remote_nodes() {
+    ///     println!("node {} of machine {:?}", node.id(), node.machine());
+    /// }
+    /// # }
+    /// ```
+    pub fn remote_nodes(&self) -> Vec<NodeId> {
+        self.router.remote_nodes()
+    }
+
     /// The other machines of the cluster as they join and leave: the list
     /// changes within about a second of a master starting, and within 6 s of
     /// one dying (5 s at once when it stops). Without a cluster the list stays
@@ -260,7 +277,7 @@ impl<M> Sender<M> {
 pub struct Receiver<M> {
     inbox: Inbox,
     /// Messages from the other machines of the cluster.
-    remote: Option<mpsc::Receiver<Arrival>>,
+    remote: Option<Subscription>,
     /// Malformed messages from other machines are logged at most once a second.
     malformed: crate::throttle::Throttle,
     /// Where to ask for a stream closed for a bad frame to be meshed again.
@@ -317,10 +334,12 @@ impl<M: DeserializeOwned> Receiver<M> {
     }
 
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(NodeId, M)>> {
-        while let Some(Poll::Ready(Some(Arrival { from, body }))) =
+        while let Some(Poll::Ready(Some(arrival))) =
             self.remote.as_mut().map(|remote| remote.poll_recv(cx))
         {
-            match postcard::from_bytes::<M>(&body) {
+            let decoded = postcard::from_bytes::<M>(arrival.body());
+            let from = arrival.from;
+            match decoded {
                 Ok(message) => return Poll::Ready(Some((from, message))),
                 Err(error) => {
                     if let Some(held) = self.malformed.admit(std::time::Instant::now()) {

@@ -47,6 +47,8 @@ mod outbox;
 mod peer;
 mod remote;
 mod router;
+#[cfg(feature = "cluster")]
+mod subscription;
 mod wire;
 
 /// Raw bytes as a message: `nodes.take_messages::<multinode::mesh::Bytes>()`.

@@ -49,6 +49,15 @@ impl NodeId {
         }
     }
 
+    /// [`remote`](Self::remote) with the machine's name already shared.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn of_machine(machine: Arc<str>, id: usize) -> Self {
+        NodeId {
+            machine: Some(machine),
+            id,
+        }
+    }
+
     /// The node's id on its machine.
     ///
     /// ```

@@ -2,12 +2,15 @@
 //! without it, a route that cannot exist (the setting is refused at start).
 
 #[cfg(feature = "cluster")]
-pub(super) use super::bridge::{start, Arrival, Remote};
+pub(super) use super::bridge::{start, Remote};
+#[cfg(feature = "cluster")]
+pub(super) use super::subscription::Subscription;
 
 #[cfg(not(feature = "cluster"))]
 mod absent {
+    use std::task::{Context, Poll};
+
     use bytes::Bytes;
-    use tokio::sync::mpsc;
 
     use super::super::messages::SendError;
     use super::super::NodeId;
@@ -15,7 +18,22 @@ mod absent {
 
     pub(in crate::mesh) struct Arrival {
         pub from: NodeId,
-        pub body: Bytes,
+        body: Bytes,
+    }
+
+    impl Arrival {
+        pub fn body(&self) -> &[u8] {
+            &self.body
+        }
+    }
+
+    /// No value: nothing comes from other machines without the feature.
+    pub(in crate::mesh) enum Subscription {}
+
+    impl Subscription {
+        pub fn poll_recv(&mut self, _: &mut Context<'_>) -> Poll<Option<Arrival>> {
+            match *self {}
+        }
     }
 
     /// No value: there is no route without the feature.
@@ -37,16 +55,19 @@ mod absent {
         pub fn is_own(&self, _: &str) -> bool {
             match *self {}
         }
+        pub fn nodes(&self) -> Vec<NodeId> {
+            match *self {}
+        }
     }
 
     pub(in crate::mesh) fn start(
         _: &Cluster,
         _: usize,
         _: usize,
-    ) -> Result<(Remote, mpsc::Receiver<Arrival>), String> {
+    ) -> Result<(Remote, Subscription), String> {
         Err("the cluster needs multinode's `cluster` feature".into())
     }
 }
 
 #[cfg(not(feature = "cluster"))]
-pub(super) use absent::{start, Arrival, Remote};
+pub(super) use absent::{start, Remote, Subscription};

@@ -89,6 +89,11 @@ impl Router {
         }
     }
 
+    /// The nodes of the other machines of the cluster.
+    pub fn remote_nodes(&self) -> Vec<NodeId> {
+        self.remote.as_ref().map(Remote::nodes).unwrap_or_default()
+    }
+
     /// Queues `body` for every node of the other machines.
     pub async fn remote_broadcast(&self, body: &[u8]) {
         if let Some(remote) = &self.remote {
