@@ -3,6 +3,7 @@
 //!
 //! - `GET /` answers `node {id} pid {pid} generation {generation}`;
 //! - `GET /child-env` answers the environment a child process of the body sees;
+//! - `GET /orphan` starts a shell that leaves a `sleep 0.3` orphaned;
 //! - headers must arrive within 500 ms, and a request body may pause 500 ms at
 //!   most; an HTTP/2 connection is closed after 1 s
 //!   without a request;
@@ -172,6 +173,14 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                         tracing::info!("blocking the runtime");
                         std::thread::sleep(Duration::from_millis(query_ms(&req)));
                         format!("blocked node {id}\n")
+                    }
+                    "/orphan" => {
+                        // The shell exits at once; its `sleep` lives on, orphaned.
+                        let shell = tokio::process::Command::new("sh")
+                            .args(["-c", "sleep 0.3 & exit 0"])
+                            .status()
+                            .await;
+                        format!("orphaned a sleep: {shell:?}\n")
                     }
                     "/child-env" => {
                         let output = tokio::process::Command::new("env").output().await;

@@ -85,7 +85,13 @@ where
     init_tracing();
     crate::limits::raise_nofile();
     let code = match take_worker_env() {
-        Ok(None) => run_master(&builder, body, started),
+        Ok(None) => crate::activation::take()
+            .map_err(StartError::Config)
+            .and_then(|activated| {
+                let systemd = crate::notify::Systemd::take();
+                crate::init::serve_as_init_if_pid_1();
+                run_master(&builder, body, started, (activated, systemd))
+            }),
         Ok(Some((slot, control))) => run_worker(&builder, slot, control, body),
         Err(error) => Err(error),
     };
@@ -187,22 +193,37 @@ fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
     Ok(Some((slot, control)))
 }
 
-fn run_master<F, Fut>(builder: &Builder, body: F, started: Instant) -> Result<i32, StartError>
+fn run_master<F, Fut>(
+    builder: &Builder,
+    body: F,
+    started: Instant,
+    (activated, systemd): (Option<std::net::TcpListener>, crate::notify::Systemd),
+) -> Result<i32, StartError>
 where
     F: FnOnce(Nodes) -> Fut,
     Fut: Future,
     Fut::Output: MainResult,
 {
-    let config = builder
+    let mut config = builder
         .resolve(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
         .map_err(|error| StartError::Config(error.to_string()))?;
+    if activated.is_some() && config.balance == Balance::ReusePort {
+        tracing::warn!(
+            "socket activation: one socket for all nodes, so least_conn, not reuse_port"
+        );
+        config.balance = Balance::LeastConn;
+    }
     #[cfg(feature = "cluster")]
     let _joined = match &config.cluster {
         Some(cluster) => Some(crate::cluster::join(cluster).map_err(StartError::Config)?),
         None => None,
     };
-    let listeners = Listeners::bind(&config)
-        .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
+    let listeners = match activated {
+        Some(socket) => Listeners::activated(socket, &config)
+            .map_err(|e| StartError::system("cannot use the passed socket", e))?,
+        None => Listeners::bind(&config)
+            .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?,
+    };
     let runtime = builder
         .runtime()
         .map_err(|e| StartError::system("cannot start the tokio runtime", e))?;
@@ -256,7 +277,8 @@ where
         mesh_tx,
         handed_tx,
         started,
-    );
+    )
+    .with_systemd(systemd);
     let supervisor = std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx, remesh_rx))

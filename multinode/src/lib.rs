@@ -33,6 +33,7 @@ compile_error!(
      between processes with SCM_RIGHTS"
 );
 
+mod activation;
 mod balance;
 mod bootstrap;
 #[cfg(feature = "cluster")]
@@ -40,11 +41,13 @@ mod cluster;
 mod config;
 mod control;
 pub mod http;
+mod init;
 mod limits;
 mod listener;
 mod load_table;
 pub mod mesh;
 mod nodes;
+mod notify;
 mod supervisor;
 mod throttle;
 

@@ -67,6 +67,16 @@ impl Listeners {
         })
     }
 
+    /// Serves `socket`, passed by the service manager (socket activation), as
+    /// the one socket of every node; `config.balance` must not be `ReusePort`.
+    pub fn activated(socket: TcpListener, config: &Config) -> io::Result<Self> {
+        Ok(Listeners {
+            addr: socket.local_addr()?,
+            sockets: Sockets::Shared(socket),
+            backlog: i32::try_from(config.backlog).unwrap_or(i32::MAX),
+        })
+    }
+
     /// Makes sure slot `slot` has a socket (SIGTTIN): with `ReusePort`, one more in
     /// the group.
     pub fn open_slot(&mut self, slot: usize) -> io::Result<()> {

@@ -130,9 +130,21 @@ impl Program {
         env: &[(&str, &str)],
         nofile: Option<u64>,
     ) -> Program {
+        Program::launch(Command::new(example(example_name)), env, nofile)
+    }
+
+    /// [`Program::start`] under a wrapper that runs the example, such as
+    /// `["systemd-socket-activate", "-l", ADDR]` or `["unshare", "--pid", "--fork"]`:
+    /// the program's pid is the wrapper's.
+    pub fn start_under(wrapper: &[&str], example_name: &str, env: &[(&str, &str)]) -> Program {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(example(example_name));
+        Program::launch(command, env, None)
+    }
+
+    fn launch(mut command: Command, env: &[(&str, &str)], nofile: Option<u64>) -> Program {
         let marker = marker();
         let (key, value) = marker.split_once('=').unwrap();
-        let mut command = Command::new(example(example_name));
         command
             .env("MULTINODE_PORT", "0")
             .env("RUST_LOG", "info")

@@ -158,6 +158,20 @@ pub(crate) enum Action {
     KillAllAndExit {
         code: i32,
     },
+    /// Tell the service manager (systemd) where the server stands.
+    Notify(Notice),
+}
+
+/// Where the server stands, for the service manager.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Notice {
+    /// Every node serves: at start, and when a rolling restart is done.
+    /// `generation` counts the rolling restarts done, from 1.
+    Ready { nodes: usize, generation: u32 },
+    /// A rolling restart starts.
+    Reloading { nodes: usize },
+    /// Everything stops.
+    Stopping { nodes: usize },
 }
 
 /// What the whole server is doing.
@@ -199,6 +213,8 @@ pub(crate) struct Machine {
     /// When the watchdog next looks (while it is on and nothing stops).
     next_watchdog: Option<Instant>,
     all_ready_logged: bool,
+    /// 1 + the rolling restarts done.
+    pub(super) generation: u32,
 }
 
 impl Machine {
@@ -210,6 +226,7 @@ impl Machine {
             master: Master::Booting,
             next_watchdog: None,
             all_ready_logged: false,
+            generation: 1,
         }
     }
 
@@ -273,7 +290,7 @@ impl Machine {
                 if self.master == Master::Booting {
                     self.master = Master::Serving;
                     info!(node = 0, generation = 1, "node ready");
-                    self.log_all_ready(now);
+                    self.all_ready(now, &mut out);
                 }
             }
             Input::BodyDone { code } => {
@@ -406,7 +423,22 @@ impl Machine {
             .find(|p| p.generation == generation)
     }
 
-    fn log_all_ready(&mut self, now: Instant) {
+    /// The number of nodes that serve or will: the members and the master's.
+    pub(super) fn serving_nodes(&self) -> usize {
+        self.members().len() + usize::from(self.settings.master_serves)
+    }
+
+    /// Every node serves: a rolling restart moved the generation on.
+    pub(super) fn reloaded(&mut self, out: &mut Vec<Action>) {
+        self.generation += 1;
+        out.push(Action::Notify(Notice::Ready {
+            nodes: self.serving_nodes(),
+            generation: self.generation,
+        }));
+    }
+
+    /// Logs, and tells the service manager, once at start that every node is ready.
+    pub(super) fn all_ready(&mut self, now: Instant, out: &mut Vec<Action>) {
         let workers_ready = self
             .slots
             .values()
@@ -418,6 +450,10 @@ impl Machine {
                 elapsed_ms = (now - self.settings.started).as_secs_f64() * 1000.0,
                 "all {} nodes ready", self.settings.nodes
             );
+            out.push(Action::Notify(Notice::Ready {
+                nodes: self.serving_nodes(),
+                generation: self.generation,
+            }));
         }
     }
 }

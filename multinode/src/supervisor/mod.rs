@@ -31,6 +31,7 @@ mod rescue;
 mod signals;
 mod slot;
 
+pub(crate) use machine::Notice;
 use machine::{Action, Input, Machine, Settings, SpawnFailure};
 use process::{Event, Report, Reserve, Worker};
 use rescue::Rescue;
@@ -60,6 +61,8 @@ pub(crate) struct Supervisor {
     /// When each pair of nodes was last meshed again, to pace a pair whose
     /// stream keeps breaking.
     remeshed: BTreeMap<(Slot, Slot), Instant>,
+    /// The service manager, told where the server stands.
+    systemd: crate::notify::Systemd,
 }
 
 impl Supervisor {
@@ -103,7 +106,14 @@ impl Supervisor {
             events,
             links: 0,
             remeshed: BTreeMap::new(),
+            systemd: crate::notify::Systemd::default(),
         }
+    }
+
+    /// Tells `systemd` where the server stands, and feeds its watchdog.
+    pub(crate) fn with_systemd(mut self, systemd: crate::notify::Systemd) -> Self {
+        self.systemd = systemd;
+        self
     }
 
     /// Supervises until every node has stopped; returns the master's exit code.
@@ -141,6 +151,8 @@ impl Supervisor {
             }
         };
         let mut rescued = self.watch_queues();
+        // Fed from this loop, so that a hung loop starves it.
+        let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
         let (mut ready_pending, mut body_pending) = (true, true);
         let mut inputs = VecDeque::from([Input::Start]);
         loop {
@@ -178,6 +190,10 @@ impl Supervisor {
                 code = &mut body_done, if body_pending => {
                     body_pending = false;
                     Some(Input::BodyDone { code: code.unwrap_or(1) })
+                }
+                _ = tick(&mut watchdog) => {
+                    self.systemd.watchdog();
+                    None
                 }
                 _ = sleep_until(deadline) => Some(Input::Tick),
             };
@@ -289,6 +305,7 @@ impl Supervisor {
                 return Some(code);
             }
             Action::KillAllAndExit { code } => self.kill_all_and_exit(code).await,
+            Action::Notify(notice) => self.systemd.notice(&notice),
         }
         None
     }
@@ -464,6 +481,14 @@ fn reserve_size(nodes: usize) -> usize {
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next tick of `interval`, if there is one; never otherwise.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => drop(interval.tick().await),
         None => std::future::pending().await,
     }
 }

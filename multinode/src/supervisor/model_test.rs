@@ -166,7 +166,10 @@ impl World {
                         state.current
                     );
                 }
-                Action::Gone { .. } | Action::CloseListener { .. } | Action::StopMaster => {}
+                Action::Gone { .. }
+                | Action::CloseListener { .. }
+                | Action::StopMaster
+                | Action::Notify(_) => {}
             }
         }
         // A failed start is reported back at once, as the supervisor's loop does.

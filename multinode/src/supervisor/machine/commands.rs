@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{raise_exit_code, Action, Machine, Phase, KILL_GRACE};
+use super::{raise_exit_code, Action, Machine, Notice, Phase, KILL_GRACE};
 use crate::supervisor::slot::{Current, Deadline, Slot};
 
 impl Machine {
@@ -14,6 +14,8 @@ impl Machine {
             Phase::Running => {
                 let queue: VecDeque<Slot> = self.members().into();
                 info!(nodes = queue.len(), "SIGHUP: rolling restart");
+                let nodes = self.serving_nodes();
+                out.push(Action::Notify(Notice::Reloading { nodes }));
                 self.phase = Phase::Reloading {
                     queue,
                     replacing: None,
@@ -53,11 +55,13 @@ impl Machine {
             let Some(slot) = queue.pop_front() else {
                 info!("rolling restart done");
                 if std::mem::take(again) {
+                    self.generation += 1;
                     *queue = members.into();
                     info!(nodes = queue.len(), "SIGHUP: rolling restart");
                     continue;
                 }
                 self.phase = Phase::Running;
+                self.reloaded(out);
                 return;
             };
             // A slot not serving now starts again from the same path by itself.
@@ -127,6 +131,7 @@ impl Machine {
         let deadline = now + self.settings.shutdown_timeout + KILL_GRACE;
         self.phase = Phase::Stopping { deadline, code };
         self.next_watchdog = None;
+        out.push(Action::Notify(Notice::Stopping { nodes }));
         out.push(Action::StopMaster);
         let slots: Vec<Slot> = self.slots.keys().copied().collect();
         for slot in slots {

@@ -49,7 +49,7 @@ impl Machine {
         state.boot_failures = 0;
         info!(node = slot, generation, "node ready");
         out.push(Action::Serving { slot });
-        self.log_all_ready(now);
+        self.all_ready(now, out);
     }
 
     /// A worker drains on its own (SIGTERM sent to it): a replacement starts now,
