@@ -105,6 +105,31 @@ fn systemd_is_told_ready_reloading_ready_and_stopping_in_order() {
 }
 
 #[test]
+fn a_reload_that_stops_tells_systemd_the_old_processes_serve_on() {
+    let mut notify = NotifySocket::bind();
+    let path = notify.path();
+    let program = Program::start(
+        "probe",
+        &[
+            ("MULTINODE_NODES", "2"),
+            ("NOTIFY_SOCKET", &path),
+            ("PROBE_FAIL_REPLACEMENTS", "1"),
+        ],
+    );
+    notify.next_with("READY=1");
+    program.ready();
+    program.signal(Signal::SIGHUP);
+    notify.next_with("RELOADING=1");
+    // systemd waits for READY=1 after RELOADING=1, failed or not.
+    let ready = notify.next_with("READY=1");
+    assert!(
+        ready.contains("STATUS=reload stopped: node 1's replacement failed"),
+        "{ready:?}"
+    );
+    program.wait_for("rolling restart stopped", 1, WAIT);
+}
+
+#[test]
 fn the_supervision_loop_feeds_systemds_watchdog() {
     let mut notify = NotifySocket::bind();
     let path = notify.path();

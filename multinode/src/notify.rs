@@ -66,6 +66,12 @@ impl Systemd {
                 states.extend(now.ok());
                 self.send(&states);
             }
+            Notice::ReloadStopped { slot } => {
+                let status = format!(
+                    "reload stopped: node {slot}'s replacement failed; the old processes serve on"
+                );
+                self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
             Notice::Stopping { nodes } => {
                 let status = format!("stopping {nodes} nodes");
                 self.send(&[NotifyState::Stopping, NotifyState::Status(&status)]);

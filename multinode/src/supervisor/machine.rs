@@ -170,6 +170,9 @@ pub(crate) enum Notice {
     Ready { nodes: usize, generation: u32 },
     /// A rolling restart starts.
     Reloading { nodes: usize },
+    /// A rolling restart stopped: `slot`'s replacement failed, and the old
+    /// processes serve on.
+    ReloadStopped { slot: usize },
     /// Everything stops.
     Stopping { nodes: usize },
 }

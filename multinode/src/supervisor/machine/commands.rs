@@ -151,12 +151,13 @@ impl Machine {
 
 /// A replacement failed before it was ready: its old incarnation (put back by
 /// the caller) keeps serving, and the rolling restart stops here.
-pub(super) fn abort_reload(phase: &mut Phase, slot: Slot, why: &str) {
+pub(super) fn abort_reload(phase: &mut Phase, slot: Slot, why: &str, out: &mut Vec<Action>) {
     error!(
         node = slot,
         "the replacement failed: {why}; the old incarnation keeps serving; rolling restart stopped"
     );
     if let Phase::Reloading { .. } = phase {
         *phase = Phase::Running;
+        out.push(Action::Notify(Notice::ReloadStopped { slot }));
     }
 }

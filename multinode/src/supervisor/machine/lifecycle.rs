@@ -82,7 +82,7 @@ impl Machine {
             }
             Current::Replacing { old, new } if new.generation == generation => {
                 state.current = Current::Serving(old);
-                abort_reload(&mut self.phase, slot, "it drained before it was ready");
+                abort_reload(&mut self.phase, slot, "it drained before it was ready", out);
                 new
             }
             other => {
@@ -139,7 +139,7 @@ impl Machine {
             Current::Replacing { old, new } if new.generation == generation => {
                 state.current = Current::Serving(old);
                 let why = format!("it exited before it was ready ({status})");
-                abort_reload(&mut self.phase, slot, &why);
+                abort_reload(&mut self.phase, slot, &why, out);
                 return;
             }
             Current::Replacing { old, new } if old.generation == generation => {
@@ -229,7 +229,7 @@ impl Machine {
             Current::Booting(p) if p.generation == generation => {}
             Current::Replacing { old, new } if new.generation == generation => {
                 state.current = Current::Serving(old);
-                abort_reload(&mut self.phase, slot, "its process could not start");
+                abort_reload(&mut self.phase, slot, "its process could not start", out);
                 return;
             }
             other => {
