@@ -226,8 +226,13 @@ fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
         (nodes.trim() == r#"["b/0", "b/1", "b/2"]"#).then_some(())
     });
     assert!(listed.is_some(), "a lists the 3 nodes of b");
-    let (_, body) = get(addr, "/send?to=b/1&tag=direct").unwrap();
-    assert!(body.contains("sent direct to b/1"), "{body}");
+    // Each node of a reads the machines every second: until then, b is not
+    // one it knows (UnknownNode), and nothing is sent.
+    let sent = poll(WAIT, || {
+        let (_, body) = get(addr, "/send?to=b/1&tag=direct").ok()?;
+        body.contains("sent direct to b/1").then_some(())
+    });
+    assert!(sent.is_some(), "a send from a to b/1");
     b.wait_for("node 1 got tag direct from a/", 1, WAIT);
     assert_eq!(b.count("node 0 got tag direct"), 0, "to node 1 only");
     // A node of its own machine named with the machine's name: the local way.

@@ -48,18 +48,23 @@ impl NotifySocket {
     /// The next datagram that holds the line `line`, skipping others (kept in
     /// `seen`); panics after `WAIT`.
     fn next_with(&mut self, line: &str) -> String {
+        self.next_where(|l| l == line)
+    }
+
+    /// The next datagram with a line that passes `test`.
+    fn next_where(&mut self, test: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         let mut buffer = [0u8; 4096];
         while Instant::now() < deadline {
             if let Ok(n) = self.socket.recv(&mut buffer) {
                 let datagram = String::from_utf8_lossy(&buffer[..n]).into_owned();
                 self.seen.push(datagram.clone());
-                if datagram.lines().any(|l| l == line) {
+                if datagram.lines().any(&test) {
                     return datagram;
                 }
             }
         }
-        panic!("no {line:?} within {WAIT:?}; seen: {:?}", self.seen);
+        panic!("no such line within {WAIT:?}; seen: {:?}", self.seen);
     }
 }
 
@@ -130,6 +135,39 @@ fn a_reload_that_stops_tells_systemd_the_old_processes_serve_on() {
 }
 
 #[test]
+fn after_an_upgrade_systemd_is_told_the_new_masters_pid() {
+    let mut notify = NotifySocket::bind();
+    let path = notify.path();
+    let mut program = Program::start(
+        "probe",
+        &[("MULTINODE_NODES", "2"), ("NOTIFY_SOCKET", &path)],
+    );
+    notify.next_with("READY=1");
+    let addr = program.ready();
+    program.signal(Signal::SIGUSR2);
+    let datagram = notify.next_where(|line| line.starts_with("MAINPID="));
+    let pid: u32 = datagram
+        .lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, program.pid());
+    assert!(program.wait_exit(WAIT).success());
+    assert!(common::is_alive(pid), "the new master serves");
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    // The old master, no longer the service's main process, says nothing
+    // more: STOPPING=1 from it would stop the service.
+    assert!(
+        !notify.seen.iter().any(|d| d.contains("STOPPING=1")),
+        "{:?}",
+        notify.seen
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    notify.next_with("STOPPING=1");
+}
+
+#[test]
 fn the_supervision_loop_feeds_systemds_watchdog() {
     let mut notify = NotifySocket::bind();
     let path = notify.path();
@@ -161,7 +199,7 @@ fn a_socket_passed_by_systemd_socket_activate_is_served() {
     let listen = format!("127.0.0.1:{port}");
     let program = Program::start_under(
         &["systemd-socket-activate", "-l", &listen],
-        "probe",
+        &common::example("probe"),
         &[("MULTINODE_NODES", "2"), ("MULTINODE_PORT", "1")],
     );
     // systemd-socket-activate starts the program on the first connection,
@@ -193,7 +231,7 @@ fn a_passed_socket_that_is_not_a_listening_tcp_socket_is_a_clear_error() {
     let listen = format!("127.0.0.1:{port}");
     let mut program = Program::start_under(
         &["systemd-socket-activate", "--datagram", "-l", &listen],
-        "probe",
+        &common::example("probe"),
         &[("MULTINODE_NODES", "2")],
     );
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -213,7 +251,7 @@ fn a_passed_socket_that_is_not_a_listening_tcp_socket_is_a_clear_error() {
 fn as_pid_1_orphans_are_reaped_and_sigterm_stops_gracefully() {
     let mut program = Program::start_under(
         &["unshare", "--pid", "--fork"],
-        "probe",
+        &common::example("probe"),
         &[("MULTINODE_NODES", "2")],
     );
     let addr = program.ready();

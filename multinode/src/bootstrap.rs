@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::balance::{Listening, LoadTable};
 use crate::config::{Balance, Builder};
 use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
-use crate::listener::{self, Listeners};
+use crate::listener::{self, Listeners, Passed};
 use crate::mesh::{self, Inbound, PeerQueue, Remesh};
 use crate::nodes::{Identity, Nodes};
 use crate::supervisor::Supervisor;
@@ -85,13 +85,10 @@ where
     init_tracing();
     crate::limits::raise_nofile();
     let code = match take_worker_env() {
-        Ok(None) => crate::activation::take()
-            .map_err(StartError::Config)
-            .and_then(|activated| {
-                let systemd = crate::notify::Systemd::take();
-                crate::init::serve_as_init_if_pid_1();
-                run_master(&builder, body, started, (activated, systemd))
-            }),
+        Ok(None) => take_master_env().and_then(|taken| {
+            crate::init::serve_as_init_if_pid_1();
+            run_master(&builder, body, started, taken)
+        }),
         Ok(Some((slot, control))) => run_worker(&builder, slot, control, body),
         Err(error) => Err(error),
     };
@@ -193,11 +190,43 @@ fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
     Ok(Some((slot, control)))
 }
 
+/// What the master's environment hands it, read and cleared while the process
+/// has one thread: sockets (from systemd or an old master), systemd's socket,
+/// and the line to the old master after an upgrade.
+struct MasterEnv {
+    passed: Passed,
+    systemd: crate::notify::Systemd,
+    old_master: Option<crate::upgrade::OldMaster>,
+}
+
+fn take_master_env() -> Result<MasterEnv, StartError> {
+    let inherited = crate::upgrade::take().map_err(StartError::Config)?;
+    let activated = crate::activation::take().map_err(StartError::Config)?;
+    let systemd = crate::notify::Systemd::take();
+    Ok(match (inherited, activated) {
+        (Some(inherited), _) => MasterEnv {
+            passed: Passed::Inherited(inherited.sockets),
+            systemd,
+            old_master: Some(inherited.old_master),
+        },
+        (None, Some(socket)) => MasterEnv {
+            passed: Passed::Activated(socket),
+            systemd,
+            old_master: None,
+        },
+        (None, None) => MasterEnv {
+            passed: Passed::Nothing,
+            systemd,
+            old_master: None,
+        },
+    })
+}
+
 fn run_master<F, Fut>(
     builder: &Builder,
     body: F,
     started: Instant,
-    (activated, systemd): (Option<std::net::TcpListener>, crate::notify::Systemd),
+    taken: MasterEnv,
 ) -> Result<i32, StartError>
 where
     F: FnOnce(Nodes) -> Fut,
@@ -207,23 +236,13 @@ where
     let mut config = builder
         .resolve(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
         .map_err(|error| StartError::Config(error.to_string()))?;
-    if activated.is_some() && config.balance == Balance::ReusePort {
-        tracing::warn!(
-            "socket activation: one socket for all nodes, so least_conn, not reuse_port"
-        );
-        config.balance = Balance::LeastConn;
-    }
     #[cfg(feature = "cluster")]
     let _joined = match &config.cluster {
         Some(cluster) => Some(crate::cluster::join(cluster).map_err(StartError::Config)?),
         None => None,
     };
-    let listeners = match activated {
-        Some(socket) => Listeners::activated(socket, &config)
-            .map_err(|e| StartError::system("cannot use the passed socket", e))?,
-        None => Listeners::bind(&config)
-            .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?,
-    };
+    let listeners = Listeners::open(taken.passed, &mut config)
+        .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
     let runtime = builder
         .runtime()
         .map_err(|e| StartError::system("cannot start the tokio runtime", e))?;
@@ -278,7 +297,7 @@ where
         handed_tx,
         started,
     )
-    .with_systemd(systemd);
+    .with_systemd(taken.systemd, taken.old_master);
     let supervisor = std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx, remesh_rx))

@@ -5,10 +5,55 @@
 //! it forwards the operator's signals to the master, reaps every child, and
 //! exits as the master did. The master's own children (its workers, and those
 //! of its body) stay the master's to wait for.
+//!
+//! After an upgrade the new master is the one to follow: the old master writes
+//! its pid on a pipe PID 1 reads (`announce`), before it exits; the new master
+//! inherits the pipe's writing end for the next upgrade.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 
 use nix::sys::signal::{kill, sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getpid, ForkResult, Pid};
+
+/// The variable that names the pipe's writing end in a new master.
+const ENV_INIT_FD: &str = "MULTINODE_INIT_FD";
+
+/// The master's end of the pipe to PID 1, when PID 1 is multinode's init.
+static TO_INIT: OnceLock<OwnedFd> = OnceLock::new();
+
+/// Tells PID 1 (if it is multinode's init) that `pid` is the master now.
+pub(crate) fn announce(pid: u32) {
+    if let Some(Ok(fd)) = TO_INIT.get().map(OwnedFd::try_clone) {
+        let _ = std::fs::File::from(fd).write_all(format!("{pid}\n").as_bytes());
+    }
+}
+
+/// The pipe's writing end and the variable naming it, for a new master.
+pub(crate) fn for_new_master() -> Option<(RawFd, (&'static str, std::ffi::OsString))> {
+    let fd = TO_INIT.get()?.as_raw_fd();
+    Some((fd, (ENV_INIT_FD, fd.to_string().into())))
+}
+
+/// Takes the pipe an old master handed down, if any. Must run while the
+/// process has one thread.
+pub(crate) fn take_inherited() {
+    let fd = std::env::var(ENV_INIT_FD)
+        .ok()
+        .and_then(|fd| fd.parse::<RawFd>().ok());
+    std::env::remove_var(ENV_INIT_FD);
+    if let Some(fd) = fd.filter(|fd| *fd > 2) {
+        // SAFETY: the old master passed descriptor `fd`, named only here.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = nix::fcntl::fcntl(
+            &owned,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+        let _ = TO_INIT.set(owned);
+    }
+}
 
 /// What PID 1 passes on to the master.
 const FORWARDED: [Signal; 8] = [
@@ -47,10 +92,15 @@ pub(crate) fn serve_as_init_if_pid_1() {
         // SAFETY: `noop` is async-signal-safe: it does nothing.
         let _ = unsafe { sigaction(signal, &handler) };
     }
+    let Ok((from_master, to_init)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return;
+    };
     // SAFETY: the process has one thread here (nothing has started one yet), so
     // the child may go on as the master.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            drop(from_master);
+            let _ = TO_INIT.set(to_init);
             let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
             for signal in waited.iter() {
                 // SAFETY: restoring the default disposition.
@@ -58,7 +108,14 @@ pub(crate) fn serve_as_init_if_pid_1() {
             }
             let _ = previous.thread_set_mask();
         }
-        Ok(ForkResult::Parent { child }) => std::process::exit(init(child, &waited)),
+        Ok(ForkResult::Parent { child }) => {
+            drop(to_init);
+            let _ = nix::fcntl::fcntl(
+                &from_master,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+            std::process::exit(init(child, &waited, from_master.into()))
+        }
         Err(error) => {
             tracing::warn!("PID 1: cannot fork the master ({error}); orphans will not be reaped");
             let _ = previous.thread_set_mask();
@@ -67,13 +124,20 @@ pub(crate) fn serve_as_init_if_pid_1() {
 }
 
 /// PID 1's loop: forwards signals to `master`, reaps every child, and returns
-/// the master's exit code once it is gone.
-fn init(master: Pid, waited: &SigSet) -> i32 {
+/// the master's exit code once it is gone (and no new master took its place).
+fn init(mut master: Pid, waited: &SigSet, mut announced: std::fs::File) -> i32 {
     loop {
         match waited.wait() {
             Ok(Signal::SIGCHLD) => {
-                if let Some(code) = reap(master) {
-                    return code;
+                let Some(code) = reap(master) else { continue };
+                // An old master announces its successor before it exits.
+                let mut news = Vec::new();
+                let _ = announced.read_to_end(&mut news); // what is there: WouldBlock after
+                let news = String::from_utf8_lossy(&news);
+                let next = news.lines().rev().find_map(|l| l.parse::<i32>().ok());
+                match next.map(Pid::from_raw) {
+                    Some(next) if next != master && kill(next, None).is_ok() => master = next,
+                    _ => return code,
                 }
             }
             Ok(signal) => {

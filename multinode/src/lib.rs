@@ -50,6 +50,7 @@ mod nodes;
 mod notify;
 mod supervisor;
 mod throttle;
+mod upgrade;
 
 /// Turns `async fn main(nodes: Nodes)` into a multi-process server.
 ///

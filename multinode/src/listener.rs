@@ -4,13 +4,24 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::{Balance, Config};
+use crate::upgrade::Labelled;
 
 mod steering;
+
+/// Listening sockets a master did not bind itself.
+pub(crate) enum Passed {
+    /// None: bind the configured address.
+    Nothing,
+    /// By the service manager (socket activation).
+    Activated(TcpListener),
+    /// By the old master (an upgrade).
+    Inherited(Vec<Labelled<TcpListener>>),
+}
 
 /// The master's listening sockets: one per serving slot ([`Balance::ReusePort`]) or
 /// one for all ([`Balance::Shared`], [`Balance::LeastConn`]).
@@ -67,14 +78,79 @@ impl Listeners {
         })
     }
 
-    /// Serves `socket`, passed by the service manager (socket activation), as
-    /// the one socket of every node; `config.balance` must not be `ReusePort`.
-    pub fn activated(socket: TcpListener, config: &Config) -> io::Result<Self> {
-        Ok(Listeners {
-            addr: socket.local_addr()?,
-            sockets: Sockets::Shared(socket),
-            backlog: i32::try_from(config.backlog).unwrap_or(i32::MAX),
-        })
+    /// The sockets to serve: bound now, or `passed` to this master. The
+    /// sockets' shape wins over `config.balance` (adjusted, with a line): one
+    /// passed socket cannot be one per node, nor the other way round.
+    pub fn open(passed: Passed, config: &mut Config) -> io::Result<Self> {
+        let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
+        let shared = |socket: TcpListener, config: &mut Config| {
+            if config.balance == Balance::ReusePort {
+                tracing::warn!(
+                    "one socket for all nodes, passed to this master: least_conn, not reuse_port"
+                );
+                config.balance = Balance::LeastConn;
+            }
+            Ok(Listeners {
+                addr: socket.local_addr()?,
+                sockets: Sockets::Shared(socket),
+                backlog,
+            })
+        };
+        match passed {
+            Passed::Nothing => Listeners::bind(config),
+            Passed::Activated(socket) => shared(socket, config),
+            Passed::Inherited(mut sockets) => match sockets.first() {
+                Some((None, _)) if sockets.len() == 1 => shared(sockets.remove(0).1, config),
+                Some((Some(_), socket)) => {
+                    let addr = socket.local_addr()?;
+                    if config.balance != Balance::ReusePort {
+                        tracing::warn!(
+                            "one socket per node, passed to this master: reuse_port, not {:?}",
+                            config.balance
+                        );
+                        config.balance = Balance::ReusePort;
+                    }
+                    let mut group = steering::Group::default();
+                    let mut per_slot = BTreeMap::new();
+                    for (slot, socket) in sockets {
+                        let slot = slot.ok_or_else(|| {
+                            io::Error::other("a shared socket among per-node ones")
+                        })?;
+                        group.joined(slot);
+                        per_slot.insert(slot, socket);
+                    }
+                    let mut listeners = Listeners {
+                        addr,
+                        sockets: Sockets::PerSlot(per_slot, group),
+                        backlog,
+                    };
+                    let serving: Vec<usize> = config.serving_slots().collect();
+                    let inherited: Vec<usize> =
+                        listeners.per_slot().map(|(slot, _)| slot).collect();
+                    for slot in inherited.iter().filter(|s| !serving.contains(s)) {
+                        listeners.close_slot(*slot);
+                    }
+                    for slot in serving {
+                        listeners.open_slot(slot)?;
+                    }
+                    Ok(listeners)
+                }
+                _ => Err(io::Error::other("no socket passed")),
+            },
+        }
+    }
+
+    /// Every socket with its label, in the order of the `SO_REUSEPORT` group,
+    /// for a new master (an upgrade).
+    pub fn handed_over(&self) -> Vec<Labelled<RawFd>> {
+        match &self.sockets {
+            Sockets::Shared(socket) => vec![(None, socket.as_raw_fd())],
+            Sockets::PerSlot(sockets, group) => group
+                .order()
+                .iter()
+                .filter_map(|slot| Some((Some(*slot), sockets.get(slot)?.as_raw_fd())))
+                .collect(),
+        }
     }
 
     /// Makes sure slot `slot` has a socket (SIGTTIN): with `ReusePort`, one more in

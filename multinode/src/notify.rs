@@ -36,6 +36,16 @@ impl Systemd {
         systemd
     }
 
+    /// The variables for a new master (an upgrade), which speaks for the
+    /// service once it is its main process.
+    pub(crate) fn env(&self) -> Vec<(&'static str, OsString)> {
+        let socket = self.socket.clone().map(|s| ("NOTIFY_SOCKET", s));
+        let watchdog = self
+            .watchdog
+            .map(|t| ("WATCHDOG_USEC", t.as_micros().to_string().into()));
+        socket.into_iter().chain(watchdog).collect()
+    }
+
     /// How often the supervision loop must feed the watchdog: half its
     /// timeout, as `sd_watchdog_enabled(3)` advises.
     pub(crate) fn watchdog_every(&self) -> Option<Duration> {
@@ -71,6 +81,10 @@ impl Systemd {
                     "reload stopped: node {slot}'s replacement failed; the old processes serve on"
                 );
                 self.send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+            Notice::Upgraded { pid } => {
+                let status = format!("upgraded: the new master is pid {pid}");
+                self.send(&[NotifyState::MainPid(*pid), NotifyState::Status(&status)]);
             }
             Notice::Stopping { nodes } => {
                 let status = format!("stopping {nodes} nodes");

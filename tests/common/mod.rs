@@ -136,10 +136,15 @@ impl Program {
     /// [`Program::start`] under a wrapper that runs the example, such as
     /// `["systemd-socket-activate", "-l", ADDR]` or `["unshare", "--pid", "--fork"]`:
     /// the program's pid is the wrapper's.
-    pub fn start_under(wrapper: &[&str], example_name: &str, env: &[(&str, &str)]) -> Program {
+    pub fn start_under(wrapper: &[&str], exe: &std::path::Path, env: &[(&str, &str)]) -> Program {
         let mut command = Command::new(wrapper[0]);
-        command.args(&wrapper[1..]).arg(example(example_name));
+        command.args(&wrapper[1..]).arg(exe);
         Program::launch(command, env, None)
+    }
+
+    /// [`Program::start`] from the executable at `path` (a copy of an example).
+    pub fn start_exe(path: &std::path::Path, env: &[(&str, &str)]) -> Program {
+        Program::launch(Command::new(path), env, None)
     }
 
     fn launch(mut command: Command, env: &[(&str, &str)], nofile: Option<u64>) -> Program {

@@ -33,6 +33,11 @@ impl Group {
         }
     }
 
+    /// The slots in the kernel's order of the group.
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }

@@ -14,6 +14,9 @@ use super::slot::{Current, Generation, Process, Slot, SlotState};
 mod commands;
 mod lifecycle;
 mod timers;
+mod upgrade;
+
+pub(crate) use upgrade::Upgrade;
 
 /// How long a worker must have run for its exit not to count as a crash loop.
 pub(crate) const STABLE_UPTIME: Duration = Duration::from_secs(2);
@@ -65,6 +68,8 @@ pub(crate) enum Command {
     Terminate,
     /// SIGINT: stop gracefully; a second one stops at once.
     Interrupt,
+    /// SIGUSR2: hand everything to a new master started from the executable.
+    Upgrade,
 }
 
 /// What happened.
@@ -115,6 +120,14 @@ pub(crate) enum Input {
     },
     /// Time passed: deadlines due at `now` are acted on.
     Tick,
+    /// The new master (an upgrade) is ready.
+    UpgradeReady {
+        pid: u32,
+    },
+    /// The new master failed before it was ready.
+    UpgradeFailed {
+        why: String,
+    },
 }
 
 /// What to do.
@@ -160,6 +173,10 @@ pub(crate) enum Action {
     },
     /// Tell the service manager (systemd) where the server stands.
     Notify(Notice),
+    /// Start a new master from the executable, with every listening socket.
+    StartUpgrade,
+    /// Stop the new master: it was not ready in time.
+    KillUpgrade,
 }
 
 /// Where the server stands, for the service manager.
@@ -175,6 +192,8 @@ pub(crate) enum Notice {
     ReloadStopped { slot: usize },
     /// Everything stops.
     Stopping { nodes: usize },
+    /// A new master, `pid`, serves in this one's place.
+    Upgraded { pid: u32 },
 }
 
 /// What the whole server is doing.
@@ -218,6 +237,7 @@ pub(crate) struct Machine {
     all_ready_logged: bool,
     /// 1 + the rolling restarts done.
     pub(super) generation: u32,
+    pub(crate) upgrade: Upgrade,
 }
 
 impl Machine {
@@ -230,6 +250,7 @@ impl Machine {
             next_watchdog: None,
             all_ready_logged: false,
             generation: 1,
+            upgrade: Upgrade::Idle,
         }
     }
 
@@ -304,7 +325,13 @@ impl Machine {
                 };
                 self.stop(reason, 0, now, &mut out);
             }
-            Input::Tick => self.tick(now, &mut out),
+            Input::Tick => {
+                self.upgrade_tick(now, &mut out);
+                self.tick(now, &mut out)
+            }
+            Input::Signal(Command::Upgrade) => self.upgrade(now, &mut out),
+            Input::UpgradeReady { pid } => self.upgraded(pid, now, &mut out),
+            Input::UpgradeFailed { why } => self.upgrade_failed(&why),
         }
         self.advance_reload(now, &mut out);
         self.finish(&mut out);
@@ -328,7 +355,12 @@ impl Machine {
             Current::BackingOff { until } => Some(until),
             _ => None,
         });
-        processes.chain(backoffs).chain(self.next_watchdog).min()
+        let upgrade = self.upgrade_deadline();
+        processes
+            .chain(backoffs)
+            .chain(self.next_watchdog)
+            .chain(upgrade)
+            .min()
     }
 
     /// The slot SIGTTIN would add: the lowest worker slot that is not a member.

@@ -63,6 +63,11 @@ pub(crate) struct Supervisor {
     remeshed: BTreeMap<(Slot, Slot), Instant>,
     /// The service manager, told where the server stands.
     systemd: crate::notify::Systemd,
+    /// After an upgrade, until this tree is ready: the old master, to tell.
+    old_master: Option<crate::upgrade::OldMaster>,
+    /// During an upgrade: the new master.
+    new_master: Option<crate::upgrade::NewMaster>,
+    upgrades: mpsc::UnboundedSender<crate::upgrade::Report>,
 }
 
 impl Supervisor {
@@ -107,12 +112,21 @@ impl Supervisor {
             links: 0,
             remeshed: BTreeMap::new(),
             systemd: crate::notify::Systemd::default(),
+            old_master: None,
+            new_master: None,
+            upgrades: mpsc::unbounded_channel().0,
         }
     }
 
-    /// Tells `systemd` where the server stands, and feeds its watchdog.
-    pub(crate) fn with_systemd(mut self, systemd: crate::notify::Systemd) -> Self {
+    /// Tells `systemd` where the server stands, and feeds its watchdog; tells
+    /// `old_master` (after an upgrade) once every node is ready.
+    pub(crate) fn with_systemd(
+        mut self,
+        systemd: crate::notify::Systemd,
+        old_master: Option<crate::upgrade::OldMaster>,
+    ) -> Self {
         self.systemd = systemd;
+        self.old_master = old_master;
         self
     }
 
@@ -143,6 +157,8 @@ impl Supervisor {
     ) -> i32 {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events = events_tx;
+        let (upgrades_tx, mut upgrades) = mpsc::unbounded_channel();
+        self.upgrades = upgrades_tx;
         let mut signals = match Signals::install() {
             Ok(signals) => signals,
             Err(error) => {
@@ -170,6 +186,10 @@ impl Supervisor {
                     Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
                 },
                 Some(event) = events.recv() => self.on_event(event),
+                Some(report) = upgrades.recv() => Some(match report {
+                    crate::upgrade::Report::Ready { pid } => Input::UpgradeReady { pid },
+                    crate::upgrade::Report::Failed { why } => Input::UpgradeFailed { why },
+                }),
                 Some(report) = rescued.recv() => {
                     self.on_rescue(report);
                     None
@@ -305,9 +325,56 @@ impl Supervisor {
                 return Some(code);
             }
             Action::KillAllAndExit { code } => self.kill_all_and_exit(code).await,
-            Action::Notify(notice) => self.systemd.notice(&notice),
+            Action::Notify(notice) => {
+                if let machine::Notice::Upgraded { pid } = notice {
+                    crate::init::announce(pid);
+                }
+                self.systemd.notice(&notice);
+                if let (machine::Notice::Ready { .. }, Some(old)) =
+                    (&notice, self.old_master.take())
+                {
+                    info!("upgrade: every node is ready; the old master drains");
+                    old.ready();
+                }
+            }
+            Action::StartUpgrade => {
+                if let Err(why) = self.start_upgrade() {
+                    inputs.push_back(Input::UpgradeFailed { why });
+                }
+            }
+            Action::KillUpgrade => {
+                if let Some(mut new) = self.new_master.take() {
+                    new.kill();
+                }
+            }
         }
         None
+    }
+
+    /// Starts a new master with every listening socket (SIGUSR2).
+    fn start_upgrade(&mut self) -> Result<(), String> {
+        if self.config.cluster.is_some() {
+            return Err(
+                "a machine of a cluster cannot be upgraded in place yet (its name is \
+                        held by this master); restart it instead"
+                    .into(),
+            );
+        }
+        let sockets = self.listeners.handed_over();
+        let env = self.systemd.env();
+        let started = crate::upgrade::start(
+            (&self.exe, &self.args),
+            &sockets,
+            env,
+            self.upgrades.clone(),
+        );
+        let new = started.map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        info!(
+            pid = new.pid,
+            "upgrade: the new master started; waiting for its nodes"
+        );
+        self.new_master = Some(new);
+        Ok(())
     }
 
     /// SIGTTIN: opens the listener of the slot to add; `None` if there is none.

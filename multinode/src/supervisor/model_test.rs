@@ -169,7 +169,9 @@ impl World {
                 Action::Gone { .. }
                 | Action::CloseListener { .. }
                 | Action::StopMaster
-                | Action::Notify(_) => {}
+                | Action::Notify(_)
+                | Action::StartUpgrade
+                | Action::KillUpgrade => {}
             }
         }
         // A failed start is reported back at once, as the supervisor's loop does.

@@ -20,6 +20,7 @@ pub(crate) struct Signals {
     hangup: Signal,
     more: Signal,
     fewer: Signal,
+    upgrade: Signal,
 }
 
 impl Signals {
@@ -30,6 +31,7 @@ impl Signals {
             hangup: signal(SignalKind::hangup())?,
             more: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
             fewer: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+            upgrade: signal(SignalKind::user_defined2())?,
         })
     }
 
@@ -41,6 +43,7 @@ impl Signals {
             _ = self.hangup.recv() => Received::Command(Command::Reload),
             _ = self.more.recv() => Received::AddNode,
             _ = self.fewer.recv() => Received::Command(Command::RemoveNode),
+            _ = self.upgrade.recv() => Received::Command(Command::Upgrade),
         }
     }
 }

@@ -131,7 +131,9 @@ impl Machine {
         let deadline = now + self.settings.shutdown_timeout + KILL_GRACE;
         self.phase = Phase::Stopping { deadline, code };
         self.next_watchdog = None;
-        out.push(Action::Notify(Notice::Stopping { nodes }));
+        if self.upgrade != super::Upgrade::HandedOver {
+            out.push(Action::Notify(Notice::Stopping { nodes }));
+        }
         out.push(Action::StopMaster);
         let slots: Vec<Slot> = self.slots.keys().copied().collect();
         for slot in slots {

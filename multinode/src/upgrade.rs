@@ -1,0 +1,214 @@
+//! The whole-binary upgrade (SIGUSR2), as nginx does it: the master starts a
+//! new master from the executable's path, which inherits every listening
+//! socket (their descriptors named in `MULTINODE_LISTENERS`) and a socket back
+//! to the old master (`MULTINODE_UPGRADE_FD`). Once every node of the new tree
+//! is ready, the new master says so on that socket, and the old master drains
+//! its own tree and exits. The port never closes: both trees hold the same
+//! sockets meanwhile.
+//!
+//! The new master is not tied to the old one (no parent-death signal, no
+//! shared pipe it needs): when the old master exits, the kernel reparents it to
+//! the old master's subreaper or PID 1 (systemd, or multinode's own init in a
+//! container), and systemd is told its pid (`MAINPID=`).
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot};
+
+/// The inherited listening sockets: `shared:FD`, or `SLOT:FD,…` with one
+/// socket per node (`reuse_port`), in the order of their `SO_REUSEPORT` group.
+const ENV_LISTENERS: &str = "MULTINODE_LISTENERS";
+/// The new master's end of its socket to the old one.
+const ENV_UPGRADE_FD: &str = "MULTINODE_UPGRADE_FD";
+/// What the new master writes once every node is ready.
+const READY: &[u8] = b"ready\n";
+
+/// A listening socket as handed over: `None` is the one socket of every node.
+pub(crate) type Labelled<T> = (Option<usize>, T);
+
+/// What a new master got from the old one.
+pub(crate) struct Inherited {
+    pub sockets: Vec<Labelled<TcpListener>>,
+    pub old_master: OldMaster,
+}
+
+/// The new master's line to the old one.
+pub(crate) struct OldMaster(UnixStream);
+
+impl OldMaster {
+    /// Every node of this tree is ready: the old master may drain its own.
+    pub(crate) fn ready(mut self) {
+        if let Err(error) = self.0.write_all(READY) {
+            tracing::warn!("upgrade: cannot tell the old master this one is ready: {error}");
+        }
+    }
+}
+
+/// Takes what the old master handed over, if this master was started by an
+/// upgrade, and clears the variables. Must run while the process has one thread.
+pub(crate) fn take() -> Result<Option<Inherited>, String> {
+    crate::init::take_inherited();
+    let listeners = std::env::var(ENV_LISTENERS);
+    let back = std::env::var(ENV_UPGRADE_FD);
+    std::env::remove_var(ENV_LISTENERS);
+    std::env::remove_var(ENV_UPGRADE_FD);
+    let (Ok(listeners), Ok(back)) = (listeners, back) else {
+        return Ok(None);
+    };
+    let not_ours =
+        |what: &str| format!("{what}; this process was not started by a multinode upgrade");
+    let back: RawFd = back
+        .parse()
+        .map_err(|_| not_ours(&format!("{ENV_UPGRADE_FD}={back:?}: not a descriptor")))?;
+    let mut sockets = Vec::new();
+    for label in listeners.split(',') {
+        let (slot, fd) = parse_label(label)
+            .ok_or_else(|| not_ours(&format!("{ENV_LISTENERS}={listeners:?}: malformed")))?;
+        // SAFETY: the old master passed descriptor `fd` to this process, named
+        // only here; nothing else took it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = crate::listener::adopt(owned)
+            .map_err(|e| not_ours(&format!("{ENV_LISTENERS}: descriptor {fd}: {e}")))?;
+        sockets.push((slot, socket));
+    }
+    // SAFETY: as above, for the socket back to the old master.
+    let stream = unsafe { UnixStream::from_raw_fd(back) };
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| {
+            nix::fcntl::fcntl(
+                &stream,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map(drop)
+            .map_err(io::Error::from)
+        })
+        .map_err(|e| not_ours(&format!("{ENV_UPGRADE_FD}={back}: {e}")))?;
+    Ok(Some(Inherited {
+        sockets,
+        old_master: OldMaster(stream),
+    }))
+}
+
+fn parse_label(label: &str) -> Option<Labelled<RawFd>> {
+    let (slot, fd) = label.split_once(':')?;
+    let slot = match slot {
+        "shared" => None,
+        slot => Some(slot.parse().ok()?),
+    };
+    Some((slot, fd.parse().ok()?))
+}
+
+/// How the new master's start went, as the old master learns it.
+pub(crate) enum Report {
+    Ready { pid: u32 },
+    Failed { why: String },
+}
+
+/// The old master's handle on the new master while it starts.
+pub(crate) struct NewMaster {
+    pub pid: u32,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+impl NewMaster {
+    /// It was not ready in time: killed, with its tree (its workers die with it).
+    pub(crate) fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+    }
+}
+
+/// Starts a new master from `exe` with `sockets` and `env`, and the task that
+/// reports whether it became ready.
+pub(crate) fn start(
+    (exe, args): (&Path, &[OsString]),
+    sockets: &[Labelled<RawFd>],
+    env: Vec<(&'static str, OsString)>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> io::Result<NewMaster> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let label = |(slot, fd): &Labelled<RawFd>| match slot {
+        Some(slot) => format!("{slot}:{fd}"),
+        None => format!("shared:{fd}"),
+    };
+    let labels: Vec<String> = sockets.iter().map(label).collect();
+    let mut inherited: Vec<RawFd> = sockets.iter().map(|(_, fd)| *fd).collect();
+    inherited.push(theirs.as_raw_fd());
+    // As PID 1's child: the pipe to multinode's init, for the next upgrade.
+    let to_init = crate::init::for_new_master();
+    inherited.extend(to_init.as_ref().map(|(fd, _)| *fd));
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .args(args)
+        .envs(env)
+        .envs(to_init.map(|(_, variable)| variable))
+        .env(ENV_LISTENERS, labels.join(","))
+        .env(ENV_UPGRADE_FD, theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null());
+    // SAFETY: runs in the child between fork and exec, and calls only fcntl,
+    // which is async-signal-safe, on descriptors this process holds open.
+    unsafe {
+        command.pre_exec(move || {
+            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+            for fd in &inherited {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(*fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    drop(theirs);
+    let pid = child.id().unwrap_or_default();
+    ours.set_nonblocking(true)?;
+    let ours = tokio::net::UnixStream::from_std(ours)?;
+    let (kill, killed) = oneshot::channel();
+    tokio::spawn(watch(child, ours, killed, reports));
+    Ok(NewMaster {
+        pid,
+        kill: Some(kill),
+    })
+}
+
+/// Waits for the new master's word, its exit, or the order to kill it.
+async fn watch(
+    mut child: tokio::process::Child,
+    ours: tokio::net::UnixStream,
+    mut killed: oneshot::Receiver<()>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let pid = child.id().unwrap_or_default();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(ours);
+    let report = tokio::select! {
+        read = reader.read_line(&mut line) => match read {
+            Ok(_) if line.as_bytes() == READY => Report::Ready { pid },
+            _ => {
+                let status = child.wait().await;
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                Report::Failed { why: format!("the new master (pid {pid}) exited ({status}) before it was ready") }
+            }
+        },
+        status = child.wait() => {
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            Report::Failed { why: format!("the new master (pid {pid}) exited ({status}) before it was ready") }
+        }
+        _ = &mut killed => {
+            // Its process group would take the old tree too: the master alone,
+            // whose workers die with it.
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return;
+        }
+    };
+    let _ = reports.send(report);
+}
