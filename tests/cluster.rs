@@ -416,3 +416,32 @@ fn machines_meet_over_tls() {
     drop(redis);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_upgrade_hands_the_machines_name_to_the_new_master() {
+    let Some(redis) = Redis::start() else { return };
+    let mut program = machine(&redis, "up");
+    let addr = program.ready();
+    let old = program.pid().to_string();
+    assert!(
+        holder(&redis, "up").starts_with(&format!("{old}:")),
+        "the master's claim"
+    );
+    program.signal(Signal::SIGUSR2);
+    assert!(program.wait_exit(WAIT).success(), "{:?}", program.log());
+    let new = poll(WAIT, || {
+        let held = holder(&redis, "up");
+        let pid = held.split(':').next()?.parse::<u32>().ok()?;
+        (pid.to_string() != old && common::is_alive(pid)).then_some(pid)
+    });
+    assert!(
+        new.is_some(),
+        "the new master holds the name: {}",
+        holder(&redis, "up")
+    );
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    assert_eq!(program.count("upgrade failed"), 0);
+    nix::sys::signal::kill(Pid::from_raw(new.unwrap() as i32), Signal::SIGTERM).unwrap();
+    let released = poll(WAIT, || (holder(&redis, "up") == "$-1").then_some(()));
+    assert!(released.is_some(), "given back when the new master stops");
+}

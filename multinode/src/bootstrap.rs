@@ -238,7 +238,14 @@ where
         .map_err(|error| StartError::Config(error.to_string()))?;
     #[cfg(feature = "cluster")]
     let _joined = match &config.cluster {
-        Some(cluster) => Some(crate::cluster::join(cluster).map_err(StartError::Config)?),
+        Some(cluster) => {
+            // After an upgrade, the old master (this one's parent) holds the name.
+            let predecessor = taken
+                .old_master
+                .as_ref()
+                .map(|_| nix::unistd::getppid().as_raw() as u32);
+            Some(crate::cluster::join(cluster, predecessor).map_err(StartError::Config)?)
+        }
         None => None,
     };
     let listeners = Listeners::open(taken.passed, &mut config)

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -29,6 +28,17 @@ elseif holder == false then
 end
 return 0";
 
+/// Takes the name if it is free, ours, or held by the master this one
+/// succeeds (an upgrade): its claim's value starts with `PID:`.
+const TAKE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1]
+   or (ARGV[3] ~= '' and string.sub(holder, 1, string.len(ARGV[3])) == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
 /// Gives the name back, if it is still ours.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -43,6 +53,8 @@ pub(crate) struct Membership {
     key: String,
     /// What the key holds while it is ours: unique to this master.
     token: String,
+    /// After an upgrade: the old master's pid, whose claim this one takes.
+    predecessor: Option<u32>,
 }
 
 /// The claim, kept on a thread of its own (so that a busy master body never
@@ -62,8 +74,9 @@ impl Drop for Joined {
 }
 
 /// Joins the cluster: claims this machine's name, then keeps it. An error
-/// (the name is held by another master) is one line for the user.
-pub(crate) fn join(cluster: &Cluster) -> Result<Joined, String> {
+/// (the name is held by another master) is one line for the user. A master
+/// started by an upgrade takes the name from `predecessor`, the old master.
+pub(crate) fn join(cluster: &Cluster, predecessor: Option<u32>) -> Result<Joined, String> {
     install_crypto();
     let cluster = cluster.clone();
     let stop = CancellationToken::new();
@@ -82,7 +95,7 @@ pub(crate) fn join(cluster: &Cluster) -> Result<Joined, String> {
                 Err(error) => return drop(claimed_tx.send(Err(error.to_string()))),
             };
             runtime.block_on(async move {
-                match Membership::claim(&cluster).await {
+                match Membership::claim(&cluster, predecessor).await {
                     Ok(membership) => {
                         let _ = claimed_tx.send(Ok(()));
                         membership.keep(keep_until).await;
@@ -106,7 +119,7 @@ pub(crate) fn join(cluster: &Cluster) -> Result<Joined, String> {
 impl Membership {
     /// Claims this machine's name. Another live master holding it is an error;
     /// Redis out of reach is not: the master starts, and claims once it can.
-    async fn claim(cluster: &Cluster) -> Result<Self, String> {
+    async fn claim(cluster: &Cluster, predecessor: Option<u32>) -> Result<Self, String> {
         let client = redis::Client::open(cluster.url.as_str())
             .map_err(|e| format!("cannot use the cluster's Redis URL: {:?}", e.kind()))?;
         let started = std::time::SystemTime::now()
@@ -118,6 +131,7 @@ impl Membership {
             machine: cluster.machine.clone(),
             key: format!("multinode:machine:{}", cluster.machine),
             token: format!("{}:{started}", std::process::id()),
+            predecessor,
         };
         match tokio::time::timeout(FIRST_CLAIM, membership.take()).await {
             Ok(Ok(true)) => {
@@ -143,16 +157,18 @@ impl Membership {
         }
     }
 
-    /// `SET NX`: whether the name is ours now.
+    /// Whether the name is ours now: it was free, or the predecessor's.
     async fn take(&self) -> redis::RedisResult<bool> {
         let mut connection = self.client.get_multiplexed_async_connection().await?;
-        let options = redis::SetOptions::default()
-            .conditional_set(redis::ExistenceCheck::NX)
-            .with_expiration(redis::SetExpiry::PX(TTL.as_millis() as u64));
-        let set: Option<String> = connection
-            .set_options(&self.key, &self.token, options)
+        let predecessor = self.predecessor.map(|pid| format!("{pid}:"));
+        let taken: i64 = redis::Script::new(TAKE)
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(TTL.as_millis() as u64)
+            .arg(predecessor.unwrap_or_default())
+            .invoke_async(&mut connection)
             .await?;
-        Ok(set.is_some())
+        Ok(taken == 1)
     }
 
     /// Renews the claim every `BEAT` until `stop`, reconnecting after an outage
@@ -192,7 +208,7 @@ impl Membership {
                 Ok(1) => {}
                 Ok(_) => {
                     if !outage {
-                        warn!(machine = %self.machine, "another master holds this machine's name");
+                        warn!(machine = %self.machine, "another master holds this machine's name (after an upgrade: the new one)");
                         outage = true;
                     }
                 }

@@ -353,13 +353,6 @@ impl Supervisor {
 
     /// Starts a new master with every listening socket (SIGUSR2).
     fn start_upgrade(&mut self) -> Result<(), String> {
-        if self.config.cluster.is_some() {
-            return Err(
-                "a machine of a cluster cannot be upgraded in place yet (its name is \
-                        held by this master); restart it instead"
-                    .into(),
-            );
-        }
         let sockets = self.listeners.handed_over();
         let env = self.systemd.env();
         let started = crate::upgrade::start(
