@@ -4,6 +4,10 @@
 //! - `GET /` answers `node {id} pid {pid} generation {generation}`;
 //! - `GET /child-env` answers the environment a child process of the body sees;
 //! - `GET /orphan` starts a shell that leaves a `sleep 0.3` orphaned;
+//! - `GET /count` adds one to the node's counter `probe_orders_total`
+//!   (answering `node {id} counted`); `GET /metrics` answers the whole
+//!   server's metrics (`Load::metrics`);
+//! - `PROBE_JSON_LOGS=1`: the program's own subscriber, JSON lines;
 //! - headers must arrive within 500 ms, and a request body may pause 500 ms at
 //!   most; an HTTP/2 connection is closed after 1 s
 //!   without a request;
@@ -65,7 +69,20 @@ fn main() {
     if let Some(ms) = number("PROBE_TIMEOUT_MS") {
         builder = builder.watchdog_timeout(Duration::from_millis(ms));
     }
+    if std::env::var_os("PROBE_JSON_LOGS").is_some() {
+        builder = builder.logging(multinode::Logging::Own(json_logs));
+    }
     builder.run(body)
+}
+
+/// The program's own subscriber: JSON lines on stderr, with each event's spans.
+fn json_logs() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_span_list(true)
+        .with_current_span(true)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The `ms` parameter of `?ms=N`.
@@ -112,9 +129,12 @@ async fn body(nodes: Nodes) -> Result<(), String> {
     }
     let (id, generation) = (nodes.id(), nodes.generation());
     let load = nodes.load();
+    let orders = nodes
+        .counter("probe_orders_total")
+        .map_err(|e| e.to_string())?;
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<multinode::http::Body>| {
-            let load = load.clone();
+            let (load, orders) = (load.clone(), orders.clone());
             async move {
                 if req.uri().path() == "/upgrade" {
                     tokio::spawn(echo(hyper::upgrade::on(&mut req)));
@@ -173,6 +193,11 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                         tracing::info!("blocking the runtime");
                         std::thread::sleep(Duration::from_millis(query_ms(&req)));
                         format!("blocked node {id}\n")
+                    }
+                    "/metrics" => load.metrics(),
+                    "/count" => {
+                        orders.inc();
+                        format!("node {id} counted\n")
                     }
                     "/orphan" => {
                         // The shell exits at once; its `sleep` lives on, orphaned.

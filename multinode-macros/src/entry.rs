@@ -23,6 +23,8 @@ const KEYS: &[&str] = &[
     "boot_failures",
     "max_connections",
     "cluster",
+    "admin",
+    "logging",
 ];
 
 const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
@@ -158,6 +160,21 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
                 )?;
                 quote_spanned!(span=> .cluster(#url))
             }
+            "admin" => {
+                let addr = string(value, &name, "an address such as \"127.0.0.1:9100\"")?;
+                quote_spanned!(span=> .admin(#addr))
+            }
+            "logging" => match value {
+                Expr::Path(path) => {
+                    quote_spanned!(span=> .logging(::multinode::Logging::Own(#path)))
+                }
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "`logging` expects the name of a function that installs a tracing subscriber, such as `logging = json_logs`",
+                    ))
+                }
+            },
             "flavor" => {
                 let variant = match string(value, &name, "\"current_thread\" or \"multi_thread\"")?.as_str() {
                     "current_thread" => quote!(CurrentThread),

@@ -82,7 +82,7 @@ where
     Fut::Output: MainResult,
 {
     let started = Instant::now();
-    init_tracing();
+    init_tracing(builder.logging);
     crate::limits::raise_nofile();
     let code = match take_worker_env() {
         Ok(None) => take_master_env().and_then(|taken| {
@@ -131,7 +131,15 @@ impl std::fmt::Display for StartError {
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default): a level, or
 /// `target=level` pairs such as `info,multinode=debug` (tracing-subscriber's
 /// `Targets`, which needs no regex engine in every process).
-fn init_tracing() {
+/// Installs the log's subscriber: the program's own (run first in every
+/// process), or multinode's unless one is set already.
+fn init_tracing(logging: crate::Logging) {
+    if let crate::Logging::Own(install) = logging {
+        return install();
+    }
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -195,6 +203,8 @@ fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
 /// and the line to the old master after an upgrade.
 struct MasterEnv {
     passed: Passed,
+    /// The admin listener an old master handed over.
+    admin: Option<std::net::TcpListener>,
     systemd: crate::notify::Systemd,
     old_master: Option<crate::upgrade::OldMaster>,
 }
@@ -206,16 +216,19 @@ fn take_master_env() -> Result<MasterEnv, StartError> {
     Ok(match (inherited, activated) {
         (Some(inherited), _) => MasterEnv {
             passed: Passed::Inherited(inherited.sockets),
+            admin: inherited.admin,
             systemd,
             old_master: Some(inherited.old_master),
         },
         (None, Some(socket)) => MasterEnv {
             passed: Passed::Activated(socket),
+            admin: None,
             systemd,
             old_master: None,
         },
         (None, None) => MasterEnv {
             passed: Passed::Nothing,
+            admin: None,
             systemd,
             old_master: None,
         },
@@ -250,6 +263,18 @@ where
     };
     let listeners = Listeners::open(taken.passed, &mut config)
         .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
+    // After an upgrade, the old master's admin socket, if on the same address.
+    let inherited_admin = taken.admin.filter(|l| l.local_addr().ok() == config.admin);
+    let admin = match (config.admin, inherited_admin) {
+        (Some(_), Some(listener)) => Some(listener),
+        (Some(addr), None) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            StartError::system(&format!("cannot listen on the admin address {addr}"), e)
+        })?),
+        (None, _) => None,
+    };
+    if let Some(addr) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!("admin on http://{addr} (GET /metrics, GET /)");
+    }
     let runtime = builder
         .runtime()
         .map_err(|e| StartError::system("cannot start the tokio runtime", e))?;
@@ -304,12 +329,13 @@ where
         handed_tx,
         started,
     )
-    .with_systemd(taken.systemd, taken.old_master);
+    .with_systemd(taken.systemd, taken.old_master)
+    .with_admin(admin);
     let supervisor = std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx, remesh_rx))
         .map_err(|e| StartError::system("cannot start the supervisor thread", e))?;
-    let span = tracing::info_span!("node", id = 0);
+    let span = tracing::info_span!("node", id = 0, generation = 1, pid = std::process::id());
     let code = runtime.block_on(
         async move {
             let peers = start_mesh(&identity, mesh_rx, remesh_tx);
@@ -339,7 +365,13 @@ where
     let runtime = builder.runtime().map_err(|e| {
         StartError::system(&format!("node {slot}: cannot start the tokio runtime"), e)
     })?;
-    let span = tracing::info_span!("node", id = slot);
+    // The generation comes with the master's greeting.
+    let span = tracing::info_span!(
+        "node",
+        id = slot,
+        generation = tracing::field::Empty,
+        pid = std::process::id()
+    );
     let code = runtime
         .block_on(
             async move {
@@ -360,6 +392,7 @@ where
                             .into())
                         }
                     };
+                tracing::Span::current().record("generation", identity.generation);
                 let shutdown = CancellationToken::new();
                 let (ready_tx, ready_rx) = oneshot::channel();
                 let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();

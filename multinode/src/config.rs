@@ -76,6 +76,7 @@ pub(crate) const ENV_HOST: &str = "MULTINODE_HOST";
 pub(crate) const ENV_NODES: &str = "MULTINODE_NODES";
 pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
 pub(crate) const ENV_MAX_CONNECTIONS: &str = "MULTINODE_MAX_CONNECTIONS";
+pub(crate) const ENV_ADMIN: &str = "MULTINODE_ADMIN";
 
 /// The most processes one master will supervise.
 pub(crate) const MAX_NODES: usize = 1024;
@@ -120,6 +121,29 @@ pub struct Builder {
     pub(crate) boot_failures: u32,
     pub(crate) max_connections: Option<usize>,
     pub(crate) cluster: Option<String>,
+    pub(crate) admin: Option<String>,
+    pub(crate) logging: Logging,
+}
+
+/// Who installs the `tracing` subscriber that prints the log.
+///
+/// ```
+/// fn json_logs() {
+///     // e.g. tracing_subscriber::fmt().json().init();
+/// }
+/// let builder = multinode::Builder::new().logging(multinode::Logging::Own(json_logs));
+/// # let _ = builder;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Logging {
+    /// multinode's: human lines on stderr, filtered by `RUST_LOG` (default
+    /// `info`), unless a global subscriber is already set.
+    #[default]
+    Multinode,
+    /// The program's: this function runs first in every process (the master
+    /// and each worker) and installs it. multinode's events still carry the
+    /// node's `id`, `generation` and `pid` (as fields of the `node` span).
+    Own(fn()),
 }
 
 impl Default for Builder {
@@ -139,6 +163,8 @@ impl Default for Builder {
             boot_failures: 5,
             max_connections: None,
             cluster: None,
+            admin: None,
+            logging: Logging::Multinode,
         }
     }
 }
@@ -325,6 +351,34 @@ impl Builder {
     /// ```
     pub fn cluster(mut self, url: impl Into<String>) -> Self {
         self.cluster = Some(url.into());
+        self
+    }
+
+    /// The admin listener's address (`"127.0.0.1:9100"`), none by default:
+    /// `GET /metrics` there gives the whole server's metrics in the Prometheus
+    /// text format, and `GET /` a status page. The master's supervision thread
+    /// serves it, so it answers while every worker is busy or restarting.
+    /// Overridden by `MULTINODE_ADMIN` (empty: none).
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().admin("127.0.0.1:9100");
+    /// # let _ = builder;
+    /// ```
+    pub fn admin(mut self, addr: impl Into<String>) -> Self {
+        self.admin = Some(addr.into());
+        self
+    }
+
+    /// Who installs the log's `tracing` subscriber: multinode (the default), or
+    /// the program, with a function run first in every process.
+    ///
+    /// ```
+    /// fn my_logs() { /* install a subscriber: JSON, OpenTelemetry… */ }
+    /// let builder = multinode::Builder::new().logging(multinode::Logging::Own(my_logs));
+    /// # let _ = builder;
+    /// ```
+    pub fn logging(mut self, logging: Logging) -> Self {
+        self.logging = logging;
         self
     }
 

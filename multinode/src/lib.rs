@@ -34,7 +34,9 @@ compile_error!(
 );
 
 mod activation;
+mod admin;
 mod balance;
+mod board;
 mod bootstrap;
 #[cfg(feature = "cluster")]
 mod cluster;
@@ -46,6 +48,7 @@ mod limits;
 mod listener;
 mod load_table;
 pub mod mesh;
+pub mod metrics;
 mod nodes;
 mod notify;
 mod supervisor;
@@ -67,7 +70,7 @@ mod upgrade;
 /// ```
 pub use attribute::main;
 pub use bootstrap::MainResult;
-pub use config::{Balance, Builder, Flavor};
+pub use config::{Balance, Builder, Flavor, Logging};
 pub use load_table::Load;
 pub use mesh::Peer;
 pub use nodes::Nodes;

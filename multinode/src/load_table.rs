@@ -77,6 +77,11 @@ const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
 /// The slots' lines, then one more: the end of the serving slots, which SIGTTIN
 /// moves (kept in that line's `active`).
 const TABLE_BYTES: usize = (TABLE_SLOTS + 1) * std::mem::size_of::<Entry>();
+/// Where the status board starts: after the table, on its own page.
+const BOARD_OFFSET: usize = TABLE_BYTES.div_ceil(4096) * 4096;
+/// The whole memory: the table, then the board (its pages are only touched as
+/// they are used).
+const MAPPED_BYTES: usize = BOARD_OFFSET + std::mem::size_of::<crate::board::Board>();
 
 impl LoadTable {
     /// A new, zeroed table (the master's).
@@ -84,7 +89,7 @@ impl LoadTable {
         use nix::sys::memfd::MFdFlags;
         let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
         let fd = nix::sys::memfd::memfd_create(c"multinode-load", flags)?;
-        nix::unistd::ftruncate(&fd, TABLE_BYTES as i64)?;
+        nix::unistd::ftruncate(&fd, MAPPED_BYTES as i64)?;
         // Sealed, so that no worker can shrink it under the others' mappings
         // (a SIGBUS in every process that reads it).
         fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS))?;
@@ -98,16 +103,16 @@ impl LoadTable {
             return Err(io::Error::other("the load table received is not sealed"));
         }
         let size = nix::sys::stat::fstat(&fd)?.st_size;
-        if usize::try_from(size).ok() != Some(TABLE_BYTES) {
+        if usize::try_from(size).ok() != Some(MAPPED_BYTES) {
             return Err(io::Error::other(format!(
-                "the load table received is {size} bytes, not {TABLE_BYTES}"
+                "the load table received is {size} bytes, not {MAPPED_BYTES}"
             )));
         }
         Self::map(fd)
     }
 
     fn map(fd: OwnedFd) -> io::Result<Self> {
-        let length = NonZeroUsize::new(TABLE_BYTES).expect("the table is not empty");
+        let length = NonZeroUsize::new(MAPPED_BYTES).expect("the table is not empty");
         // SAFETY: a fresh shared mapping of a file of exactly this size, accessed
         // only through atomics; unmapped on drop.
         let ptr = unsafe {
@@ -129,6 +134,13 @@ impl LoadTable {
     /// The descriptor, to send to a worker.
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// The status board, in the same memory.
+    pub(crate) fn board(&self) -> &crate::board::Board {
+        // SAFETY: the board lies within the mapping (MAPPED_BYTES), page-aligned,
+        // and is only ever accessed through atomics; it lives as long as `&self`.
+        unsafe { &*self.entries.as_ptr().cast::<u8>().add(BOARD_OFFSET).cast() }
     }
 
     fn entry(&self, slot: usize) -> &Entry {
@@ -286,6 +298,11 @@ impl LoadTable {
             .map(|(slot, _)| slot)
     }
 
+    /// The connections open now on `slot`.
+    pub(crate) fn open_now(&self, slot: usize) -> u32 {
+        self.entry(slot).active.load(Relaxed)
+    }
+
     /// (connections, requests) served by `slot` since the start.
     pub(crate) fn totals(&self, slot: usize) -> (u64, u64) {
         let entry = self.entry(slot);
@@ -318,6 +335,20 @@ impl Load {
         Load { table, first }
     }
 
+    /// The whole server's metrics in the Prometheus text format, as
+    /// [`Nodes::metrics`](crate::Nodes::metrics) gives them: for a handler.
+    ///
+    /// ```no_run
+    /// # fn f(nodes: &multinode::Nodes) {
+    /// let load = nodes.load(); // moves into a handler
+    /// let text = load.metrics();
+    /// # let _ = text;
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(&self.table, 0..TABLE_SLOTS)
+    }
+
     /// `(id, open)` for every serving node, scaled-up ones included.
     ///
     /// ```no_run
@@ -344,7 +375,7 @@ impl Drop for LoadTable {
     fn drop(&mut self) {
         // SAFETY: mapped in `map` with this length, and no reference outlives self.
         unsafe {
-            let _ = munmap(self.entries.cast(), TABLE_BYTES);
+            let _ = munmap(self.entries.cast(), MAPPED_BYTES);
         }
     }
 }

@@ -289,6 +289,51 @@ impl Nodes {
         Load::new(self.table.clone(), self.identity.serving_slots.start)
     }
 
+    /// This node's counter `name` (a Prometheus name, at most 48 bytes; up to
+    /// 16 metrics a node), in shared memory: the admin listener's `/metrics`
+    /// and [`metrics`](Self::metrics) report it per node and summed, with no
+    /// message at scrape time. A restarted node gets its counter back where it
+    /// was.
+    ///
+    /// ```no_run
+    /// # fn f(nodes: &multinode::Nodes) -> Result<(), multinode::metrics::MetricError> {
+    /// let orders = nodes.counter("orders_total")?;
+    /// orders.inc();
+    /// # Ok(()) }
+    /// ```
+    pub fn counter(
+        &self,
+        name: &str,
+    ) -> Result<crate::metrics::Counter, crate::metrics::MetricError> {
+        crate::metrics::counter(&self.table, self.identity.id, name)
+    }
+
+    /// This node's gauge `name`, as [`counter`](Self::counter) is for counters.
+    ///
+    /// ```no_run
+    /// # fn f(nodes: &multinode::Nodes) -> Result<(), multinode::metrics::MetricError> {
+    /// let sessions = nodes.gauge("sessions")?;
+    /// sessions.add(1);
+    /// # Ok(()) }
+    /// ```
+    pub fn gauge(&self, name: &str) -> Result<crate::metrics::Gauge, crate::metrics::MetricError> {
+        crate::metrics::gauge(&self.table, self.identity.id, name)
+    }
+
+    /// The whole server's metrics in the Prometheus text format, as the admin
+    /// listener serves them at `/metrics`: for a route of the program's own.
+    /// Read from shared memory, asking no other process.
+    ///
+    /// ```no_run
+    /// # fn f(nodes: &multinode::Nodes) {
+    /// let text = nodes.metrics();
+    /// assert!(text.contains("multinode_node_requests_total"));
+    /// # }
+    /// ```
+    pub fn metrics(&self) -> String {
+        crate::metrics::render(&self.table, 0..crate::load_table::TABLE_SLOTS)
+    }
+
     /// [`take_messages`](Self::take_messages) with other [`Options`](crate::mesh::Options).
     ///
     /// ```no_run
@@ -318,7 +363,7 @@ impl Nodes {
             ids,
             queue,
             options,
-            cluster,
+            (cluster, Some(self.table.clone())),
         ))
     }
 }

@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 const ENV_LISTENERS: &str = "MULTINODE_LISTENERS";
 /// The new master's end of its socket to the old one.
 const ENV_UPGRADE_FD: &str = "MULTINODE_UPGRADE_FD";
+/// The admin listener, if the old master had one.
+const ENV_ADMIN_FD: &str = "MULTINODE_ADMIN_FD";
 /// What the new master writes once every node is ready.
 const READY: &[u8] = b"ready\n";
 
@@ -36,6 +38,7 @@ pub(crate) type Labelled<T> = (Option<usize>, T);
 /// What a new master got from the old one.
 pub(crate) struct Inherited {
     pub sockets: Vec<Labelled<TcpListener>>,
+    pub admin: Option<TcpListener>,
     pub old_master: OldMaster,
 }
 
@@ -57,8 +60,10 @@ pub(crate) fn take() -> Result<Option<Inherited>, String> {
     crate::init::take_inherited();
     let listeners = std::env::var(ENV_LISTENERS);
     let back = std::env::var(ENV_UPGRADE_FD);
-    std::env::remove_var(ENV_LISTENERS);
-    std::env::remove_var(ENV_UPGRADE_FD);
+    let admin = std::env::var(ENV_ADMIN_FD);
+    for variable in [ENV_LISTENERS, ENV_UPGRADE_FD, ENV_ADMIN_FD] {
+        std::env::remove_var(variable);
+    }
     let (Ok(listeners), Ok(back)) = (listeners, back) else {
         return Ok(None);
     };
@@ -78,6 +83,17 @@ pub(crate) fn take() -> Result<Option<Inherited>, String> {
             .map_err(|e| not_ours(&format!("{ENV_LISTENERS}: descriptor {fd}: {e}")))?;
         sockets.push((slot, socket));
     }
+    let admin = match admin.ok().map(|fd| fd.parse::<RawFd>()) {
+        Some(Ok(fd)) => {
+            // SAFETY: as above, for the admin listener.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let socket = crate::listener::adopt(owned)
+                .map_err(|e| not_ours(&format!("{ENV_ADMIN_FD}={fd}: {e}")))?;
+            Some(socket)
+        }
+        Some(Err(_)) => return Err(not_ours(&format!("{ENV_ADMIN_FD}: not a descriptor"))),
+        None => None,
+    };
     // SAFETY: as above, for the socket back to the old master.
     let stream = unsafe { UnixStream::from_raw_fd(back) };
     stream
@@ -93,6 +109,7 @@ pub(crate) fn take() -> Result<Option<Inherited>, String> {
         .map_err(|e| not_ours(&format!("{ENV_UPGRADE_FD}={back}: {e}")))?;
     Ok(Some(Inherited {
         sockets,
+        admin,
         old_master: OldMaster(stream),
     }))
 }
@@ -131,8 +148,8 @@ impl NewMaster {
 /// reports whether it became ready.
 pub(crate) fn start(
     (exe, args): (&Path, &[OsString]),
-    sockets: &[Labelled<RawFd>],
-    env: Vec<(&'static str, OsString)>,
+    (sockets, admin): (&[Labelled<RawFd>], Option<RawFd>),
+    mut env: Vec<(&'static str, OsString)>,
     reports: mpsc::UnboundedSender<Report>,
 ) -> io::Result<NewMaster> {
     let (ours, theirs) = UnixStream::pair()?;
@@ -143,6 +160,10 @@ pub(crate) fn start(
     let labels: Vec<String> = sockets.iter().map(label).collect();
     let mut inherited: Vec<RawFd> = sockets.iter().map(|(_, fd)| *fd).collect();
     inherited.push(theirs.as_raw_fd());
+    if let Some(admin) = admin {
+        inherited.push(admin);
+        env.push((ENV_ADMIN_FD, admin.to_string().into()));
+    }
     // As PID 1's child: the pipe to multinode's init, for the next upgrade.
     let to_init = crate::init::for_new_master();
     inherited.extend(to_init.as_ref().map(|(fd, _)| *fd));

@@ -120,6 +120,25 @@ impl Builder {
             None => self.max_connections,
         };
         let cluster = cluster::resolve(self.cluster.as_deref(), &env)?;
+        let admin = match env(ENV_ADMIN) {
+            Some(value) if value.trim().is_empty() => None,
+            Some(value) => Some(admin_addr(&value).ok_or_else(|| {
+                ConfigError::env(
+                    ENV_ADMIN,
+                    &value,
+                    "expected an address such as 127.0.0.1:9100",
+                )
+            })?),
+            None => match self.admin.as_deref() {
+                Some(value) => Some(admin_addr(value).ok_or_else(|| {
+                    ConfigError::key(
+                        "admin",
+                        &format!("{value:?}: expected an address such as \"127.0.0.1:9100\""),
+                    )
+                })?),
+                None => None,
+            },
+        };
         Ok(Config {
             addr,
             nodes,
@@ -132,8 +151,16 @@ impl Builder {
             boot_failures: self.boot_failures,
             max_connections,
             cluster,
+            admin,
         })
     }
+}
+
+/// `host:port`, the host a name or an address.
+fn admin_addr(value: &str) -> Option<SocketAddr> {
+    let (host, port) = value.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    resolve_host(host, port.parse().ok()?)
 }
 
 fn resolve_host(host: &str, port: u16) -> Option<SocketAddr> {
@@ -162,6 +189,8 @@ pub(crate) struct Config {
     /// The machines' meeting point, with the `cluster` feature.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub cluster: Option<cluster::Cluster>,
+    /// The admin listener's address, if any.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Config {

@@ -137,17 +137,30 @@ impl<M: Serialize> Sender<M> {
     pub async fn send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
         let to = self.router.resolve(to.into());
         let max = self.router.options.max_frame_len;
+        let tally = &self.router.tally;
         if !to.is_local() {
             let frame = self.frame(message)?;
-            return self.router.remote_send(&to, &frame[wire::LENGTH..]).await;
+            let sent = self.router.remote_send(&to, &frame[wire::LENGTH..]).await;
+            return tally.sent(sent, frame.len());
         }
-        let write = |buffer: &mut BytesMut| wire::write_frame(message, max, buffer);
-        // The common case: no wait, and no reference count taken on the queue.
-        let outbox = match self.router.try_send_with(&to, write) {
-            Err(SendError::Full(_)) => self.router.outbox(&to)?,
-            done => return done,
+        let mut bytes = 0;
+        let write = |buffer: &mut BytesMut| {
+            let start = buffer.len();
+            let written = wire::write_frame(message, max, buffer);
+            bytes = buffer.len() - start;
+            written
         };
-        outbox.send_with(write).await
+        // The common case: no wait, and no reference count taken on the queue.
+        let mut write = write;
+        let outbox = match self.router.try_send_with(&to, &mut write) {
+            Err(SendError::Full(_)) => match self.router.outbox(&to) {
+                Ok(outbox) => outbox,
+                Err(error) => return tally.sent(Err(error), 0),
+            },
+            done => return tally.sent(done, bytes),
+        };
+        let sent = outbox.send_with(&mut write).await;
+        tally.sent(sent, bytes)
     }
 
     /// Queues `message` for node `to` without waiting: [`SendError::Full`] when its
@@ -163,12 +176,20 @@ impl<M: Serialize> Sender<M> {
     pub fn try_send(&self, to: impl Into<NodeId>, message: &M) -> Result<(), SendError> {
         let to = self.router.resolve(to.into());
         let max = self.router.options.max_frame_len;
+        let tally = &self.router.tally;
         if !to.is_local() {
             let frame = self.frame(message)?;
-            return self.router.remote_try_send(&to, &frame[wire::LENGTH..]);
+            let sent = self.router.remote_try_send(&to, &frame[wire::LENGTH..]);
+            return tally.sent(sent, frame.len());
         }
-        self.router
-            .try_send_with(&to, |buffer| wire::write_frame(message, max, buffer))
+        let mut bytes = 0;
+        let sent = self.router.try_send_with(&to, |buffer| {
+            let start = buffer.len();
+            let written = wire::write_frame(message, max, buffer);
+            bytes = buffer.len() - start;
+            written
+        });
+        tally.sent(sent, bytes)
     }
 
     /// Queues `message` for every other node (encoded once), waiting while a queue
@@ -188,7 +209,8 @@ impl<M: Serialize> Sender<M> {
         // Other machines first: their way is the longer.
         self.router.remote_broadcast(&frame[wire::LENGTH..]).await;
         for outbox in self.router.outboxes() {
-            let _ = outbox.send_with(copy).await; // Err: gone meanwhile
+            let sent = outbox.send_with(copy).await; // Err: gone meanwhile
+            let _ = self.router.tally.sent(sent, frame.len());
         }
         Ok(())
     }
@@ -275,6 +297,8 @@ impl<M> Sender<M> {
 /// # }
 /// ```
 pub struct Receiver<M> {
+    /// The counters on the status board.
+    tally: super::tally::Tally,
     inbox: Inbox,
     /// Messages from the other machines of the cluster.
     remote: Option<Subscription>,
@@ -338,9 +362,13 @@ impl<M: DeserializeOwned> Receiver<M> {
             self.remote.as_mut().map(|remote| remote.poll_recv(cx))
         {
             let decoded = postcard::from_bytes::<M>(arrival.body());
+            let bytes = arrival.body().len();
             let from = arrival.from;
             match decoded {
-                Ok(message) => return Poll::Ready(Some((from, message))),
+                Ok(message) => {
+                    self.tally.received(bytes);
+                    return Poll::Ready(Some((from, message)));
+                }
                 Err(error) => {
                     if let Some(held) = self.malformed.admit(std::time::Instant::now()) {
                         self.span.in_scope(|| {
@@ -359,7 +387,10 @@ impl<M: DeserializeOwned> Receiver<M> {
             };
             match event {
                 Event::Frame { from, link, body } => match postcard::from_bytes::<M>(&body) {
-                    Ok(message) => return Poll::Ready(Some((NodeId::local(from), message))),
+                    Ok(message) => {
+                        self.tally.received(body.len());
+                        return Poll::Ready(Some((NodeId::local(from), message)));
+                    }
                     Err(error) => {
                         self.inbox.close(from, link);
                         self.closed(from, link, &format!("a malformed message ({error})"));
@@ -398,11 +429,12 @@ pub(crate) fn start<M>(
     ids: impl IntoIterator<Item = usize>,
     queue: Arc<PeerQueue>,
     options: Options,
-    cluster: Option<&Cluster>,
+    (cluster, table): (Option<&Cluster>, Option<Arc<crate::load_table::LoadTable>>),
 ) -> (Sender<M>, Receiver<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
+    let tally = super::tally::Tally::new(table, me);
     let (remote_route, remote) = match cluster.map(|c| remote::start(c, me, options.queue)) {
         Some(Ok((route, arrivals))) => (Some(route), Some(arrivals)),
         Some(Err(error)) => {
@@ -411,7 +443,8 @@ where
         }
         None => (None, None),
     };
-    let router = Arc::new(Router::new(me, options, remote_route));
+    let router = Arc::new(Router::new(me, options, remote_route, tally.clone()));
+    tokio::spawn(count_queued(Arc::downgrade(&router)));
     for id in ids.into_iter().filter(|id| *id != me) {
         router.link(id);
     }
@@ -453,6 +486,7 @@ where
         _message: PhantomData,
     };
     let receiver = Receiver {
+        tally,
         inbox: Inbox::new(arrivals),
         remote,
         malformed: crate::throttle::Throttle::default(),
@@ -461,6 +495,20 @@ where
         _message: PhantomData,
     };
     (sender, receiver)
+}
+
+/// Puts how many messages wait in this node's queues on the board, four
+/// times a second, while the message layer lives.
+async fn count_queued(router: std::sync::Weak<Router>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        every.tick().await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let queued = router.outboxes().iter().map(|o| o.frames()).sum();
+        router.tally.queued(queued);
+    }
 }
 
 #[cfg(test)]

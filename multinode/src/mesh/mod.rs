@@ -49,6 +49,7 @@ mod remote;
 mod router;
 #[cfg(feature = "cluster")]
 mod subscription;
+mod tally;
 mod wire;
 
 /// Raw bytes as a message: `nodes.take_messages::<multinode::mesh::Bytes>()`.

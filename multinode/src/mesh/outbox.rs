@@ -154,6 +154,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// How many frames wait in the queue.
+    pub(crate) fn frames(&self) -> usize {
+        self.state().frames
+    }
+
     /// The node will not come back: senders are refused, the writer ends.
     pub(crate) fn close(&self) {
         let mut state = self.state();

@@ -21,6 +21,8 @@ pub(super) struct Router {
     remote: Option<Remote>,
     /// Read by every send (shared), written when a node is meshed or gone.
     links: RwLock<Links>,
+    /// The counters on the status board.
+    pub tally: super::tally::Tally,
 }
 
 #[derive(Default)]
@@ -38,12 +40,18 @@ pub(super) struct Link {
 }
 
 impl Router {
-    pub fn new(me: usize, options: Options, remote: Option<Remote>) -> Self {
+    pub fn new(
+        me: usize,
+        options: Options,
+        remote: Option<Remote>,
+        tally: super::tally::Tally,
+    ) -> Self {
         Router {
             me,
             options,
             remote,
             links: RwLock::new(Links::default()),
+            tally,
         }
     }
 

@@ -238,6 +238,16 @@ pub(crate) struct Machine {
     /// 1 + the rolling restarts done.
     pub(super) generation: u32,
     pub(crate) upgrade: Upgrade,
+    /// What happened since the start, for the metrics.
+    pub(crate) counters: Counters,
+}
+
+/// The supervisor's totals since the start.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Counters {
+    pub reloads: u64,
+    pub boot_failures: u64,
+    pub watchdog_kills: u64,
 }
 
 impl Machine {
@@ -251,6 +261,7 @@ impl Machine {
             all_ready_logged: false,
             generation: 1,
             upgrade: Upgrade::Idle,
+            counters: Counters::default(),
         }
     }
 

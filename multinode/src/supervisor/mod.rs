@@ -23,6 +23,7 @@ use crate::listener::Listeners;
 use crate::mesh::{Inbound, Remesh};
 use crate::nodes::Identity;
 
+mod journal;
 mod machine;
 #[cfg(test)]
 mod model_test;
@@ -30,6 +31,7 @@ mod process;
 mod rescue;
 mod signals;
 mod slot;
+mod status;
 
 pub(crate) use machine::Notice;
 use machine::{Action, Input, Machine, Settings, SpawnFailure};
@@ -68,6 +70,12 @@ pub(crate) struct Supervisor {
     /// During an upgrade: the new master.
     new_master: Option<crate::upgrade::NewMaster>,
     upgrades: mpsc::UnboundedSender<crate::upgrade::Report>,
+    /// Recent lifecycle events, for the status page.
+    journal: crate::admin::Journal,
+    /// The admin listener, served once the supervisor runs.
+    admin: Option<std::net::TcpListener>,
+    /// Its descriptor, for a new master (an upgrade).
+    admin_fd: Option<std::os::fd::RawFd>,
 }
 
 impl Supervisor {
@@ -115,7 +123,19 @@ impl Supervisor {
             old_master: None,
             new_master: None,
             upgrades: mpsc::unbounded_channel().0,
+            journal: crate::admin::Journal::default(),
+            admin: None,
+            admin_fd: None,
         }
+    }
+
+    /// Serves `listener` as the admin listener (metrics, status page).
+    pub(crate) fn with_admin(mut self, listener: Option<std::net::TcpListener>) -> Self {
+        use std::os::fd::AsRawFd;
+        // The serving task keeps the socket open as long as this process runs.
+        self.admin_fd = listener.as_ref().map(|l| l.as_raw_fd());
+        self.admin = listener;
+        self
     }
 
     /// Tells `systemd` where the server stands, and feeds its watchdog; tells
@@ -141,7 +161,12 @@ impl Supervisor {
             .enable_all()
             .build();
         match runtime {
-            Ok(runtime) => runtime.block_on(self.supervise(master_ready, body_done, remesh)),
+            Ok(runtime) => {
+                // Every event of the supervision names the master's pid.
+                let span = tracing::info_span!("master", pid = std::process::id());
+                let supervised = self.supervise(master_ready, body_done, remesh);
+                runtime.block_on(tracing::Instrument::instrument(supervised, span))
+            }
             Err(error) => {
                 error!("cannot start the supervisor's runtime: {error}");
                 1
@@ -166,6 +191,10 @@ impl Supervisor {
                 return 1;
             }
         };
+        if let Some(listener) = self.admin.take() {
+            let (table, journal) = (self.table.clone(), self.journal.clone());
+            tokio::spawn(crate::admin::serve(listener, table, journal));
+        }
         let mut rescued = self.watch_queues();
         // Fed from this loop, so that a hung loop starves it.
         let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
@@ -179,6 +208,7 @@ impl Supervisor {
                     }
                 }
             }
+            self.publish_status();
             let deadline = self.machine.next_deadline();
             let input = tokio::select! {
                 received = signals.recv() => match received {
@@ -231,7 +261,10 @@ impl Supervisor {
         }: Event,
     ) -> Option<Input> {
         Some(match report {
-            Report::Said(ToMaster::Ready) => Input::Ready { slot, generation },
+            Report::Said(ToMaster::Ready) => {
+                self.journal_ready(slot, generation);
+                Input::Ready { slot, generation }
+            }
             Report::Said(ToMaster::Heartbeat) => Input::Heartbeat { slot, generation },
             Report::Said(ToMaster::Draining) => Input::Draining { slot, generation },
             Report::Said(ToMaster::Failed { reason }) => Input::Failed {
@@ -245,6 +278,9 @@ impl Supervisor {
             }
             Report::Exited(status) => {
                 self.workers.remove(&(slot, generation));
+                if let Ok(status) = &status {
+                    self.record_exit(slot, status);
+                }
                 self.table.release(slot, generation); // its connections died with it
                 if !self.workers.keys().any(|(s, _)| *s == slot) {
                     self.table.set_live(slot, false);
@@ -254,6 +290,7 @@ impl Supervisor {
                     Ok(status) => status.to_string(),
                     Err(error) => format!("unknown status ({error})"),
                 };
+                self.journal_exited(slot, generation, &status);
                 Input::Exited {
                     slot,
                     generation,
@@ -266,6 +303,7 @@ impl Supervisor {
 
     /// Carries out one action; `Some(code)` when the supervisor is done.
     async fn apply(&mut self, action: Action, inputs: &mut VecDeque<Input>) -> Option<i32> {
+        self.journal_action(&action);
         match action {
             Action::Spawn {
                 slot,
@@ -275,6 +313,7 @@ impl Supervisor {
             } => match self.spawn(slot, generation, members) {
                 Ok(worker) => {
                     info!(node = slot, generation, pid = worker.pid, "node started");
+                    self.journal_started(slot, generation, worker.pid);
                     self.workers.insert((slot, generation), worker);
                     self.mesh(slot, generation, &mesh_with);
                 }
@@ -357,7 +396,7 @@ impl Supervisor {
         let env = self.systemd.env();
         let started = crate::upgrade::start(
             (&self.exe, &self.args),
-            &sockets,
+            (&sockets, self.admin_fd),
             env,
             self.upgrades.clone(),
         );

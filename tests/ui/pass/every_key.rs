@@ -2,6 +2,7 @@
 // `flavor = "multi_thread"`, which needs multinode's `multi-thread` feature (the
 // macro's unit tests and multinode's `--features multi-thread` tests cover them);
 // `cluster` empty, which is no cluster (a URL needs the `cluster` feature).
+// `logging` names a function that installs the program's own subscriber.
 #[multinode::main(
     port = 0,
     host = "127.0.0.1",
@@ -15,8 +16,12 @@
     watchdog_timeout = 10,
     boot_failures = 3,
     max_connections = 1000,
-    cluster = ""
+    cluster = "",
+    admin = "127.0.0.1:0",
+    logging = own_logs
 )]
 async fn main(nodes: multinode::Nodes) -> () {
     assert!(nodes.id() <= nodes.count());
 }
+
+fn own_logs() {}

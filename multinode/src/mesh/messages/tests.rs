@@ -31,7 +31,13 @@ fn messages<M>(nodes: &[Node], id: usize, options: Options) -> (Sender<M>, Recei
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
-    start(id, 0..nodes.len(), nodes[id].1.clone(), options, None)
+    start(
+        id,
+        0..nodes.len(),
+        nodes[id].1.clone(),
+        options,
+        (None, None),
+    )
 }
 
 #[test]

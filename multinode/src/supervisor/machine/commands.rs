@@ -15,6 +15,7 @@ impl Machine {
                 let queue: VecDeque<Slot> = self.members().into();
                 info!(nodes = queue.len(), "SIGHUP: rolling restart");
                 let nodes = self.serving_nodes();
+                self.counters.reloads += 1;
                 out.push(Action::Notify(Notice::Reloading { nodes }));
                 self.phase = Phase::Reloading {
                     queue,
@@ -56,6 +57,7 @@ impl Machine {
                 info!("rolling restart done");
                 if std::mem::take(again) {
                     self.generation += 1;
+                    self.counters.reloads += 1;
                     *queue = members.into();
                     info!(nodes = queue.len(), "SIGHUP: rolling restart");
                     continue;

@@ -178,6 +178,7 @@ impl Machine {
         let state = self.slots.get_mut(&slot).expect("exists");
         if !was_ready {
             state.boot_failures += 1;
+            self.counters.boot_failures += 1;
         }
         state.crashes = match uptime >= STABLE_UPTIME {
             true => 0,

@@ -99,6 +99,7 @@ impl Machine {
                         "no heartbeat for {silent:?} (timeout {timeout:?}): the node is stuck; killing it"
                     );
                     process.deadline = Deadline::Killed;
+                    self.counters.watchdog_kills += 1;
                     out.push(Action::Kill {
                         slot: *slot,
                         generation: process.generation,

@@ -1,0 +1,65 @@
+//! The message layer's counters on the status board (`board.rs`): what this
+//! node sent, received and had refused, and how many messages wait in its
+//! queues, per node slot over every incarnation. Without a board (the mesh's
+//! own tests), nothing is counted.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::messages::SendError;
+use crate::load_table::LoadTable;
+
+#[derive(Clone, Default)]
+pub(crate) struct Tally {
+    board: Option<(Arc<LoadTable>, usize)>,
+}
+
+impl Tally {
+    /// Counts for node `slot` on `table`'s board.
+    pub(crate) fn new(table: Option<Arc<LoadTable>>, slot: usize) -> Self {
+        Tally {
+            board: table.map(|t| (t, slot)),
+        }
+    }
+
+    fn line(&self) -> Option<&crate::board::MeshLine> {
+        self.board
+            .as_ref()
+            .map(|(table, slot)| table.board().mesh(*slot))
+    }
+
+    /// `result` of sending a message of `bytes` to one node, counted.
+    pub(crate) fn sent(
+        &self,
+        result: Result<(), SendError>,
+        bytes: usize,
+    ) -> Result<(), SendError> {
+        if let Some(line) = self.line() {
+            match &result {
+                Ok(()) => {
+                    line.sent.fetch_add(1, Relaxed);
+                    line.sent_bytes.fetch_add(bytes as u64, Relaxed);
+                }
+                Err(SendError::Full(_)) => drop(line.refused_full.fetch_add(1, Relaxed)),
+                Err(SendError::Gone(_)) => drop(line.refused_gone.fetch_add(1, Relaxed)),
+                Err(_) => {}
+            }
+        }
+        result
+    }
+
+    /// A message of `bytes` received.
+    pub(crate) fn received(&self, bytes: usize) {
+        if let Some(line) = self.line() {
+            line.received.fetch_add(1, Relaxed);
+            line.received_bytes.fetch_add(bytes as u64, Relaxed);
+        }
+    }
+
+    /// `frames` wait in this node's queues now.
+    pub(crate) fn queued(&self, frames: usize) {
+        if let Some(line) = self.line() {
+            line.queued.store(frames as u64, Relaxed);
+        }
+    }
+}
