@@ -6,6 +6,7 @@ kernel's share of a request (the same system calls for both) is not in it.
 
     bench/instructions.sh             # builds in release mode, installs valgrind if missing
     PROFILE=dist bench/instructions.sh  # the profile bench/run.sh measures (fat LTO)
+    HELLO=path/to/hello bench/instructions.sh  # another build of hello (an older commit)
 
 Each server runs under `valgrind --tool=callgrind` with instrumentation off; 16
 keep-alive connections send 800 requests to warm it up, instrumentation is turned
@@ -87,10 +88,16 @@ def instructions_per_request(name, command, env):
 
 def main():
     examples = f"target/{os.environ.get('PROFILE', 'release')}/examples"
+    hello = os.environ.get("HELLO", f"{examples}/hello")
     multinode = instructions_per_request(
-        "hello", f"{examples}/hello", {"MULTINODE_PORT": "0", "MULTINODE_NODES": "1"})
+        "hello", hello, {"MULTINODE_PORT": "0", "MULTINODE_NODES": "1"})
+    # With the admin listener on (metrics, status page): the same request path.
+    admin = instructions_per_request(
+        "hello-admin", hello,
+        {"MULTINODE_PORT": "0", "MULTINODE_NODES": "1", "MULTINODE_ADMIN": "127.0.0.1:0"})
     bare = instructions_per_request("bare", f"{examples}/bare_hyper", {"PORT": "0"})
-    print(f"instructions per request: multinode n=1 {multinode:.0f}, bare hyper {bare:.0f}, "
+    print(f"instructions per request: multinode n=1 {multinode:.0f}, with the admin listener "
+          f"{admin:.0f} ({admin / multinode:.4f}), bare hyper {bare:.0f}, "
           f"bare / multinode = {bare / multinode:.3f}")
 
 

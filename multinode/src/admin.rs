@@ -85,7 +85,9 @@ async fn sample(table: Arc<LoadTable>, rates: Arc<Mutex<Rates>>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         every.tick().await;
-        let now: Vec<u64> = (0..TABLE_SLOTS).map(|s| table.totals(s).1).collect();
+        // Only the slots that serve: the table has room for 1 025.
+        let end = table.serving_end().min(TABLE_SLOTS);
+        let now: Vec<u64> = (0..end).map(|s| table.totals(s).1).collect();
         let mut rates = rates.lock().unwrap_or_else(|e| e.into_inner());
         if rates.last.len() == now.len() {
             rates.per_second = now

@@ -3,7 +3,6 @@
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::io::IsTerminal;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +13,17 @@ use tracing::Instrument;
 
 use crate::balance::{Listening, LoadTable};
 use crate::config::{Balance, Builder};
-use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
-use crate::listener::{self, Listeners, Passed};
+use crate::control::{ControlSocket, ToMaster, ToWorker};
+use crate::listener::{self, Listeners};
 use crate::mesh::{self, Inbound, PeerQueue, Remesh};
 use crate::nodes::{Identity, Nodes};
 use crate::supervisor::Supervisor;
+
+mod environment;
+mod logging;
+
+use environment::{take_master_env, take_worker_env, MasterEnv};
+use logging::init_tracing;
 
 /// How long a new worker waits for its identity and listener from the master.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,113 +131,6 @@ impl std::fmt::Display for StartError {
             StartError::Config(line) | StartError::System(line) => f.write_str(line),
         }
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (`info` by default): a level, or
-/// `target=level` pairs such as `info,multinode=debug` (tracing-subscriber's
-/// `Targets`, which needs no regex engine in every process).
-/// Installs the log's subscriber: the program's own (run first in every
-/// process), or multinode's unless one is set already.
-fn init_tracing(logging: crate::Logging) {
-    if let crate::Logging::Own(install) = logging {
-        return install();
-    }
-    if tracing::dispatcher::has_been_set() {
-        return;
-    }
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let info = Targets::new().with_default(LevelFilter::INFO);
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(value) => value.parse().unwrap_or_else(|error| {
-            eprintln!(
-                "multinode: RUST_LOG={value:?} is not a log filter ({error}); logging at info"
-            );
-            info
-        }),
-        Err(_) => info,
-    };
-    let output = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(output)
-        .try_init();
-}
-
-/// Reads and removes the private worker variables. `Ok(None)`: this is the master.
-fn take_worker_env() -> Result<Option<(usize, OwnedFd)>, StartError> {
-    take_worker_variables().map_err(StartError::Config)
-}
-
-fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
-    let worker = std::env::var_os(ENV_WORKER);
-    let control = std::env::var_os(ENV_CONTROL_FD);
-    // Still single-threaded here: nothing else reads the environment concurrently.
-    std::env::remove_var(ENV_WORKER);
-    std::env::remove_var(ENV_CONTROL_FD);
-    let (worker, control) = match (worker, control) {
-        (None, None) => return Ok(None),
-        (worker, control) => (worker.unwrap_or_default(), control.unwrap_or_default()),
-    };
-    let not_started_by_master = "this process has the variables of a multinode worker, \
-        but was not started by a multinode master";
-    let slot = worker
-        .to_str()
-        .and_then(|s| s.parse::<usize>().ok())
-        .ok_or_else(|| {
-            format!("{ENV_WORKER}={worker:?}: not a node id; {not_started_by_master}")
-        })?;
-    let fd = control
-        .to_str()
-        .and_then(|s| s.parse::<i32>().ok())
-        .ok_or_else(|| {
-            format!(
-                "{ENV_CONTROL_FD}={control:?}: not a descriptor number; {not_started_by_master}"
-            )
-        })?;
-    let control = control::inherit(fd)
-        .map_err(|e| format!("{ENV_CONTROL_FD}={fd}: {e}; {not_started_by_master}"))?;
-    Ok(Some((slot, control)))
-}
-
-/// What the master's environment hands it, read and cleared while the process
-/// has one thread: sockets (from systemd or an old master), systemd's socket,
-/// and the line to the old master after an upgrade.
-struct MasterEnv {
-    passed: Passed,
-    /// The admin listener an old master handed over.
-    admin: Option<std::net::TcpListener>,
-    systemd: crate::notify::Systemd,
-    old_master: Option<crate::upgrade::OldMaster>,
-}
-
-fn take_master_env() -> Result<MasterEnv, StartError> {
-    let inherited = crate::upgrade::take().map_err(StartError::Config)?;
-    let activated = crate::activation::take().map_err(StartError::Config)?;
-    let systemd = crate::notify::Systemd::take();
-    Ok(match (inherited, activated) {
-        (Some(inherited), _) => MasterEnv {
-            passed: Passed::Inherited(inherited.sockets),
-            admin: inherited.admin,
-            systemd,
-            old_master: Some(inherited.old_master),
-        },
-        (None, Some(socket)) => MasterEnv {
-            passed: Passed::Activated(socket),
-            admin: None,
-            systemd,
-            old_master: None,
-        },
-        (None, None) => MasterEnv {
-            passed: Passed::Nothing,
-            admin: None,
-            systemd,
-            old_master: None,
-        },
-    })
 }
 
 fn run_master<F, Fut>(

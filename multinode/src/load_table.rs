@@ -164,7 +164,8 @@ impl LoadTable {
         self.line(TABLE_SLOTS).active.fetch_max(end as u32, Relaxed);
     }
 
-    fn serving_end(&self) -> usize {
+    /// Where the serving slots end: every slot that ever served is below.
+    pub(crate) fn serving_end(&self) -> usize {
         self.line(TABLE_SLOTS).active.load(Relaxed) as usize
     }
 

@@ -1,0 +1,83 @@
+//! What a process takes from its environment at start, while it has one
+//! thread: a worker its control socket, a master the sockets and lines others
+//! handed it (systemd, an old master). Each variable is removed once read, so
+//! that no child process of a body inherits it.
+
+use std::os::fd::OwnedFd;
+
+use super::StartError;
+use crate::control::{self, ENV_CONTROL_FD, ENV_WORKER};
+use crate::listener::Passed;
+
+/// Reads and removes the private worker variables. `Ok(None)`: this is the master.
+pub(super) fn take_worker_env() -> Result<Option<(usize, OwnedFd)>, StartError> {
+    take_worker_variables().map_err(StartError::Config)
+}
+
+fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
+    let worker = std::env::var_os(ENV_WORKER);
+    let control = std::env::var_os(ENV_CONTROL_FD);
+    // Still single-threaded here: nothing else reads the environment concurrently.
+    std::env::remove_var(ENV_WORKER);
+    std::env::remove_var(ENV_CONTROL_FD);
+    let (worker, control) = match (worker, control) {
+        (None, None) => return Ok(None),
+        (worker, control) => (worker.unwrap_or_default(), control.unwrap_or_default()),
+    };
+    let not_started_by_master = "this process has the variables of a multinode worker, \
+        but was not started by a multinode master";
+    let slot = worker
+        .to_str()
+        .and_then(|s| s.parse::<usize>().ok())
+        .ok_or_else(|| {
+            format!("{ENV_WORKER}={worker:?}: not a node id; {not_started_by_master}")
+        })?;
+    let fd = control
+        .to_str()
+        .and_then(|s| s.parse::<i32>().ok())
+        .ok_or_else(|| {
+            format!(
+                "{ENV_CONTROL_FD}={control:?}: not a descriptor number; {not_started_by_master}"
+            )
+        })?;
+    let control = control::inherit(fd)
+        .map_err(|e| format!("{ENV_CONTROL_FD}={fd}: {e}; {not_started_by_master}"))?;
+    Ok(Some((slot, control)))
+}
+
+/// What the master's environment hands it, read and cleared while the process
+/// has one thread: sockets (from systemd or an old master), systemd's socket,
+/// and the line to the old master after an upgrade.
+pub(super) struct MasterEnv {
+    pub passed: Passed,
+    /// The admin listener an old master handed over.
+    pub admin: Option<std::net::TcpListener>,
+    pub systemd: crate::notify::Systemd,
+    pub old_master: Option<crate::upgrade::OldMaster>,
+}
+
+pub(super) fn take_master_env() -> Result<MasterEnv, StartError> {
+    let inherited = crate::upgrade::take().map_err(StartError::Config)?;
+    let activated = crate::activation::take().map_err(StartError::Config)?;
+    let systemd = crate::notify::Systemd::take();
+    Ok(match (inherited, activated) {
+        (Some(inherited), _) => MasterEnv {
+            passed: Passed::Inherited(inherited.sockets),
+            admin: inherited.admin,
+            systemd,
+            old_master: Some(inherited.old_master),
+        },
+        (None, Some(socket)) => MasterEnv {
+            passed: Passed::Activated(socket),
+            admin: None,
+            systemd,
+            old_master: None,
+        },
+        (None, None) => MasterEnv {
+            passed: Passed::Nothing,
+            admin: None,
+            systemd,
+            old_master: None,
+        },
+    })
+}
