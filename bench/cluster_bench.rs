@@ -8,6 +8,10 @@
 //! at a time 0.5 ms apart (the latency, unloaded), and prints b's figures as
 //! `cluster,…` CSV lines; then it returns, which stops machine a.
 //!
+//! `BARE_SENDER=1` is a machine a without multinode: the bare client publishes
+//! multinode's envelopes to machine b's nodes, which measure as above, so that
+//! b's side is measured alone.
+//!
 //! `FLOOR=1` measures the floor instead, without multinode: one connection
 //! publishing the same payloads to one channel, and as many subscriber
 //! connections as b has nodes, each on its own thread, with the same client
@@ -121,6 +125,9 @@ fn print(what: &str, reports: &[Bench]) {
 fn main() {
     if std::env::var_os("FLOOR").is_some() {
         return floor();
+    }
+    if std::env::var_os("BARE_SENDER").is_some() {
+        return bare_sender();
     }
     multinode::Builder::new().port(0).nodes(2).run(body)
 }
@@ -266,4 +273,82 @@ fn floor() {
     });
     let reports: Vec<Bench> = subscribers.into_iter().map(|t| t.join().unwrap()).collect();
     print("bare redis client", &reports);
+}
+
+/// A message between machines as multinode publishes it (its `bridge.rs`).
+#[derive(Serialize, Deserialize)]
+struct Envelope<'a> {
+    machine: &'a str,
+    node: u32,
+    body: &'a [u8],
+}
+
+/// `BARE_SENDER=1`: machine a is the bare client, publishing multinode's
+/// envelopes to the nodes of a multinode machine b: the latency of b's side
+/// alone (the floor's sender, multinode's receivers).
+fn bare_sender() {
+    let url = std::env::var("MULTINODE_CLUSTER").expect("MULTINODE_CLUSTER");
+    let client = redis::Client::open(url).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("multinode:machine:a")
+            .arg("bare")
+            .arg("PX")
+            .arg(120_000)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.subscribe("multinode:to:a:0").await.unwrap();
+        let mut reports = pubsub.into_on_message();
+        tokio::time::sleep(Duration::from_millis(1500)).await; // b reads the claim
+        let envelope = |message: &Bench| {
+            let body = postcard::to_allocvec(message).unwrap();
+            let envelope = Envelope {
+                machine: "a",
+                node: 0,
+                body: &body,
+            };
+            postcard::to_allocvec(&envelope).unwrap()
+        };
+        let payload = Bytes::from(vec![7u8; PAYLOAD]);
+        for _ in 0..PINGS {
+            let ping = Bench::Ping {
+                sent_ns: now_ns(),
+                payload: payload.clone(),
+            };
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("multinode:to:b")
+                .arg(envelope(&ping))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            tokio::time::sleep(GAP).await;
+        }
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("multinode:to:b")
+            .arg(envelope(&Bench::End))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let message = tokio::time::timeout(Duration::from_secs(30), reports.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let envelope: Envelope = postcard::from_bytes(message.get_payload_bytes()).unwrap();
+            let report = postcard::from_bytes::<Bench>(envelope.body).unwrap();
+            print(
+                &format!("bare a to multinode b/{}", envelope.node),
+                std::slice::from_ref(&report),
+            );
+            got.push(report);
+        }
+    });
 }

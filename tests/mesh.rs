@@ -130,7 +130,7 @@ fn a_bad_frame_closes_that_stream_only() {
             .into_iter()
             .find(|l| l.contains(error))
             .unwrap();
-        assert!(line.contains(&format!("node{{id={node}}}")), "{line}");
+        assert!(line.contains(&format!("node{{id={node} ")), "{line}");
         assert!(line.contains("closing the stream from node 1"), "{line}");
     }
     // Every node still serves HTTP...

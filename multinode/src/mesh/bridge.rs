@@ -173,9 +173,16 @@ impl Remote {
             return;
         }
         let payload = self.envelope(body);
+        let idle = self.queue.capacity() == self.queue.max_capacity();
         for channel in channels {
             let payload = payload.clone();
             let _ = self.queue.send(Publish { channel, payload }).await;
+        }
+        if idle {
+            // The publisher was waiting: it writes to Redis before this node
+            // goes on to its local peers (whose writes wake their processes,
+            // which then compete with Redis for the CPU).
+            tokio::task::yield_now().await;
         }
     }
 
