@@ -266,49 +266,56 @@ pub(crate) fn render(table: &LoadTable, slots: std::ops::Range<usize>) -> String
         "The node's process's resident memory",
         &|s| rss_bytes(process(s).pid.load(Relaxed)).map(|b| b as f64),
     );
-    let mesh = |slot: usize| board.mesh(slot);
-    family(
-        "multinode_mesh_messages_sent_total",
-        "counter",
-        "Messages sent to other nodes",
-        &|s| Some(mesh(s).sent.load(Relaxed) as f64),
-    );
-    family(
-        "multinode_mesh_bytes_sent_total",
-        "counter",
-        "Bytes of messages sent to other nodes",
-        &|s| Some(mesh(s).sent_bytes.load(Relaxed) as f64),
-    );
-    family(
-        "multinode_mesh_messages_received_total",
-        "counter",
-        "Messages received from other nodes",
-        &|s| Some(mesh(s).received.load(Relaxed) as f64),
-    );
-    family(
-        "multinode_mesh_bytes_received_total",
-        "counter",
-        "Bytes of messages received from other nodes",
-        &|s| Some(mesh(s).received_bytes.load(Relaxed) as f64),
-    );
-    family(
-        "multinode_mesh_queued",
-        "gauge",
-        "Messages waiting in the node's outgoing queues",
-        &|s| Some(mesh(s).queued.load(Relaxed) as f64),
-    );
-    family(
-        "multinode_mesh_sends_refused_full_total",
-        "counter",
-        "try_send refused: the queue was full",
-        &|s| Some(mesh(s).refused_full.load(Relaxed) as f64),
-    );
-    family(
-        "multinode_mesh_sends_refused_gone_total",
-        "counter",
-        "Sends refused: the node is gone",
-        &|s| Some(mesh(s).refused_gone.load(Relaxed) as f64),
-    );
+    type Field = fn(&crate::board::MeshLine) -> &std::sync::atomic::AtomicU64;
+    let mesh: [(&str, &str, &str, Field); 7] = [
+        (
+            "multinode_mesh_messages_sent_total",
+            "counter",
+            "Messages sent to other nodes",
+            |m| &m.sent,
+        ),
+        (
+            "multinode_mesh_bytes_sent_total",
+            "counter",
+            "Bytes of messages sent to other nodes",
+            |m| &m.sent_bytes,
+        ),
+        (
+            "multinode_mesh_messages_received_total",
+            "counter",
+            "Messages received from other nodes",
+            |m| &m.received,
+        ),
+        (
+            "multinode_mesh_bytes_received_total",
+            "counter",
+            "Bytes of messages received from other nodes",
+            |m| &m.received_bytes,
+        ),
+        (
+            "multinode_mesh_queued",
+            "gauge",
+            "Messages waiting in the node's outgoing queues",
+            |m| &m.queued,
+        ),
+        (
+            "multinode_mesh_sends_refused_full_total",
+            "counter",
+            "try_send refused: the queue was full",
+            |m| &m.refused_full,
+        ),
+        (
+            "multinode_mesh_sends_refused_gone_total",
+            "counter",
+            "Sends refused: the node is gone",
+            |m| &m.refused_gone,
+        ),
+    ];
+    for (name, kind, help, field) in mesh {
+        family(name, kind, help, &|s| {
+            Some(field(board.mesh(s)).load(Relaxed) as f64)
+        });
+    }
     let supervisor = board.supervisor();
     for (name, help, value) in [
         (
