@@ -90,10 +90,12 @@ where
     init_tracing(builder.logging);
     crate::limits::raise_nofile();
     let code = match take_worker_env() {
-        Ok(None) => take_master_env().and_then(|taken| {
+        Ok(None) => {
+            // Before anything is taken from the environment: the master, PID 1's
+            // child, takes it.
             crate::init::serve_as_init_if_pid_1();
-            run_master(&builder, body, started, taken)
-        }),
+            take_master_env().and_then(|taken| run_master(&builder, body, started, taken))
+        }
         Ok(Some((slot, control))) => run_worker(&builder, slot, control, body),
         Err(error) => Err(error),
     };

@@ -1,7 +1,7 @@
 //! As PID 1 (a container started without `--init`), the program would inherit
 //! every orphan of the container and leave them zombies, and the kernel would
-//! drop the signals it has no handler for. So PID 1 forks: the child goes on
-//! as the master, and PID 1 stays a minimal init, as tini or `docker --init`:
+//! drop the signals it has no handler for. So PID 1 starts the master as its
+//! child (fork, then exec of the same binary) and stays a minimal init, as tini or `docker --init`:
 //! it forwards the operator's signals to the master, reaps every child, and
 //! exits as the master did. The master's own children (its workers, and those
 //! of its body) stay the master's to wait for.
@@ -69,8 +69,8 @@ const FORWARDED: [Signal; 8] = [
 
 extern "C" fn noop(_: nix::libc::c_int) {}
 
-/// Returns at once unless this process is PID 1; as PID 1, returns in the
-/// forked master, and never in PID 1 itself.
+/// Returns at once unless this process is PID 1; as PID 1, never returns: the
+/// master is a child that executes the binary again, and PID 1 stays its init.
 pub(crate) fn serve_as_init_if_pid_1() {
     if getpid() != Pid::from_raw(1) {
         return;
@@ -95,18 +95,31 @@ pub(crate) fn serve_as_init_if_pid_1() {
     let Ok((from_master, to_init)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         return;
     };
-    // SAFETY: the process has one thread here (nothing has started one yet), so
-    // the child may go on as the master.
+    // SAFETY: the process has one thread here (nothing has started one yet), and
+    // the child only executes the binary again.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(from_master);
-            let _ = TO_INIT.set(to_init);
             let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
             for signal in waited.iter() {
                 // SAFETY: restoring the default disposition.
                 let _ = unsafe { sigaction(signal, &default) };
             }
             let _ = previous.thread_set_mask();
+            // The master starts from `exec`, as every multinode process does
+            // (no fork without exec), with the pipe's end named for it.
+            let _ = nix::fcntl::fcntl(
+                &to_init,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            );
+            std::env::set_var(ENV_INIT_FD, to_init.as_raw_fd().to_string());
+            let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+            use std::os::unix::process::CommandExt;
+            let error = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            eprintln!("multinode: PID 1 cannot start the master: {error}");
+            std::process::exit(1);
         }
         Ok(ForkResult::Parent { child }) => {
             drop(to_init);
