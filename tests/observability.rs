@@ -255,7 +255,15 @@ fn the_message_layer_is_counted_per_node() {
     let total = |metrics: &BTreeMap<String, BTreeMap<String, f64>>, name: &str| -> f64 {
         metrics[name].values().sum()
     };
-    let before = scrape(admin);
+    // Each node says hello to the 2 others at start; the board may count
+    // them after the server is ready, so wait for all 6 before measuring.
+    let before = poll(WAIT, || {
+        let now = scrape(admin);
+        (total(&now, "multinode_mesh_messages_received_total") == 6.0
+            && total(&now, "multinode_mesh_messages_sent_total") == 6.0)
+            .then_some(now)
+    })
+    .unwrap_or_else(|| panic!("the 6 hellos counted: {:?}", scrape(admin)));
     const B: usize = 10;
     for i in 0..B {
         let (status, body) = get(addr, &format!("/broadcast?tag=count{i}")).unwrap();
