@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use redis::RedisWrite;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
@@ -43,11 +43,9 @@ pub(super) struct Envelope<'a> {
     pub body: &'a [u8],
 }
 
-/// One message to publish.
-struct Publish {
-    channel: String,
-    payload: Bytes,
-}
+/// One message to publish: its `PUBLISH` command, built by the sender (one
+/// buffer holds the channel and the envelope, encoded in place).
+type Publish = redis::Cmd;
 
 /// The sending side, shared by the `Sender`s.
 pub(super) struct Remote {
@@ -64,6 +62,8 @@ pub(super) struct Remote {
 #[derive(Default)]
 struct Machines {
     live: BTreeSet<String>,
+    /// The channels of the other live machines, for broadcasts.
+    channels: Arc<[String]>,
     /// The nodes of the other live machines.
     nodes: Vec<NodeId>,
     /// Every machine seen in the cluster since this node started.
@@ -109,14 +109,15 @@ impl Remote {
         machine == self.machine
     }
 
-    /// The payload of `body` (a message's postcard bytes) from this node.
-    fn envelope(&self, body: &[u8]) -> Bytes {
+    /// The command that publishes `body` (a message's postcard bytes) from
+    /// this node on `channel`.
+    fn publish(&self, channel: &str, body: &[u8]) -> Publish {
         let envelope = Envelope {
             machine: &self.machine,
             node: self.me,
             body,
         };
-        postcard::to_allocvec(&envelope).unwrap_or_default().into()
+        publish_command(channel, &envelope)
     }
 
     /// Where a message to `to` goes: its channel, or why it cannot.
@@ -138,24 +139,20 @@ impl Remote {
     /// Queues `body` for node `to` of another machine, waiting while the queue
     /// is full.
     pub async fn send(&self, to: &NodeId, body: &[u8]) -> Result<(), SendError> {
-        let channel = self.channel(to)?;
-        let payload = self.envelope(body);
+        let publish = self.publish(&self.channel(to)?, body);
         self.queue
-            .send(Publish { channel, payload })
+            .send(publish)
             .await
             .map_err(|_| SendError::Disconnected(to.clone()))
     }
 
     /// [`send`](Self::send) without waiting.
     pub fn try_send(&self, to: &NodeId, body: &[u8]) -> Result<(), SendError> {
-        let channel = self.channel(to)?;
-        let payload = self.envelope(body);
-        self.queue
-            .try_send(Publish { channel, payload })
-            .map_err(|error| match error {
-                mpsc::error::TrySendError::Full(_) => SendError::Full(to.clone()),
-                mpsc::error::TrySendError::Closed(_) => SendError::Disconnected(to.clone()),
-            })
+        let publish = self.publish(&self.channel(to)?, body);
+        self.queue.try_send(publish).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => SendError::Full(to.clone()),
+            mpsc::error::TrySendError::Closed(_) => SendError::Disconnected(to.clone()),
+        })
     }
 
     /// Queues `body` for every node of the other machines (those live when it
@@ -164,19 +161,16 @@ impl Remote {
         if !self.up.load(Ordering::Relaxed) {
             return;
         }
-        let channels: Vec<String> = {
+        let channels = {
             let machines = self.machines.read().unwrap_or_else(|e| e.into_inner());
-            let others = machines.live.iter().filter(|m| **m != self.machine);
-            others.map(|m| format!("multinode:to:{m}")).collect()
+            machines.channels.clone()
         };
         if channels.is_empty() {
             return;
         }
-        let payload = self.envelope(body);
         let idle = self.queue.capacity() == self.queue.max_capacity();
-        for channel in channels {
-            let payload = payload.clone();
-            let _ = self.queue.send(Publish { channel, payload }).await;
+        for channel in channels.iter() {
+            let _ = self.queue.send(self.publish(channel, body)).await;
         }
         if idle {
             // The publisher was waiting: it writes to Redis before this node
@@ -198,12 +192,26 @@ impl Remote {
     }
 }
 
+/// `PUBLISH channel envelope`, allocated once at its size, the envelope
+/// encoded in place.
+fn publish_command(channel: &str, envelope: &Envelope) -> Publish {
+    // Three varints of at most 5 bytes, the name, the body.
+    let size = 15 + envelope.machine.len() + envelope.body.len();
+    let mut cmd = redis::Cmd::with_capacity(3, "PUBLISH".len() + channel.len() + size);
+    cmd.arg("PUBLISH").arg(channel);
+    // Into a Vec, writing cannot fail.
+    let _ = postcard::to_io(envelope, cmd.writer_for_next_arg());
+    cmd
+}
+
 /// Publishes the queue in order, from one connection; a message that cannot be
 /// published is dropped (at most once), and the connection made again with
 /// backoff. One line when an outage starts, one when it ends.
 async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: Arc<AtomicBool>) {
     let mut outage = Outage::new("publishing");
     let mut connection = None;
+    // One pipeline, cleared and filled again: its room stays.
+    let mut pipeline = redis::Pipeline::with_capacity(BATCH);
     loop {
         if connection.is_none() {
             match client.get_multiplexed_async_connection().await {
@@ -228,20 +236,16 @@ async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: 
         let Some(live) = connection.as_mut() else {
             continue;
         };
-        // What waits goes in one pipeline: one round trip, in order.
-        let mut pipeline = redis::pipe();
-        let mut next = Some(first);
-        let mut batch = 0;
-        while let Some(Publish { channel, payload }) = next {
-            pipeline
-                .cmd("PUBLISH")
-                .arg(channel)
-                .arg(&payload[..])
-                .ignore();
-            batch += 1;
-            next = (batch < BATCH).then(|| queue.try_recv().ok()).flatten();
+        // What waits goes in one pipeline: one round trip, in order. Its
+        // replies (how many received each) are read and let go, errors
+        // included.
+        pipeline.clear();
+        pipeline.add_command(first);
+        while pipeline.len() < BATCH {
+            let Ok(next) = queue.try_recv() else { break };
+            pipeline.add_command(next);
         }
-        let published: redis::RedisResult<()> = pipeline.query_async(live).await;
+        let published = pipeline.exec_async(live).await;
         if let Err(error) = published {
             up.store(false, Ordering::Relaxed);
             outage.started(&format!("{:?}", error.kind()));
@@ -299,6 +303,7 @@ async fn watch_machines(
                 }
                 machines.seen.extend(live.iter().cloned());
                 let now: Vec<String> = live.iter().filter(|m| **m != me).cloned().collect();
+                machines.channels = now.iter().map(|m| format!("multinode:to:{m}")).collect();
                 others.send_if_modified(|was| {
                     let changed = *was != now;
                     *was = now;
@@ -378,5 +383,36 @@ impl Outage {
         let now = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_command_is_the_envelope_as_postcard_encodes_it() {
+        let body = vec![9u8; 300]; // its length takes a 2-byte varint
+        let envelope = Envelope {
+            machine: "a-long-machine-name",
+            node: 70_000,
+            body: &body,
+        };
+        let expected = redis::cmd("PUBLISH")
+            .arg("multinode:to:b")
+            .arg(postcard::to_allocvec(&envelope).unwrap())
+            .get_packed_command();
+        let command = publish_command("multinode:to:b", &envelope);
+        assert_eq!(command.get_packed_command(), expected);
+        let args: Vec<_> = command.args_iter().collect();
+        let redis::Arg::Simple(payload) = args[2] else {
+            panic!("a plain argument")
+        };
+        let decoded: Envelope = postcard::from_bytes(payload).unwrap();
+        assert_eq!(
+            (decoded.machine, decoded.node),
+            ("a-long-machine-name", 70_000)
+        );
+        assert_eq!(decoded.body, &body[..]);
     }
 }

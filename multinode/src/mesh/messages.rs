@@ -208,16 +208,30 @@ impl<M: Serialize> Sender<M> {
         };
         // Other machines first: their way is the longer.
         self.router.remote_broadcast(&frame[wire::LENGTH..]).await;
-        for outbox in self.router.outboxes() {
+        let tally = &self.router.tally;
+        // Each queue with room takes it at once; only the full ones are
+        // waited for, after.
+        let full = self
+            .router
+            .offer_each(|outbox| match outbox.try_send_with(copy) {
+                Err(SendError::Full(_)) => false,
+                sent => {
+                    let _ = tally.sent(sent, frame.len()); // Err: gone meanwhile
+                    true
+                }
+            });
+        for outbox in full {
             let sent = outbox.send_with(copy).await; // Err: gone meanwhile
-            let _ = self.router.tally.sent(sent, frame.len());
+            let _ = tally.sent(sent, frame.len());
         }
         Ok(())
     }
 
     /// `message` as one frame.
     fn frame(&self, message: &M) -> Result<BytesMut, SendError> {
-        let mut frame = BytesMut::new();
+        // Room for most messages at once: growing by doubling from nothing
+        // would reallocate at every power of two.
+        let mut frame = BytesMut::with_capacity(256);
         wire::write_frame(message, self.router.options.max_frame_len, &mut frame)?;
         Ok(frame)
     }

@@ -138,6 +138,15 @@ impl Router {
         }
     }
 
+    /// Offers something to every node's queue in one look at the links:
+    /// `offer` says whether the queue took it. The queues that did not, to
+    /// wait for (no allocation when all took it).
+    pub fn offer_each(&self, mut offer: impl FnMut(&Outbox) -> bool) -> Vec<Arc<Outbox>> {
+        let links = self.links();
+        let refused = links.live.values().filter(|link| !offer(&link.outbox));
+        refused.map(|link| link.outbox.clone()).collect()
+    }
+
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
         self.links()
             .live
