@@ -18,6 +18,7 @@
 //!   prefix to node k+1 and a malformed message to node k+2;
 //! - `MESH_FLOOD=1`: node 1 sends 20 000 messages of 4 KiB to node 2, which reads
 //!   nothing until it gets SIGUSR1;
+//! - `MESH_DEAF=k`: node `k` reads nothing until it gets SIGUSR1;
 //! - `MESH_DROP_RECEIVER=1`: node 2 drops its message receiver at once (with
 //!   `MESH_FLOOD`, instead of waiting for SIGUSR1), and logs `node 2 dropped its
 //!   receiver`;
@@ -79,18 +80,20 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
             }
         });
         let flood = env("MESH_FLOOD").is_some();
+        let deaf = (flood && id == 2) || env("MESH_DEAF") == Some(id.to_string());
         if env("MESH_DROP_RECEIVER").is_some() && id == 2 {
             drop(rx);
             info!("node 2 dropped its receiver");
         } else {
             tokio::spawn(async move {
-                if flood && id == 2 {
+                if deaf {
                     let mut usr1 = tokio::signal::unix::signal(
                         tokio::signal::unix::SignalKind::user_defined1(),
                     )
                     .unwrap();
-                    info!("node 2 flood: not reading until SIGUSR1");
+                    info!("node {id} not reading until SIGUSR1");
                     usr1.recv().await;
+                    info!("node {id} reading");
                 }
                 let mut blobs = 0;
                 while let Some((from, message)) = rx.recv().await {

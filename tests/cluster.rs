@@ -283,6 +283,113 @@ fn garbage_on_the_cluster_channel_is_dropped_and_messages_cross_on() {
     assert!(b.count("panicked") == 0 && b.count("closing the stream") == 0);
 }
 
+/// The most memory (KiB) a node that reads nothing may reach while 256 MiB
+/// are published to it: its 32 MiB backlog, its own 10 MiB or so, and room
+/// for the allocator's slack.
+const DEAF_NODE_KIB: u64 = 96 * 1024;
+
+#[test]
+fn a_node_that_takes_nothing_holds_a_bounded_backlog_and_says_what_it_dropped() {
+    let Some(redis) = Redis::start() else { return };
+    let a = mesh_machine(&redis, "a", "2");
+    let b = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", "3"),
+            ("MULTINODE_CLUSTER", &redis.url()),
+            ("MULTINODE_MACHINE", "b"),
+            ("MESH_DEAF", "2"),
+        ],
+    );
+    b.ready();
+    b.wait_for("node 2 not reading until SIGUSR1", 1, WAIT);
+    let deaf = b.node_pid(2, 1);
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut publisher = client.get_connection().unwrap();
+    let channel = "multinode:to:b:2"; // node 2's own
+    let mut publish = |payload: &[u8]| -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query(&mut publisher)
+            .unwrap()
+    };
+    let subscribed = poll(WAIT, || (publish(b"hello?") == 1).then_some(()));
+    assert!(subscribed.is_some(), "node 2 of b never subscribed");
+    let mib = vec![b'x'; 1024 * 1024]; // not a message: garbage once read
+    for _ in 0..256 {
+        assert_eq!(publish(&mib), 1);
+    }
+    // Node 2 has read what Redis sent once Redis's output buffers are empty.
+    let drained = poll(WAIT, || {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut client.get_connection().unwrap())
+            .unwrap();
+        clients
+            .lines()
+            .all(|l| l.contains(" omem=0 "))
+            .then_some(())
+    });
+    assert!(drained.is_some(), "Redis still holds node 2's messages");
+    let peak = peak_kib(deaf);
+    assert!(
+        peak < DEAF_NODE_KIB,
+        "node 2 reached {peak} KiB holding what it did not read"
+    );
+    nix::sys::signal::kill(Pid::from_raw(deaf as i32), Signal::SIGUSR1).unwrap();
+    b.wait_for("node 2 reading", 1, WAIT);
+    b.wait_for(
+        "messages from other machines: this node took them more slowly than they came",
+        1,
+        WAIT,
+    );
+    connected(&a, &b, "a");
+    assert_eq!(b.count("panicked"), 0);
+}
+
+#[test]
+fn a_node_that_takes_nothing_subscribes_again_after_redis_restarts() {
+    let Some(redis) = Redis::start() else { return };
+    let port = redis.port;
+    let b = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", "2"),
+            ("MULTINODE_CLUSTER", &redis.url()),
+            ("MULTINODE_MACHINE", "b"),
+            ("MESH_DEAF", "1"),
+        ],
+    );
+    b.ready();
+    b.wait_for("node 1 not reading until SIGUSR1", 1, WAIT);
+    let subscribers = |redis: &Redis| {
+        redis
+            .command(&["PUBLISH", "multinode:to:b:1", "anyone?"])
+            .unwrap()
+    };
+    let subscribed = poll(WAIT, || (subscribers(&redis) == ":1").then_some(()));
+    assert!(subscribed.is_some(), "node 1 of b never subscribed");
+    drop(redis);
+    let Some(redis) = Redis::start_on(port, None) else {
+        return;
+    };
+    let again = poll(WAIT, || (subscribers(&redis) == ":1").then_some(()));
+    assert!(
+        again.is_some(),
+        "node 1, which takes nothing, did not subscribe again: {:?}",
+        b.log()
+    );
+    b.wait_for("the subscription connection to Redis is back", 2, WAIT);
+}
+
+/// The most resident memory `pid` ever had, in KiB.
+fn peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 #[test]
 fn redis_restarted_under_traffic_the_local_mesh_goes_on_and_the_bridge_recovers() {
     let Some(redis) = Redis::start() else { return };

@@ -178,23 +178,10 @@ fn a_worker_leaks_no_descriptor_while_its_peer_restarts() {
     let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "3")]);
     program.ready();
     program.wait_for("got hello", 6, WAIT);
-    let pid = |id: usize, generation: u64| {
-        let needle = format!("probe up: node {id} generation {generation} pid ");
-        program.wait_for(&needle, 1, WAIT);
-        let line = program
-            .log()
-            .into_iter()
-            .find(|l| l.contains(&needle))
-            .unwrap();
-        line[line.find(&needle).unwrap() + needle.len()..]
-            .trim()
-            .parse::<u32>()
-            .unwrap()
-    };
-    let (stays, master) = (pid(1, 1), program.pid());
+    let (stays, master) = (program.node_pid(1, 1), program.pid());
     let before = (descriptors(stays), descriptors(master));
     for generation in 1..=5 {
-        let victim = pid(2, generation);
+        let victim = program.node_pid(2, generation);
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
         // The replacement is meshed with node 1 and the master's node.
         program.wait_for("got hello 2 from 2", 2 * (generation as usize + 1), WAIT);

@@ -12,18 +12,6 @@ use nix::unistd::Pid;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The pid that node `id`, incarnation `generation`, logged when it came up.
-fn pid_of(program: &Program, id: usize, generation: u64) -> u32 {
-    let needle = format!("probe up: node {id} generation {generation} pid ");
-    program.wait_for(&needle, 1, WAIT);
-    let log = program.log();
-    let line = log.iter().find(|l| l.contains(&needle)).unwrap();
-    line[line.find(&needle).unwrap() + needle.len()..]
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// `GET /broadcast?tag=…` on fresh connections until a node other than those in
 /// `not_from` sends it; returns the sender's id.
 fn broadcast(addr: std::net::SocketAddr, tag: &str, not_from: &[usize]) -> usize {
@@ -76,7 +64,7 @@ fn raw_peers_see_eof_then_meet_the_replacement() {
     );
     program.ready();
     program.wait_for("raw line from", 6, WAIT);
-    let victim = pid_of(&program, 2, 1);
+    let victim = program.node_pid(2, 1);
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     program.wait_for("raw peer 2 generation 1 eof", 2, WAIT);
     program.wait_for("raw peer 2 generation 2 up", 2, WAIT);
@@ -98,7 +86,7 @@ fn messages_to_a_restarting_node_wait_for_its_replacement() {
     );
     let addr = program.ready();
     program.wait_for("got hello", 6, WAIT);
-    let victim = pid_of(&program, 2, 1);
+    let victim = program.node_pid(2, 1);
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     poll(WAIT, || (!is_alive(victim)).then_some(())).expect("node 2 died");
     program.wait_for("node=2 generation=2", 1, WAIT); // its replacement started
@@ -174,12 +162,12 @@ fn a_stalled_receiver_bounds_the_senders_memory() {
     // The sender's queue (1024) and what the socket holds (a few dozen): the
     // stalled receiver reads nothing, so nothing piles up on its side.
     assert!(queued < 1_500, "{queued} of 4 KiB messages queued");
-    let sender = pid_of(&program, 1, 1);
+    let sender = program.node_pid(1, 1);
     let rss = rss_kib(sender);
     assert!(rss < 48 * 1024, "the sender holds {rss} KiB");
     assert_eq!(program.count("all 20000 queued"), 0, "the sender waits");
     kill(
-        Pid::from_raw(pid_of(&program, 2, 1) as i32),
+        Pid::from_raw(program.node_pid(2, 1) as i32),
         Signal::SIGUSR1,
     )
     .unwrap();
@@ -201,7 +189,7 @@ fn a_node_that_drops_its_receiver_blocks_no_sender_and_leaks_nothing() {
     program.wait_for("node 2 dropped its receiver", 1, WAIT);
     // Far more than a queue and a socket hold: read and discarded.
     program.wait_for("node 1 flood: all 20000 queued", 1, WAIT);
-    let dropper = pid_of(&program, 2, 1);
+    let dropper = program.node_pid(2, 1);
     let descriptors = || {
         std::fs::read_dir(format!("/proc/{dropper}/fd"))
             .unwrap()
@@ -210,7 +198,7 @@ fn a_node_that_drops_its_receiver_blocks_no_sender_and_leaks_nothing() {
     let before = descriptors();
     for generation in 1..=5 {
         kill(
-            Pid::from_raw(pid_of(&program, 1, generation) as i32),
+            Pid::from_raw(program.node_pid(1, generation) as i32),
             Signal::SIGKILL,
         )
         .unwrap();

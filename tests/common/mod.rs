@@ -210,6 +210,19 @@ impl Program {
         }
     }
 
+    /// The pid that node `id`, incarnation `generation`, of a `probe` or
+    /// `mesh_probe` logged when it came up (`probe up: node … pid …`).
+    pub fn node_pid(&self, id: usize, generation: u64) -> u32 {
+        let needle = format!("probe up: node {id} generation {generation} pid ");
+        self.wait_for(&needle, 1, Duration::from_secs(20));
+        let log = self.log();
+        let line = log.iter().find(|l| l.contains(&needle)).unwrap();
+        line[line.find(&needle).unwrap() + needle.len()..]
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// The address from the master's `listening on http://ADDR` line.
     pub fn addr(&self) -> SocketAddr {
         self.wait_for("listening on http://", 1, Duration::from_secs(10));

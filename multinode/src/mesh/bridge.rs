@@ -88,7 +88,11 @@ pub(super) fn start(
     let span = tracing::Span::current();
     tokio::spawn(publish(client.clone(), publish_rx, up.clone()).instrument(span.clone()));
     let machine = cluster.machine.clone();
-    let subscription = Subscription::start(client.clone(), machine.clone(), me);
+    // The subscription's pushes come to a callback, in RESP3 only.
+    let mut resp3 = client.get_connection_info().clone();
+    resp3.redis.protocol = redis::ProtocolVersion::RESP3;
+    let resp3 = redis::Client::open(resp3).map_err(|e| format!("cluster: {:?}", e.kind()))?;
+    let subscription = Subscription::start(resp3, machine.clone(), me);
     let me_at = (cluster.machine.clone(), me);
     let watch = watch_machines(client, machines.clone(), me_at, others_tx);
     tokio::spawn(watch.instrument(span));

@@ -37,6 +37,8 @@ pub(crate) struct StreamId {
 }
 
 #[cfg(feature = "cluster")]
+mod backlog;
+#[cfg(feature = "cluster")]
 mod bridge;
 mod halves;
 mod handshake;

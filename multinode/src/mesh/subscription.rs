@@ -1,126 +1,120 @@
-//! What the other machines publish for one node (the `cluster` feature), read
-//! by its `Receiver` straight from the Redis client's stream: no task between
-//! them, as a hop between two tasks costs more than the rest of the way on a
-//! busy machine. The subscription is made again after a lost connection, with
-//! backoff; connecting runs in a task of its own, so that it starts at once and
-//! goes on while nobody receives.
+//! What the other machines publish for one node (the `cluster` feature): a
+//! RESP3 connection (Redis 6 or later) whose pushes go to the node's bounded
+//! [`Backlog`], read by its `Receiver`. A task of its own keeps the
+//! subscription up (made again after a lost connection, with backoff), whether
+//! or not the node receives.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use futures_util::{FutureExt, Stream};
-use redis::aio::PubSubStream;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{warn, Instrument};
 
+use super::backlog::{self, Backlog, Filler};
 use super::bridge::{Envelope, Outage};
 use super::NodeId;
 
-/// A message from another machine: the message as Redis delivered it (not
-/// copied), and where its body lies in its payload.
+/// A message from another machine: its payload as Redis delivered it (not
+/// copied), and where its body lies in it.
 pub(crate) struct Arrival {
     pub from: NodeId,
-    message: redis::Msg,
+    payload: Vec<u8>,
     body: std::ops::Range<usize>,
 }
 
 impl Arrival {
     /// The message's postcard bytes.
     pub fn body(&self) -> &[u8] {
-        &self.message.get_payload_bytes()[self.body.clone()]
+        &self.payload[self.body.clone()]
     }
 }
 
 /// One node's subscription to its machine's channel and its own.
 pub(crate) struct Subscription {
-    client: redis::Client,
+    /// What came and was not taken yet, across connections.
+    backlog: Backlog,
+    /// Connects, subscribes, and does both again when the connection is lost.
+    keeper: JoinHandle<()>,
     /// This node's machine: its own broadcasts are not for it.
     machine: String,
-    channels: [String; 2],
-    state: State,
-    outage: Outage,
     garbage: crate::throttle::Throttle,
+    dropped: crate::throttle::Throttle,
+    /// Messages dropped and not logged yet.
+    unsaid: u64,
     /// The last sender's machine, not allocated again for each of its messages.
     last: Arc<str>,
     span: tracing::Span,
 }
 
-enum State {
-    Connecting(JoinHandle<redis::RedisResult<PubSubStream>>),
-    Live(PubSubStream),
-    /// Before the next try.
-    Waiting(Pin<Box<tokio::time::Sleep>>),
-}
-
 impl Subscription {
-    /// Subscribes (in the background) to `channels` for node `me` of `machine`.
+    /// Subscribes (in the background) to `channels` for node `me` of
+    /// `machine`, through `client` (which speaks RESP3).
     pub fn start(client: redis::Client, machine: String, me: usize) -> Self {
         let channels = [
             format!("multinode:to:{machine}"),
             format!("multinode:to:{machine}:{me}"),
         ];
-        let state = State::Connecting(connect(&client, &channels));
+        let (filler, backlog) = backlog::new(backlog::LIMIT);
+        let span = tracing::Span::current();
+        let keeper =
+            tokio::spawn(keep(client, channels, Arc::new(filler)).instrument(span.clone()));
         Subscription {
-            client,
+            backlog,
+            keeper,
             machine,
-            channels,
-            state,
-            outage: Outage::new("subscription"),
             garbage: crate::throttle::Throttle::default(),
+            dropped: crate::throttle::Throttle::default(),
+            unsaid: 0,
             last: Arc::from(""),
-            span: tracing::Span::current(),
+            span,
         }
     }
 
-    /// The next message from another machine; never the end.
+    /// The next message from another machine; never the end (the keeper,
+    /// which holds the backlog's other side, never ends).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
-        loop {
-            match &mut self.state {
-                State::Connecting(connecting) => {
-                    let subscribed = ready!(connecting.poll_unpin(cx));
-                    self.state = match subscribed {
-                        Ok(Ok(stream)) => {
-                            self.span.in_scope(|| self.outage.ended());
-                            State::Live(stream)
-                        }
-                        Ok(Err(error)) => self.retry(&format!("{:?}", error.kind())),
-                        Err(error) => self.retry(&error.to_string()),
-                    };
-                }
-                State::Waiting(sleep) => {
-                    ready!(sleep.poll_unpin(cx));
-                    self.state = State::Connecting(connect(&self.client, &self.channels));
-                }
-                State::Live(stream) => match ready!(Pin::new(stream).poll_next(cx)) {
-                    Some(message) => {
-                        if let Some(arrival) = self.arrival(message) {
-                            return Poll::Ready(Some(arrival));
-                        }
-                    }
-                    None => {
-                        self.span
-                            .in_scope(|| self.outage.started("connection lost"));
-                        self.state = State::Connecting(connect(&self.client, &self.channels));
-                    }
-                },
+        while let Some(push) = ready!(self.backlog.poll_next(cx)) {
+            self.unsaid += self.backlog.take_dropped();
+            if self.unsaid > 0 {
+                self.say_dropped();
+            }
+            if let Some(arrival) = self.arrival(push) {
+                return Poll::Ready(Some(arrival));
             }
         }
+        Poll::Pending
     }
 
-    /// Logs the outage (once) and waits before the next try.
-    fn retry(&mut self, why: &str) -> State {
-        self.span.in_scope(|| self.outage.started(why));
-        State::Waiting(Box::pin(tokio::time::sleep(self.outage.backoff())))
+    /// Says (at most once a second) how many messages were dropped.
+    fn say_dropped(&mut self) {
+        if self.dropped.admit(std::time::Instant::now()).is_some() {
+            let count = std::mem::take(&mut self.unsaid);
+            self.span.in_scope(|| {
+                warn!(
+                    "cluster: dropped {count} messages from other machines: this node took them more slowly than they came ({} MiB waited)",
+                    backlog::LIMIT >> 20
+                )
+            });
+        }
     }
 
-    /// `message` as a message from another machine; `None` for garbage (logged
-    /// at most once a second) and for this machine's own.
-    fn arrival(&mut self, message: redis::Msg) -> Option<Arrival> {
-        let payload = message.get_payload_bytes();
-        let Ok(envelope) = postcard::from_bytes::<Envelope>(payload) else {
+    /// `push` (a message: its channel, its payload) as a message from another
+    /// machine; `None` for garbage (logged at most once a second) and for this
+    /// machine's own.
+    fn arrival(&mut self, push: PushInfo) -> Option<Arrival> {
+        let mut data = push.data.into_iter().map(|value| match value {
+            Value::BulkString(bytes) => bytes,
+            _ => Vec::new(),
+        });
+        let (channel, payload) = (
+            data.next().unwrap_or_default(),
+            data.next().unwrap_or_default(),
+        );
+        let Ok(envelope) = postcard::from_bytes::<Envelope>(&payload) else {
             if let Some(held) = self.garbage.admit(std::time::Instant::now()) {
-                let channel = message.get_channel_name();
+                let channel = String::from_utf8_lossy(&channel);
                 self.span.in_scope(|| {
                     warn!(
                         held_back = held,
@@ -141,7 +135,7 @@ impl Subscription {
         let body = start..start + envelope.body.len();
         Some(Arrival {
             from,
-            message,
+            payload,
             body,
         })
     }
@@ -149,21 +143,45 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let State::Connecting(connecting) = &self.state {
-            connecting.abort();
-        }
+        self.keeper.abort();
     }
 }
 
-/// Connects and subscribes to `channels`, in a task of its own.
-fn connect(
-    client: &redis::Client,
-    channels: &[String; 2],
-) -> JoinHandle<redis::RedisResult<PubSubStream>> {
-    let (client, channels) = (client.clone(), channels.clone());
-    tokio::spawn(async move {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&channels).await?;
-        Ok(pubsub.into_on_message())
-    })
+/// Keeps a node's subscription to `channels` up: connects, subscribes, and once
+/// the connection is lost does both again, with backoff while Redis does not
+/// answer. One line when an outage starts, one when it ends. What comes goes
+/// to `filler`: messages only.
+async fn keep(client: redis::Client, channels: [String; 2], filler: Arc<Filler>) {
+    let mut outage = Outage::new("subscription");
+    loop {
+        let lost = Arc::new(Notify::new());
+        let pushes = (filler.clone(), lost.clone());
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(move |push: PushInfo| {
+            match push.kind {
+                PushKind::Message => pushes.0.push(push),
+                PushKind::Disconnection => {
+                    pushes.1.notify_one();
+                    Ok(())
+                }
+                _ => Ok(()), // the replies to SUBSCRIBE
+            }
+        });
+        let subscribed = async {
+            let mut connection = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            connection.subscribe(&channels).await?;
+            redis::RedisResult::Ok(connection)
+        };
+        match subscribed.await {
+            Ok(connection) => {
+                outage.ended();
+                lost.notified().await; // a permit if it was lost already
+                drop(connection);
+                outage.started("connection lost");
+            }
+            Err(error) => outage.started(&format!("{:?}", error.kind())),
+        }
+        tokio::time::sleep(outage.backoff()).await;
+    }
 }
