@@ -135,6 +135,25 @@ fn mesh_machine(redis: &Redis, name: &str, nodes: &str) -> Program {
     )
 }
 
+/// Machine b of `nodes` nodes in `redis`'s cluster, whose node `deaf` reads
+/// nothing until it gets SIGUSR1.
+fn deaf_machine(redis: &Redis, nodes: &str, deaf: usize) -> Program {
+    let deaf_id = deaf.to_string();
+    let program = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", nodes),
+            ("MULTINODE_CLUSTER", &redis.url()),
+            ("MULTINODE_MACHINE", "b"),
+            ("MESH_DEAF", &deaf_id),
+        ],
+    );
+    program.ready();
+    let needle = format!("node {deaf} not reading until SIGUSR1");
+    program.wait_for(&needle, 1, WAIT);
+    program
+}
+
 /// Waits until a broadcast from `from` is heard on `to` (the subscriptions are
 /// up); the warm-up tags are `warm…`.
 fn connected(from: &Program, to: &Program, name_from: &str) {
@@ -292,17 +311,7 @@ const DEAF_NODE_KIB: u64 = 96 * 1024;
 fn a_node_that_takes_nothing_holds_a_bounded_backlog_and_says_what_it_dropped() {
     let Some(redis) = Redis::start() else { return };
     let a = mesh_machine(&redis, "a", "2");
-    let b = Program::start(
-        "mesh_probe",
-        &[
-            ("MULTINODE_NODES", "3"),
-            ("MULTINODE_CLUSTER", &redis.url()),
-            ("MULTINODE_MACHINE", "b"),
-            ("MESH_DEAF", "2"),
-        ],
-    );
-    b.ready();
-    b.wait_for("node 2 not reading until SIGUSR1", 1, WAIT);
+    let b = deaf_machine(&redis, "3", 2);
     let deaf = b.node_pid(2, 1);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut publisher = client.get_connection().unwrap();
@@ -352,17 +361,7 @@ fn a_node_that_takes_nothing_holds_a_bounded_backlog_and_says_what_it_dropped() 
 fn a_node_that_takes_nothing_subscribes_again_after_redis_restarts() {
     let Some(redis) = Redis::start() else { return };
     let port = redis.port;
-    let b = Program::start(
-        "mesh_probe",
-        &[
-            ("MULTINODE_NODES", "2"),
-            ("MULTINODE_CLUSTER", &redis.url()),
-            ("MULTINODE_MACHINE", "b"),
-            ("MESH_DEAF", "1"),
-        ],
-    );
-    b.ready();
-    b.wait_for("node 1 not reading until SIGUSR1", 1, WAIT);
+    let b = deaf_machine(&redis, "2", 1);
     let subscribers = |redis: &Redis| {
         redis
             .command(&["PUBLISH", "multinode:to:b:1", "anyone?"])
