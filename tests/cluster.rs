@@ -429,6 +429,42 @@ fn redis_restarted_under_traffic_the_local_mesh_goes_on_and_the_bridge_recovers(
 }
 
 #[test]
+fn a_hung_redis_makes_sends_fail_and_leaves_the_local_mesh_and_the_stop_alone() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = mesh_machine(&redis, "a", "2");
+    let b = mesh_machine(&redis, "b", "2");
+    b.ready();
+    connected(&a, &b, "a");
+    let addr = a.ready();
+    // Its sockets stay open and the kernel still answers for it: only the
+    // replies never come.
+    redis.signal(Signal::SIGSTOP);
+    let failed = poll(WAIT, || {
+        let (_, body) = get(addr, "/send?to=b/1&tag=hung").ok()?;
+        body.contains("could not send").then_some(())
+    });
+    assert!(
+        failed.is_some(),
+        "sends to another machine never failed: {:?}",
+        a.log()
+    );
+    for i in 0..20 {
+        let (_, body) = get(addr, &format!("/broadcast?tag=alone{i}")).unwrap();
+        let sender: usize = body.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let needle = format!("node {} got tag alone{i} from {sender}", 1 - sender);
+        a.wait_for(&needle, 1, WAIT);
+    }
+    a.wait_for("lost the publishing connection", 1, WAIT);
+    redis.signal(Signal::SIGCONT);
+    connected(&a, &b, "a");
+    // And a master stops in its own time while Redis hangs.
+    redis.signal(Signal::SIGSTOP);
+    a.signal(Signal::SIGTERM);
+    assert!(a.wait_exit(WAIT).success());
+    a.assert_no_process_left();
+}
+
+#[test]
 fn the_chat_example_on_two_machines_is_one_room() {
     let Some(redis) = Redis::start() else { return };
     let Some(browser) = common::browser::launch() else {

@@ -159,7 +159,11 @@ impl Membership {
 
     /// Whether the name is ours now: it was free, or the predecessor's.
     async fn take(&self) -> redis::RedisResult<bool> {
-        let mut connection = self.client.get_multiplexed_async_connection().await?;
+        let config = connection_config();
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         let predecessor = self.predecessor.map(|pid| format!("{pid}:"));
         let taken: i64 = redis::Script::new(TAKE)
             .key(&self.key)
@@ -175,6 +179,7 @@ impl Membership {
     /// (one line when it starts, one when it ends); then gives the name back.
     async fn keep(self, stop: CancellationToken) {
         let renew = redis::Script::new(RENEW);
+        let config = connection_config();
         let mut connection = None;
         let mut outage = false;
         let mut every = tokio::time::interval(BEAT);
@@ -185,7 +190,11 @@ impl Membership {
                 _ = every.tick() => {}
             }
             if connection.is_none() {
-                connection = self.client.get_multiplexed_async_connection().await.ok();
+                connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .ok();
             }
             let Some(live) = connection.as_mut() else {
                 if !outage {
@@ -223,6 +232,30 @@ impl Membership {
             let _ = tokio::time::timeout(Duration::from_secs(1), released).await;
         }
     }
+}
+
+/// How long connecting to Redis, and then each reply, may take before the
+/// connection counts as lost: a Redis that hangs, or one a network drops
+/// packets to, is an outage like a Redis that stopped.
+const PATIENCE: Duration = Duration::from_secs(3);
+
+/// The settings of every connection to Redis: bounded waits (`PATIENCE`),
+/// and TCP keepalive probes (after 5 s idle, then every second, 3 unanswered:
+/// lost), which find a dead peer on a connection that only reads, such as a
+/// subscription.
+pub(crate) fn connection_config() -> redis::AsyncConnectionConfig {
+    use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    let tcp = TcpSettings::default()
+        .set_keepalive(keepalive)
+        .set_user_timeout(PATIENCE);
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(PATIENCE)
+        .set_response_timeout(PATIENCE)
+        .set_tcp_settings(tcp)
 }
 
 /// rustls's crypto for `rediss://` URLs, once per process (ring: the one this

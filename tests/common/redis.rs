@@ -189,6 +189,15 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Sends `signal` to the server (SIGSTOP: a Redis that hangs, its
+    /// connections open and silent).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();

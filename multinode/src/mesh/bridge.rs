@@ -212,13 +212,17 @@ fn publish_command(channel: &str, envelope: &Envelope) -> Publish {
 /// published is dropped (at most once), and the connection made again with
 /// backoff. One line when an outage starts, one when it ends.
 async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: Arc<AtomicBool>) {
-    let mut outage = Outage::new("publishing");
+    let mut outage = Outage::new("publishing", "messages to other machines fail");
+    let config = crate::cluster::connection_config();
     let mut connection = None;
     // One pipeline, cleared and filled again: its room stays.
     let mut pipeline = redis::Pipeline::with_capacity(BATCH);
     loop {
         if connection.is_none() {
-            match client.get_multiplexed_async_connection().await {
+            match client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
                 Ok(live) => {
                     connection = Some(live);
                     up.store(true, Ordering::Relaxed);
@@ -269,13 +273,17 @@ async fn watch_machines(
 ) {
     let own_key = format!("multinode:node:{me}:{node}");
     let ttl = crate::cluster::TTL.as_millis() as u64;
+    let config = crate::cluster::connection_config();
     let mut connection = None;
     let mut every = tokio::time::interval(LOOK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         if connection.is_none() {
-            connection = client.get_multiplexed_async_connection().await.ok();
+            connection = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .ok();
         }
         let Some(live) = connection.as_mut() else {
             continue;
@@ -355,14 +363,17 @@ async fn keys(
 /// ends; the backoff between tries doubles up to `MAX_BACKOFF`.
 pub(super) struct Outage {
     what: &'static str,
+    /// What the outage means for the node, said when it starts.
+    meaning: &'static str,
     down: bool,
     backoff: Duration,
 }
 
 impl Outage {
-    pub fn new(what: &'static str) -> Self {
+    pub fn new(what: &'static str, meaning: &'static str) -> Self {
         Outage {
             what,
+            meaning,
             down: false,
             backoff: Duration::from_millis(100),
         }
@@ -370,7 +381,10 @@ impl Outage {
 
     pub fn started(&mut self, why: &str) {
         if !self.down {
-            warn!("cluster: lost the {} connection to Redis ({why}): messages to other machines fail until it is back", self.what);
+            warn!(
+                "cluster: lost the {} connection to Redis ({why}): {} until it is back",
+                self.what, self.meaning
+            );
             self.down = true;
         }
     }

@@ -152,11 +152,11 @@ impl Drop for Subscription {
 /// answer. One line when an outage starts, one when it ends. What comes goes
 /// to `filler`: messages only.
 async fn keep(client: redis::Client, channels: [String; 2], filler: Arc<Filler>) {
-    let mut outage = Outage::new("subscription");
+    let mut outage = Outage::new("subscription", "messages from other machines do not arrive");
     loop {
         let lost = Arc::new(Notify::new());
         let pushes = (filler.clone(), lost.clone());
-        let config = redis::AsyncConnectionConfig::new().set_push_sender(move |push: PushInfo| {
+        let config = crate::cluster::connection_config().set_push_sender(move |push: PushInfo| {
             match push.kind {
                 PushKind::Message => pushes.0.push(push),
                 PushKind::Disconnection => {
