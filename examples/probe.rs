@@ -6,7 +6,8 @@
 //! - `GET /orphan` starts a shell that leaves a `sleep 0.3` orphaned;
 //! - `GET /count` adds one to the node's counter `probe_orders_total`
 //!   (answering `node {id} counted`); `GET /metrics` answers the whole
-//!   server's metrics (`Load::metrics`);
+//!   server's metrics (`Load::metrics`); `GET /nodes` answers
+//!   `node {id} of {count}` (`Load::nodes`, what `Nodes::count` says);
 //! - `PROBE_JSON_LOGS=1`: the program's own subscriber, JSON lines;
 //! - headers must arrive within 500 ms, and a request body may pause 500 ms at
 //!   most; an HTTP/2 connection is closed after 1 s
@@ -195,6 +196,7 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                         format!("blocked node {id}\n")
                     }
                     "/metrics" => load.metrics(),
+                    "/nodes" => format!("node {id} of {}\n", load.nodes()),
                     "/count" => {
                         orders.inc();
                         format!("node {id} counted\n")

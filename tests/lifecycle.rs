@@ -173,6 +173,40 @@ fn scaling_with_reuse_port_listeners() {
     scale("reuse_port");
 }
 
+/// Polls `GET /nodes` until each of `ids` has answered `of {count}`.
+fn every_node_counts(addr: std::net::SocketAddr, ids: std::ops::Range<usize>, count: usize) {
+    let mut seen = BTreeSet::new();
+    let done = poll(WAIT, || {
+        let (_, body) = get(addr, "/nodes").ok()?;
+        // `node {id} of {count}`
+        let words: Vec<&str> = body.split_whitespace().collect();
+        if words.get(3) == Some(&count.to_string().as_str()) {
+            seen.insert(words[1].parse::<usize>().ok()?);
+        }
+        ids.clone().all(|id| seen.contains(&id)).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "nodes that said {count}: {seen:?} of {ids:?}"
+    );
+}
+
+#[test]
+fn count_follows_sigttin_and_sigttou_in_every_node() {
+    let program = Program::start("probe", &[("MULTINODE_NODES", "3")]);
+    let addr = program.ready();
+    every_node_counts(addr, 0..3, 3);
+    program.signal(Signal::SIGTTIN);
+    program.wait_for("node ready node=3", 1, WAIT);
+    every_node_counts(addr, 0..4, 4);
+    program.signal(Signal::SIGTTOU);
+    program.wait_for("node removed node=3", 1, WAIT);
+    every_node_counts(addr, 0..3, 3);
+    program.signal(Signal::SIGTTOU);
+    program.wait_for("node removed node=2", 1, WAIT);
+    every_node_counts(addr, 0..2, 2);
+}
+
 #[test]
 fn a_worker_leaks_no_descriptor_while_its_peer_restarts() {
     let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "3")]);

@@ -132,7 +132,8 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
             }
             "nodes" => {
                 let nodes: usize = positive(value, &name, "a number of processes")?;
-                quote_spanned!(span=> .nodes(#nodes))
+                let checked = in_range(span, quote!(nodes(#nodes)), "NODES_ERROR", quote!(#nodes));
+                quote_spanned!(span=> .nodes(#checked))
             }
             "master_listen" | "restart" => {
                 let flag = boolean(value, &name)?;
@@ -142,7 +143,9 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
             "shutdown_timeout" | "watchdog_timeout" => {
                 let millis = seconds_as_millis(value, &name)?;
                 let method = format_ident!("{}", name);
-                quote_spanned!(span=> .#method(::std::time::Duration::from_millis(#millis)))
+                let error = format!("{}_ERROR", name.to_uppercase());
+                let checked = in_range(span, quote!(#method(#millis)), &error, quote!(#millis));
+                quote_spanned!(span=> .#method(::std::time::Duration::from_millis(#checked)))
             }
             "boot_failures" => {
                 let failures: u32 = positive(value, &name, "a number of failed starts")?;
@@ -233,6 +236,25 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
         ));
     }
     Ok(calls)
+}
+
+/// `value`, behind a `const` that fails to compile, at `span`, with the
+/// runtime's error `error` when the runtime's rule `rule` refuses it: the range
+/// has one home, `multinode`'s `config/ranges.rs`.
+fn in_range(
+    span: proc_macro2::Span,
+    rule: TokenStream,
+    error: &str,
+    value: TokenStream,
+) -> TokenStream {
+    let error = format_ident!("{}", error);
+    quote_spanned!(span=> {
+        const _: () = ::multinode::__private::ranges::check(
+            ::multinode::__private::ranges::#rule,
+            ::multinode::__private::ranges::#error,
+        );
+        #value
+    })
 }
 
 fn literal<'a>(value: &'a Expr, key: &str, expected: &str) -> syn::Result<&'a Lit> {

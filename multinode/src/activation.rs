@@ -33,7 +33,7 @@ pub(crate) fn take() -> Result<Option<TcpListener>, String> {
     // SAFETY: systemd's protocol hands this process descriptor `fd` (3) to own;
     // nothing else in this process took it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    crate::listener::adopt(owned).map(Some).map_err(|_| {
+    crate::listener::socket::adopt(owned).map(Some).map_err(|_| {
         format!("LISTEN_FDS=1: descriptor {fd} passed by the service manager is not a listening TCP socket")
     })
 }

@@ -15,7 +15,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::load_table::{LoadTable, TABLE_SLOTS};
+use crate::shm::load_table::TABLE_SLOTS;
+use crate::shm::segment::Segment;
 
 mod page;
 
@@ -50,7 +51,7 @@ struct Rates {
 }
 
 /// Serves `listener` until the runtime ends.
-pub(crate) async fn serve(listener: TcpListener, table: Arc<LoadTable>, journal: Journal) {
+pub(crate) async fn serve(listener: TcpListener, shm: Arc<Segment>, journal: Journal) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::TcpListener::from_std(listener))
@@ -59,15 +60,15 @@ pub(crate) async fn serve(listener: TcpListener, table: Arc<LoadTable>, journal:
         Err(error) => return tracing::error!("the admin listener: {error}"),
     };
     let rates = Arc::new(Mutex::new(Rates::default()));
-    tokio::spawn(sample(table.clone(), rates.clone()));
+    tokio::spawn(sample(shm.clone(), rates.clone()));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await; // out of descriptors
             continue;
         };
-        let (table, journal, rates) = (table.clone(), journal.clone(), rates.clone());
+        let (shm, journal, rates) = (shm.clone(), journal.clone(), rates.clone());
         let service = hyper::service::service_fn(move |request| {
-            let answer = answer(&request, &table, &journal, &rates);
+            let answer = answer(&request, &shm, &journal, &rates);
             async move { Ok::<_, Infallible>(answer) }
         });
         tokio::spawn(async move {
@@ -81,13 +82,13 @@ pub(crate) async fn serve(listener: TcpListener, table: Arc<LoadTable>, journal:
 }
 
 /// The requests each slot served in the last second, every second.
-async fn sample(table: Arc<LoadTable>, rates: Arc<Mutex<Rates>>) {
+async fn sample(shm: Arc<Segment>, rates: Arc<Mutex<Rates>>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
         every.tick().await;
         // Only the slots that serve: the table has room for 1 025.
-        let end = table.serving_end().min(TABLE_SLOTS);
-        let now: Vec<u64> = (0..end).map(|s| table.totals(s).1).collect();
+        let end = shm.table().serving_end().min(TABLE_SLOTS);
+        let now: Vec<u64> = (0..end).map(|s| shm.table().totals(s).1).collect();
         let mut rates = rates.lock().unwrap_or_else(|e| e.into_inner());
         if rates.last.len() == now.len() {
             rates.per_second = now
@@ -102,7 +103,7 @@ async fn sample(table: Arc<LoadTable>, rates: Arc<Mutex<Rates>>) {
 
 fn answer(
     request: &Request<hyper::body::Incoming>,
-    table: &LoadTable,
+    shm: &Segment,
     journal: &Journal,
     rates: &Mutex<Rates>,
 ) -> Response<Full<Bytes>> {
@@ -110,7 +111,7 @@ fn answer(
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(table, 0..TABLE_SLOTS),
+            crate::metrics::text(shm),
         ),
         (&hyper::Method::GET, "/") => {
             let per_second = rates
@@ -118,7 +119,7 @@ fn answer(
                 .unwrap_or_else(|e| e.into_inner())
                 .per_second
                 .clone();
-            let html = page::render(table, &per_second, &journal.events());
+            let html = page::render(shm, &per_second, &journal.events());
             (StatusCode::OK, "text/html; charset=utf-8", html)
         }
         _ => (

@@ -1,4 +1,4 @@
-//! Load-aware accepting: the accept loop that consults the [`LoadTable`]. With
+//! Load-aware accepting: the accept loop that consults the [`Segment`]. With
 //! [`Balance::LeastConn`] a node that has more open connections than the least
 //! busy live node lets arriving connections go to the others, looking again at
 //! the next arrival (or after [`MAX_DEFER`], should the others be stuck), in the
@@ -21,8 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::Balance;
-use crate::load_table::now_ms;
-pub(crate) use crate::load_table::LoadTable;
+use crate::shm::load_table::now_ms;
+use crate::shm::segment::Segment;
 
 /// How long a busier node leaves pending connections to the less busy ones
 /// before it takes one itself.
@@ -55,7 +55,7 @@ pub(crate) struct Listening {
 /// A node's accept loop: its listener, its line in the table, and the mode.
 pub(crate) struct Acceptor {
     listener: AsyncFd<std::net::TcpListener>,
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     slot: usize,
     generation: u64,
     /// The first serving slot, when accepting defers to less busy nodes.
@@ -85,7 +85,7 @@ struct Open {
 impl Acceptor {
     pub(crate) fn new(
         listener: std::net::TcpListener,
-        table: Arc<LoadTable>,
+        shm: Arc<Segment>,
         (slot, generation): (usize, u64),
         balance: Balance,
         slots: std::ops::Range<usize>,
@@ -96,14 +96,14 @@ impl Acceptor {
         let listener = unsafe { AsyncFd::register(listener) }?;
         let open = Arc::<Open>::default();
         let pulse = (balance == Balance::ReusePort).then(|| {
-            let (table, open, slot) = (table.clone(), open.clone(), slot);
+            let (shm, open, slot) = (shm.clone(), open.clone(), slot);
             let limit = limit.max(1);
             let pulse = async move {
                 let mut every = tokio::time::interval(PULSE);
                 loop {
                     every.tick().await;
                     if open.count.load(Relaxed) < limit {
-                        table.stamp(slot, now_ms());
+                        shm.table().stamp(slot, now_ms());
                     }
                 }
             };
@@ -111,7 +111,7 @@ impl Acceptor {
         });
         Ok(Acceptor {
             listener,
-            table,
+            shm,
             slot,
             generation,
             least_conn: (balance == Balance::LeastConn).then_some(slots.start),
@@ -141,7 +141,7 @@ impl Acceptor {
         let mut deferring: Option<Instant> = None;
         loop {
             self.room().await;
-            self.table.stamp(self.slot, now_ms());
+            self.shm.table().stamp(self.slot, now_ms());
             if !self.my_turn() {
                 // Busier than another node: let arrivals go to the others, and
                 // look again at the next one. If they leave arrivals waiting
@@ -208,7 +208,8 @@ impl Acceptor {
     fn suspect_less_busy(&self) {
         if let Some(first) = self.least_conn {
             let silent = SILENT.as_millis() as u64;
-            self.table
+            self.shm
+                .table()
                 .suspect_less_busy(self.slot, first, now_ms(), silent);
         }
     }
@@ -217,7 +218,7 @@ impl Acceptor {
     /// it is among the least busy live nodes.
     fn my_turn(&self) -> bool {
         match &self.least_conn {
-            Some(first) => self.table.least_busy(self.slot, *first),
+            Some(first) => self.shm.table().least_busy(self.slot, *first),
             None => true,
         }
     }
@@ -234,10 +235,10 @@ impl Acceptor {
     }
 
     fn counted(&self, stream: std::net::TcpStream) -> io::Result<(TcpStream, Tally)> {
-        self.table.opened(self.slot, self.generation);
+        self.shm.table().opened(self.slot, self.generation);
         self.open.count.fetch_add(1, Relaxed);
         let tally = Tally {
-            table: self.table.clone(),
+            shm: self.shm.clone(),
             slot: self.slot,
             generation: self.generation,
             open: self.open.clone(),
@@ -253,14 +254,14 @@ impl Drop for Acceptor {
         if let Some(pulse) = &self.pulse {
             pulse.abort();
         }
-        self.table.withdraw(self.slot, now_ms());
+        self.shm.table().withdraw(self.slot, now_ms());
     }
 }
 
 /// One open connection in the table: counts its requests, and closes it in the
 /// table when dropped.
 pub(crate) struct Tally {
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     slot: usize,
     generation: u64,
     open: Arc<Open>,
@@ -268,7 +269,7 @@ pub(crate) struct Tally {
 
 impl Tally {
     pub(crate) fn request(&self) {
-        self.table.request(self.slot);
+        self.shm.table().request(self.slot);
     }
 }
 
@@ -276,9 +277,9 @@ impl Tally {
 impl Tally {
     /// The first line of a table of its own.
     pub(crate) fn for_tests() -> Self {
-        let table = Arc::new(LoadTable::create().expect("a load table"));
+        let shm = Arc::new(Segment::create().expect("a load table"));
         Tally {
-            table,
+            shm,
             slot: 0,
             generation: 1,
             open: Arc::default(),
@@ -288,7 +289,7 @@ impl Tally {
 
 impl Drop for Tally {
     fn drop(&mut self) {
-        self.table.closed(self.slot, self.generation);
+        self.shm.table().closed(self.slot, self.generation);
         self.open.count.fetch_sub(1, Relaxed);
         self.open.room.notify_one();
     }
@@ -303,9 +304,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let table = Arc::new(LoadTable::create().unwrap());
+        let shm = Arc::new(Segment::create().unwrap());
         let acceptor =
-            Acceptor::new(listener, table, (0, 1), Balance::Shared, 0..1, 1, None).unwrap();
+            Acceptor::new(listener, shm, (0, 1), Balance::Shared, 0..1, 1, None).unwrap();
         let _a = std::net::TcpStream::connect(addr).unwrap();
         let _b = std::net::TcpStream::connect(addr).unwrap();
         let (first, tally) = acceptor.accept().await.unwrap();

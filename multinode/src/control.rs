@@ -27,7 +27,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 
-use crate::nodes::Identity;
+use identity::Identity;
+
+pub(crate) mod identity;
 
 /// Private variables that mark a process as worker `k` and name its inherited
 /// control socket. Removed from the environment before user code runs.
@@ -53,7 +55,7 @@ pub(crate) enum ToWorker {
     /// Carries the listening socket of the worker's slot.
     Listener,
     /// Carries the shared load table (a sealed memfd).
-    LoadTable,
+    Segment,
     /// Stop accepting, finish in-flight work, exit.
     Shutdown,
     /// Carries one end of a mesh stream whose other end went to incarnation
@@ -74,7 +76,7 @@ impl Packet for ToWorker {
     fn carries_fd(&self) -> bool {
         matches!(
             self,
-            ToWorker::Listener | ToWorker::LoadTable | ToWorker::Peer { .. } | ToWorker::Connection
+            ToWorker::Listener | ToWorker::Segment | ToWorker::Peer { .. } | ToWorker::Connection
         )
     }
 }

@@ -2,7 +2,6 @@
 //! connection builder, with an idle timeout against slow clients and graceful drain.
 
 use std::borrow::BorrowMut;
-use std::error::Error as StdError;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_util::task::TaskTracker;
 
-use crate::Nodes;
+use crate::nodes::Nodes;
 
 mod body;
 mod connection;
@@ -25,6 +24,7 @@ mod watched;
 
 pub use body::Body;
 
+use body::BoxError;
 use connection::{drive, Counted, Limits, PerConnection};
 use counted_io::CountedIo;
 
@@ -39,8 +39,6 @@ const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default limit on a request's headers, in bytes.
 const MAX_HEADER_SIZE: usize = 64 * 1024;
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Serves `service` on this node's listener until its shutdown fires, then stops
 /// accepting and lets in-flight requests finish within `shutdown_timeout`: requests

@@ -36,8 +36,6 @@ compile_error!(
 mod activation;
 mod admin;
 mod balance;
-mod board;
-mod bootstrap;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod config;
@@ -46,11 +44,13 @@ pub mod http;
 mod init;
 mod limits;
 mod listener;
-mod load_table;
+mod load;
 pub mod mesh;
 pub mod metrics;
 mod nodes;
 mod notify;
+mod roles;
+mod shm;
 mod supervisor;
 mod throttle;
 mod upgrade;
@@ -69,11 +69,17 @@ mod upgrade;
 /// }
 /// ```
 pub use attribute::main;
-pub use bootstrap::MainResult;
 pub use config::{Balance, Builder, Flavor, Logging};
-pub use load_table::Load;
+pub use load::Load;
 pub use mesh::Peer;
 pub use nodes::Nodes;
+pub use roles::MainResult;
+
+/// What `#[multinode::main]` expands to uses, and nothing else should.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::config::ranges;
+}
 
 /// The attribute's version for this build: with the `multi-thread` feature, or
 /// one that makes `flavor = "multi_thread"` a compile error saying how to turn it on.

@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-
-use socket2::{Domain, Protocol, Socket, Type};
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::config::{Balance, Config};
-use crate::upgrade::Labelled;
 
+pub(crate) mod socket;
 mod steering;
+
+use socket::{reuse_port_listener, socket, Labelled};
 
 /// Listening sockets a master did not bind itself.
 pub(crate) enum Passed {
@@ -207,49 +207,12 @@ impl Listeners {
     }
 }
 
-fn reuse_port_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let socket = socket(addr, true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
-}
-
-fn socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
-    // socket2 creates sockets close-on-exec: a worker gets its listener only as an
-    // SCM_RIGHTS message, never by inheritance.
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(false).ok();
-    }
-    socket.set_nonblocking(true)?;
-    Ok(socket)
-}
-
-/// Takes a descriptor received from the master as this node's listener, after
-/// checking that it is a listening TCP socket. It arrived close-on-exec
-/// (`MSG_CMSG_CLOEXEC`); that is checked too.
-pub(crate) fn adopt(fd: OwnedFd) -> io::Result<TcpListener> {
-    let socket = Socket::from(fd);
-    let is_tcp = socket.r#type()? == Type::STREAM
-        && matches!(socket.domain()?, d if d == Domain::IPV4 || d == Domain::IPV6);
-    if !is_tcp || !socket.is_listener()? {
-        return Err(io::Error::other(
-            "the descriptor received as listener is not a listening TCP socket",
-        ));
-    }
-    socket.set_cloexec(true)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::socket::adopt;
     use super::*;
-    use crate::Builder;
+    use crate::config::Builder;
+    use std::os::fd::OwnedFd;
 
     fn config(balance: Balance, nodes: usize) -> Config {
         Builder::new()

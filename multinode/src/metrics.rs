@@ -18,8 +18,8 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::board::{Kind, LastExit, SlotState};
-use crate::load_table::LoadTable;
+use crate::shm::board::{Kind, LastExit, SlotState};
+use crate::shm::segment::Segment;
 
 /// One of the program's counters, in this node's line of the shared board.
 /// Made by [`Nodes::counter`](crate::Nodes::counter).
@@ -32,7 +32,7 @@ use crate::load_table::LoadTable;
 /// ```
 #[derive(Clone)]
 pub struct Counter {
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     slot: usize,
     index: usize,
 }
@@ -57,7 +57,7 @@ impl Counter {
     /// # }
     /// ```
     pub fn add(&self, n: u64) {
-        let value = self.table.board().user_value(self.slot, self.index);
+        let value = self.shm.board().user_value(self.slot, self.index);
         value.fetch_add(n, Relaxed);
     }
 }
@@ -73,7 +73,7 @@ impl Counter {
 /// ```
 #[derive(Clone)]
 pub struct Gauge {
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     slot: usize,
     index: usize,
 }
@@ -87,7 +87,7 @@ impl Gauge {
     /// # }
     /// ```
     pub fn set(&self, value: i64) {
-        let cell = self.table.board().user_value(self.slot, self.index);
+        let cell = self.shm.board().user_value(self.slot, self.index);
         cell.store(value as u64, Relaxed);
     }
 
@@ -100,7 +100,7 @@ impl Gauge {
     /// # }
     /// ```
     pub fn add(&self, delta: i64) {
-        let cell = self.table.board().user_value(self.slot, self.index);
+        let cell = self.shm.board().user_value(self.slot, self.index);
         cell.fetch_add(delta as u64, Relaxed);
     }
 }
@@ -131,7 +131,7 @@ impl std::fmt::Display for MetricError {
             MetricError::Full(name) => write!(
                 f,
                 "metric {name:?}: this node has {} metrics already",
-                crate::board::USER_METRICS
+                crate::shm::board::USER_METRICS
             ),
             MetricError::Kind(name) => write!(f, "metric {name:?} is one of the other kind"),
         }
@@ -140,33 +140,29 @@ impl std::fmt::Display for MetricError {
 
 impl std::error::Error for MetricError {}
 
-pub(crate) fn counter(
-    table: &Arc<LoadTable>,
-    slot: usize,
-    name: &str,
-) -> Result<Counter, MetricError> {
-    let index = register(table, slot, name, Kind::Counter)?;
+pub(crate) fn counter(shm: &Arc<Segment>, slot: usize, name: &str) -> Result<Counter, MetricError> {
+    let index = register(shm, slot, name, Kind::Counter)?;
     Ok(Counter {
-        table: table.clone(),
+        shm: shm.clone(),
         slot,
         index,
     })
 }
 
-pub(crate) fn gauge(table: &Arc<LoadTable>, slot: usize, name: &str) -> Result<Gauge, MetricError> {
-    let index = register(table, slot, name, Kind::Gauge)?;
+pub(crate) fn gauge(shm: &Arc<Segment>, slot: usize, name: &str) -> Result<Gauge, MetricError> {
+    let index = register(shm, slot, name, Kind::Gauge)?;
     Ok(Gauge {
-        table: table.clone(),
+        shm: shm.clone(),
         slot,
         index,
     })
 }
 
-fn register(table: &LoadTable, slot: usize, name: &str, kind: Kind) -> Result<usize, MetricError> {
-    if !crate::board::valid_name(name) || name.starts_with("multinode_") {
+fn register(shm: &Segment, slot: usize, name: &str, kind: Kind) -> Result<usize, MetricError> {
+    if !crate::shm::board::valid_name(name) || name.starts_with("multinode_") {
         return Err(MetricError::Name(name.to_owned()));
     }
-    let board = table.board();
+    let board = shm.board();
     match board.user(slot, name, kind) {
         Some(index) => Ok(index),
         None if board.users(slot).iter().any(|(n, _, _)| n == name) => {
@@ -176,10 +172,16 @@ fn register(table: &LoadTable, slot: usize, name: &str, kind: Kind) -> Result<us
     }
 }
 
-/// The whole server's metrics as Prometheus text, for the nodes in `slots`.
-pub(crate) fn render(table: &LoadTable, slots: std::ops::Range<usize>) -> String {
-    let board = table.board();
-    let now = crate::load_table::now_ms();
+/// The whole server's metrics as Prometheus text: what `/metrics`,
+/// `Nodes::metrics` and `Load::metrics` give.
+pub(crate) fn text(shm: &Segment) -> String {
+    render(shm, 0..crate::shm::load_table::TABLE_SLOTS)
+}
+
+/// The metrics of the nodes in `slots`.
+fn render(shm: &Segment, slots: std::ops::Range<usize>) -> String {
+    let board = shm.board();
+    let now = crate::shm::load_table::now_ms();
     let shown: Vec<usize> = slots
         .filter(|s| board.process(*s).state() != SlotState::Empty)
         .collect();
@@ -207,19 +209,19 @@ pub(crate) fn render(table: &LoadTable, slots: std::ops::Range<usize>) -> String
         "multinode_node_open_connections",
         "gauge",
         "Connections open now",
-        &|s| Some(f64::from(table.open_now(s))),
+        &|s| Some(f64::from(shm.table().open_now(s))),
     );
     family(
         "multinode_node_connections_total",
         "counter",
         "Connections accepted, over every incarnation",
-        &|s| Some(table.totals(s).0 as f64),
+        &|s| Some(shm.table().totals(s).0 as f64),
     );
     family(
         "multinode_node_requests_total",
         "counter",
         "Requests served, over every incarnation",
-        &|s| Some(table.totals(s).1 as f64),
+        &|s| Some(shm.table().totals(s).1 as f64),
     );
     family(
         "multinode_node_restarts_total",
@@ -266,7 +268,7 @@ pub(crate) fn render(table: &LoadTable, slots: std::ops::Range<usize>) -> String
         "The node's process's resident memory",
         &|s| rss_bytes(process(s).pid.load(Relaxed)).map(|b| b as f64),
     );
-    type Field = fn(&crate::board::MeshLine) -> &std::sync::atomic::AtomicU64;
+    type Field = fn(&crate::shm::board::MeshLine) -> &std::sync::atomic::AtomicU64;
     let mesh: [(&str, &str, &str, Field); 7] = [
         (
             "multinode_mesh_messages_sent_total",
@@ -345,7 +347,7 @@ pub(crate) fn render(table: &LoadTable, slots: std::ops::Range<usize>) -> String
 }
 
 /// The program's own metrics: per node, and summed (no `node` label).
-fn render_users(out: &mut String, board: &crate::board::Board, shown: &[usize]) {
+fn render_users(out: &mut String, board: &crate::shm::board::Board, shown: &[usize]) {
     let mut families: std::collections::BTreeMap<String, (Kind, Vec<(usize, u64)>)> =
         Default::default();
     for slot in shown {
@@ -396,24 +398,24 @@ mod tests {
 
     #[test]
     fn the_text_has_every_node_and_the_programs_own_summed() {
-        let table = Arc::new(LoadTable::create().unwrap());
-        let board = table.board();
+        let shm = Arc::new(Segment::create().unwrap());
+        let board = shm.board();
         for slot in 0..2 {
             board.process(slot).set_state(SlotState::Serving);
             board.process(slot).pid.store(std::process::id(), Relaxed);
         }
-        counter(&table, 0, "orders_total").unwrap().add(3);
-        counter(&table, 1, "orders_total").unwrap().add(4);
-        gauge(&table, 1, "sessions").unwrap().add(-2);
+        counter(&shm, 0, "orders_total").unwrap().add(3);
+        counter(&shm, 1, "orders_total").unwrap().add(4);
+        gauge(&shm, 1, "sessions").unwrap().add(-2);
         assert!(matches!(
-            counter(&table, 1, "sessions"),
+            counter(&shm, 1, "sessions"),
             Err(MetricError::Kind(_))
         ));
         assert!(matches!(
-            counter(&table, 1, "bad-name"),
+            counter(&shm, 1, "bad-name"),
             Err(MetricError::Name(_))
         ));
-        let text = render(&table, 0..4);
+        let text = render(&shm, 0..4);
         assert!(
             text.contains("multinode_node_ready{node=\"0\"} 1\n"),
             "{text}"

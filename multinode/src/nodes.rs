@@ -7,10 +7,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::balance::{Acceptor, Listening, LoadTable};
-use crate::config::Balance;
-use crate::load_table::Load;
-use crate::mesh::{self, PeerQueue, Peers};
+use crate::balance::{Acceptor, Listening};
+use crate::control::identity::Identity;
+use crate::load::Load;
+use crate::mesh;
+use crate::mesh::peer::{PeerQueue, Peers};
+use crate::shm::segment::Segment;
 
 /// Who this process is among the nodes, its listener, and when it must stop.
 ///
@@ -35,38 +37,16 @@ pub struct Nodes {
     identity: Identity,
     listener: Option<Listening>,
     shutdown: CancellationToken,
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     /// This node's mesh streams, until taken raw or by the message layer.
     peers: Option<Arc<PeerQueue>>,
-}
-
-/// Who a node is: what the master tells each incarnation before its body starts,
-/// in one shape from the master's supervisor to [`Nodes`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Identity {
-    pub id: usize,
-    pub generation: u64,
-    pub count: usize,
-    pub shutdown_timeout: Duration,
-    pub balance: Balance,
-    pub serving_slots: std::ops::Range<usize>,
-    /// How often a worker tells the master its runtime is not stuck; zero: never.
-    pub heartbeat: Duration,
-    /// The worker slots that are members of the mesh now (the master's node, 0,
-    /// always is).
-    pub members: Vec<usize>,
-    /// The most connections this node holds at once; `None`: from its
-    /// descriptor limit.
-    pub max_connections: Option<usize>,
-    /// The cluster this node's machine is in, if any.
-    pub cluster: Option<crate::config::Cluster>,
 }
 
 impl Nodes {
     pub(crate) fn new(
         identity: Identity,
         listener: Option<Listening>,
-        table: Arc<LoadTable>,
+        shm: Arc<Segment>,
         shutdown: CancellationToken,
         peers: Arc<PeerQueue>,
     ) -> Self {
@@ -74,7 +54,7 @@ impl Nodes {
             identity,
             listener,
             shutdown,
-            table,
+            shm,
             peers: Some(peers),
         }
     }
@@ -107,7 +87,8 @@ impl Nodes {
         self.identity.id
     }
 
-    /// How many nodes serve, as configured (`nodes`).
+    /// How many nodes serve, as the server stands now: `nodes` at start, one
+    /// more after each SIGTTIN and one fewer after each SIGTTOU, in every node.
     ///
     /// ```no_run
     /// # async fn f(nodes: multinode::Nodes) {
@@ -115,7 +96,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn count(&self) -> usize {
-        self.identity.count
+        self.shm.table().nodes()
     }
 
     /// Which incarnation of its slot this process is: 1 for the first, one more for
@@ -183,7 +164,7 @@ impl Nodes {
             .unwrap_or_else(|| crate::limits::default_max_connections(identity.count));
         Some(Acceptor::new(
             listener.socket,
-            self.table.clone(),
+            self.shm.clone(),
             (identity.id, identity.generation),
             identity.balance,
             identity.serving_slots.clone(),
@@ -286,7 +267,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn load(&self) -> Load {
-        Load::new(self.table.clone(), self.identity.serving_slots.start)
+        Load::new(self.shm.clone(), self.identity.serving_slots.start)
     }
 
     /// This node's counter `name` (a Prometheus name, at most 48 bytes; up to
@@ -305,7 +286,7 @@ impl Nodes {
         &self,
         name: &str,
     ) -> Result<crate::metrics::Counter, crate::metrics::MetricError> {
-        crate::metrics::counter(&self.table, self.identity.id, name)
+        crate::metrics::counter(&self.shm, self.identity.id, name)
     }
 
     /// This node's gauge `name`, as [`counter`](Self::counter) is for counters.
@@ -317,7 +298,7 @@ impl Nodes {
     /// # Ok(()) }
     /// ```
     pub fn gauge(&self, name: &str) -> Result<crate::metrics::Gauge, crate::metrics::MetricError> {
-        crate::metrics::gauge(&self.table, self.identity.id, name)
+        crate::metrics::gauge(&self.shm, self.identity.id, name)
     }
 
     /// The whole server's metrics in the Prometheus text format, as the admin
@@ -331,7 +312,7 @@ impl Nodes {
     /// # }
     /// ```
     pub fn metrics(&self) -> String {
-        crate::metrics::render(&self.table, 0..crate::load_table::TABLE_SLOTS)
+        crate::metrics::text(&self.shm)
     }
 
     /// [`take_messages`](Self::take_messages) with other [`Options`](crate::mesh::Options).
@@ -363,7 +344,7 @@ impl Nodes {
             ids,
             queue,
             options,
-            (cluster, Some(self.table.clone())),
+            (cluster, Some(self.shm.clone())),
         ))
     }
 }

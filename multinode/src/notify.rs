@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::supervisor::Notice;
+use crate::supervisor::notice::Notice;
 
 /// The variables of the protocol, cleared at start.
 const VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];

@@ -22,6 +22,8 @@ use std::process::Stdio;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::listener::socket::Labelled;
+
 /// The inherited listening sockets: `shared:FD`, or `SLOT:FD,…` with one
 /// socket per node (`reuse_port`), in the order of their `SO_REUSEPORT` group.
 const ENV_LISTENERS: &str = "MULTINODE_LISTENERS";
@@ -31,9 +33,6 @@ const ENV_UPGRADE_FD: &str = "MULTINODE_UPGRADE_FD";
 const ENV_ADMIN_FD: &str = "MULTINODE_ADMIN_FD";
 /// What the new master writes once every node is ready.
 const READY: &[u8] = b"ready\n";
-
-/// A listening socket as handed over: `None` is the one socket of every node.
-pub(crate) type Labelled<T> = (Option<usize>, T);
 
 /// What a new master got from the old one.
 pub(crate) struct Inherited {
@@ -79,7 +78,7 @@ pub(crate) fn take() -> Result<Option<Inherited>, String> {
         // SAFETY: the old master passed descriptor `fd` to this process, named
         // only here; nothing else took it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let socket = crate::listener::adopt(owned)
+        let socket = crate::listener::socket::adopt(owned)
             .map_err(|e| not_ours(&format!("{ENV_LISTENERS}: descriptor {fd}: {e}")))?;
         sockets.push((slot, socket));
     }
@@ -87,7 +86,7 @@ pub(crate) fn take() -> Result<Option<Inherited>, String> {
         Some(Ok(fd)) => {
             // SAFETY: as above, for the admin listener.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-            let socket = crate::listener::adopt(owned)
+            let socket = crate::listener::socket::adopt(owned)
                 .map_err(|e| not_ours(&format!("{ENV_ADMIN_FD}={fd}: {e}")))?;
             Some(socket)
         }

@@ -5,8 +5,9 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::SystemTime;
 
-use crate::board::{LastExit, SlotState};
-use crate::load_table::{now_ms, LoadTable, TABLE_SLOTS};
+use crate::shm::board::{LastExit, SlotState};
+use crate::shm::load_table::{now_ms, TABLE_SLOTS};
+use crate::shm::segment::Segment;
 
 const STYLE: &str = r#"
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem auto; max-width: 72rem; padding: 0 1rem; color: #1d2430; background: #f6f7f9; }
@@ -32,12 +33,8 @@ time { color: #7a8494; font-variant-numeric: tabular-nums; margin-right: .5rem; 
 "#;
 
 /// The page for the slots the board has a process for.
-pub(super) fn render(
-    table: &LoadTable,
-    per_second: &[f64],
-    events: &[(SystemTime, String)],
-) -> String {
-    let board = table.board();
+pub(super) fn render(shm: &Segment, per_second: &[f64], events: &[(SystemTime, String)]) -> String {
+    let board = shm.board();
     let now = now_ms();
     let slots: Vec<usize> = (0..TABLE_SLOTS)
         .filter(|s| board.process(*s).state() != SlotState::Empty)
@@ -59,8 +56,8 @@ pub(super) fn render(
             }
             _ => "–".to_owned(),
         };
-        let open = table.open_now(*slot);
-        let requests = table.totals(*slot).1;
+        let open = shm.table().open_now(*slot);
+        let requests = shm.table().totals(*slot).1;
         let rate = per_second.get(*slot).copied().unwrap_or(0.0);
         let rss = crate::metrics::rss_bytes(pid).map_or("–".to_owned(), |b| {
             format!("{:.1} MiB", b as f64 / 1048576.0)
@@ -146,14 +143,14 @@ mod tests {
 
     #[test]
     fn a_row_per_node_and_the_events_escaped() {
-        let table = LoadTable::create().unwrap();
+        let shm = Segment::create().unwrap();
         for slot in 0..3 {
-            let line = table.board().process(slot);
+            let line = shm.board().process(slot);
             line.set_state(SlotState::Serving);
             line.pid.store(100 + slot as u32, Relaxed);
         }
         let events = vec![(SystemTime::now(), "node 1 exited <signal 9>".to_owned())];
-        let html = render(&table, &[], &events);
+        let html = render(&shm, &[], &events);
         for pid in ["<td>100</td>", "<td>101</td>", "<td>102</td>"] {
             assert!(html.contains(pid), "{html}");
         }

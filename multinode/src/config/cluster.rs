@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::resolve::ConfigError;
+use super::error::ConfigError;
 
 pub(crate) const ENV_CLUSTER: &str = "MULTINODE_CLUSTER";
 pub(crate) const ENV_MACHINE: &str = "MULTINODE_MACHINE";

@@ -1,18 +1,13 @@
 //! Validation: a [`Builder`] and the environment become a [`Config`], or a
 //! [`ConfigError`] naming the key or the variable.
 
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::builder::*;
 use super::cluster;
-use super::*;
-
-/// The longest `shutdown_timeout` or `watchdog_timeout`: a week.
-const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
-/// The shortest watchdog timeout: heartbeats come every quarter of it, and no
-/// more often than every 10 ms.
-const MIN_WATCHDOG: Duration = Duration::from_millis(100);
+use super::error::ConfigError;
+use super::ranges::{self, millis};
 
 impl Builder {
     /// Validates the settings and applies the environment overrides.
@@ -28,20 +23,20 @@ impl Builder {
         };
         let nodes = match env(ENV_NODES) {
             Some(value) => match value.trim().parse::<usize>() {
-                Ok(n) if (1..=MAX_NODES).contains(&n) => n,
+                Ok(n) if ranges::nodes(n) => n,
                 _ => {
                     return Err(ConfigError::env(
                         ENV_NODES,
                         &value,
-                        &format!("expected a whole number of processes, 1 to {MAX_NODES}"),
+                        &format!("expected a whole number of processes, {}", ranges::NODES),
                     ))
                 }
             },
             None => match self.nodes {
-                Some(n) if !(1..=MAX_NODES).contains(&n) => {
+                Some(n) if !ranges::nodes(n) => {
                     return Err(ConfigError::key(
                         "nodes",
-                        &format!("{n}: expected 1 to {MAX_NODES} processes"),
+                        &format!("{n}: expected {}", ranges::NODES),
                     ))
                 }
                 Some(n) => n,
@@ -91,13 +86,14 @@ impl Builder {
         if self.boot_failures == 0 {
             return Err(ConfigError::key("boot_failures", "0: expected at least 1"));
         }
-        if self.shutdown_timeout > MAX_DURATION {
-            let why = format!("{:?}: expected at most a week", self.shutdown_timeout);
+        if !ranges::shutdown_timeout(millis(self.shutdown_timeout)) {
+            let expected = ranges::SHUTDOWN_TIMEOUT;
+            let why = format!("{:?}: expected {expected}", self.shutdown_timeout);
             return Err(ConfigError::key("shutdown_timeout", &why));
         }
         let watchdog = self.watchdog_timeout;
-        if !watchdog.is_zero() && !(MIN_WATCHDOG..=MAX_DURATION).contains(&watchdog) {
-            let why = format!("{watchdog:?}: expected 0 (off), or 100 ms to a week");
+        if !ranges::watchdog_timeout(millis(watchdog)) {
+            let why = format!("{watchdog:?}: expected {}", ranges::WATCHDOG_TIMEOUT);
             return Err(ConfigError::key("watchdog_timeout", &why));
         }
         let max_connections = match env(ENV_MAX_CONNECTIONS) {
@@ -203,25 +199,6 @@ impl Config {
     /// The slots that are worker processes (the master is slot 0).
     pub fn worker_slots(&self) -> std::ops::Range<usize> {
         1..self.serving_slots().end
-    }
-}
-
-/// A bad setting, named by its key or its environment variable.
-#[derive(Debug)]
-pub(crate) struct ConfigError(String);
-
-impl ConfigError {
-    pub(super) fn env(var: &str, value: &str, why: &str) -> Self {
-        ConfigError(format!("{var}={value:?}: {why}"))
-    }
-    pub(super) fn key(key: &str, why: &str) -> Self {
-        ConfigError(format!("`{key}` = {why}"))
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

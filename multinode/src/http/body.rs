@@ -12,6 +12,9 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
+/// Any error a service or a body may give.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A request's body: hyper's [`Incoming`], which fails with
 /// [`io::ErrorKind::TimedOut`] once nothing of it has arrived for the server's
 /// [`body_read_timeout`](super::Server::body_read_timeout) while it was being read

@@ -15,7 +15,8 @@ use hyper::{Request, Response};
 use hyper_util::server::graceful::GracefulConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{watched, Body, BoxError};
+use super::body::{Body, BoxError};
+use super::watched;
 use crate::balance::Tally;
 
 /// How long, once the node stops, a connection may stay quiet before it is closed.

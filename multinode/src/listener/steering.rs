@@ -136,11 +136,11 @@ mod tests {
 
     fn group(n: usize) -> (Vec<TcpListener>, std::net::SocketAddr) {
         let any = "127.0.0.1:0".parse().unwrap();
-        let first = super::super::reuse_port_listener(any, BACKLOG).unwrap();
+        let first = super::super::socket::reuse_port_listener(any, BACKLOG).unwrap();
         let addr = first.local_addr().unwrap();
         let mut sockets = vec![first];
         for _ in 1..n {
-            sockets.push(super::super::reuse_port_listener(addr, BACKLOG).unwrap());
+            sockets.push(super::super::socket::reuse_port_listener(addr, BACKLOG).unwrap());
         }
         (sockets, addr)
     }

@@ -19,29 +19,20 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::RedisWrite;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
-use super::messages::SendError;
+use super::envelope::Envelope;
+use super::node_id::NodeId;
+use super::outage::Outage;
+use super::send_error::SendError;
 use super::subscription::Subscription;
-use super::NodeId;
 use crate::config::Cluster;
 
 /// How often the machines in the cluster are read.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// The most messages published in one round trip.
 const BATCH: usize = 256;
-/// The longest wait between two tries to reach Redis.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A message between machines, as published.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Envelope<'a> {
-    pub machine: &'a str,
-    pub node: u32,
-    pub body: &'a [u8],
-}
 
 /// One message to publish: its `PUBLISH` command, built by the sender (one
 /// buffer holds the channel and the envelope, encoded in place).
@@ -356,51 +347,6 @@ async fn keys(
         if cursor == 0 {
             return Ok(keys);
         }
-    }
-}
-
-/// An outage of one connection: logged once when it starts and once when it
-/// ends; the backoff between tries doubles up to `MAX_BACKOFF`.
-pub(super) struct Outage {
-    what: &'static str,
-    /// What the outage means for the node, said when it starts.
-    meaning: &'static str,
-    down: bool,
-    backoff: Duration,
-}
-
-impl Outage {
-    pub fn new(what: &'static str, meaning: &'static str) -> Self {
-        Outage {
-            what,
-            meaning,
-            down: false,
-            backoff: Duration::from_millis(100),
-        }
-    }
-
-    pub fn started(&mut self, why: &str) {
-        if !self.down {
-            warn!(
-                "cluster: lost the {} connection to Redis ({why}): {} until it is back",
-                self.what, self.meaning
-            );
-            self.down = true;
-        }
-    }
-
-    pub fn ended(&mut self) {
-        if self.down {
-            info!("cluster: the {} connection to Redis is back", self.what);
-        }
-        self.down = false;
-        self.backoff = Duration::from_millis(100);
-    }
-
-    pub fn backoff(&mut self) -> Duration {
-        let now = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        now
     }
 }
 

@@ -17,7 +17,8 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use super::halves::ReadHalf;
 use super::outbox::Stream;
-use super::{StreamId, KEEP_CAPACITY};
+use super::stream_id::StreamId;
+use super::wire::KEEP_CAPACITY;
 
 /// How much one read takes from a stream at most (frames may be longer). Small
 /// enough that the frames are still in the L1 cache when they are decoded:
@@ -253,7 +254,7 @@ mod tests {
             let codec = LengthDelimitedCodec::builder()
                 .max_frame_length(16)
                 .new_codec();
-            let (read, _write) = crate::mesh::halves::split(near).unwrap();
+            let (read, _write) = super::super::halves::split(near).unwrap();
             arrive
                 .send(Incoming::new(id, link(1), read, codec, writer))
                 .unwrap();

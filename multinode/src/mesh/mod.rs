@@ -21,34 +21,25 @@
 //! }
 //! ```
 
-/// The largest buffer an outgoing queue keeps once a burst is through, or an
-/// incoming stream once its frames are: room for the next messages, not for
-/// ever the largest burst.
-const KEEP_CAPACITY: usize = 1024 * 1024;
-
-/// One stream to a node: the incarnation it reaches, and the master's number for
-/// that stream. A pair meshed again without a restart (its stream was closed for
-/// a bad frame) gets a higher number, so that the old stream's end, seen late,
-/// never takes the new stream with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct StreamId {
-    pub generation: u64,
-    pub number: u64,
-}
-
 #[cfg(feature = "cluster")]
 mod backlog;
 #[cfg(feature = "cluster")]
 mod bridge;
+#[cfg(feature = "cluster")]
+mod envelope;
 mod halves;
 mod handshake;
 mod inbox;
 mod messages;
 mod node_id;
+#[cfg(feature = "cluster")]
+mod outage;
 mod outbox;
-mod peer;
+pub(crate) mod peer;
 mod remote;
 mod router;
+mod send_error;
+mod stream_id;
 #[cfg(feature = "cluster")]
 mod subscription;
 mod tally;
@@ -62,8 +53,8 @@ mod wire;
 /// ```
 pub use bytes::Bytes;
 pub(crate) use messages::start as start_messages;
-pub use messages::{Receiver, SendError, Sender};
+pub use messages::{Receiver, Sender};
 pub use node_id::NodeId;
-pub(crate) use peer::{run, Inbound, PeerQueue, Remesh};
 pub use peer::{Peer, Peers};
+pub use send_error::SendError;
 pub use wire::Options;

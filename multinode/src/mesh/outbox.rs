@@ -21,7 +21,9 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, Notify};
 
 use super::halves::WriteHalf;
-use super::{SendError, StreamId, KEEP_CAPACITY};
+use super::send_error::SendError;
+use super::stream_id::StreamId;
+use super::wire::KEEP_CAPACITY;
 
 /// A change in the streams to one node's incarnations, for its writer.
 pub(crate) enum Stream {

@@ -49,7 +49,7 @@ use super::handshake::handshake;
 pub struct Peer {
     id: usize,
     generation: u64,
-    /// The master's number for this stream (see [`StreamId`](super::StreamId)).
+    /// The master's number for this stream (see [`StreamId`](super::stream_id::StreamId)).
     link: u64,
     stream: UnixStream,
 }
@@ -80,8 +80,8 @@ impl Peer {
     }
 
     /// Which stream to that node this is, for the message layer.
-    pub(crate) fn stream_id(&self) -> super::StreamId {
-        super::StreamId {
+    pub(crate) fn stream_id(&self) -> super::stream_id::StreamId {
+        super::stream_id::StreamId {
             generation: self.generation,
             number: self.link,
         }
@@ -293,6 +293,18 @@ impl PeerQueue {
             notified.await;
         }
     }
+}
+
+/// Starts this node's side of the mesh, fed with the streams the master labels;
+/// it asks `remesh` for streams it had to close.
+pub(crate) fn start(
+    me: (usize, u64),
+    inbound: mpsc::UnboundedReceiver<Inbound>,
+    remesh: mpsc::UnboundedSender<Remesh>,
+) -> Arc<PeerQueue> {
+    let queue = Arc::new(PeerQueue::new(remesh));
+    tokio::spawn(run(me, inbound, queue.clone()).in_current_span());
+    queue
 }
 
 /// This node's side of the mesh: runs the handshake on every stream the master

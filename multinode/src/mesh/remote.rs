@@ -12,8 +12,8 @@ mod absent {
 
     use bytes::Bytes;
 
-    use super::super::messages::SendError;
-    use super::super::NodeId;
+    use super::super::node_id::NodeId;
+    use super::super::send_error::SendError;
     use crate::config::Cluster;
 
     pub(in crate::mesh) struct Arrival {

@@ -7,11 +7,11 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use super::messages::SendError;
+use super::node_id::NodeId;
 use super::outbox::{self, Outbox, Stream};
 use super::remote::Remote;
+use super::send_error::SendError;
 use super::wire::Options;
-use super::NodeId;
 
 /// The outgoing side: one link per other node.
 pub(super) struct Router {

@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 use tracing::{warn, Instrument};
 
 use super::backlog::{self, Backlog, Filler};
-use super::bridge::{Envelope, Outage};
-use super::NodeId;
+use super::envelope::Envelope;
+use super::node_id::NodeId;
+use super::outage::Outage;
 
 /// A message from another machine: its payload as Redis delivered it (not
 /// copied), and where its body lies in it.

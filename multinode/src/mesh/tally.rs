@@ -6,26 +6,26 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::messages::SendError;
-use crate::load_table::LoadTable;
+use super::send_error::SendError;
+use crate::shm::segment::Segment;
 
 #[derive(Clone, Default)]
 pub(crate) struct Tally {
-    board: Option<(Arc<LoadTable>, usize)>,
+    board: Option<(Arc<Segment>, usize)>,
 }
 
 impl Tally {
     /// Counts for node `slot` on `table`'s board.
-    pub(crate) fn new(table: Option<Arc<LoadTable>>, slot: usize) -> Self {
+    pub(crate) fn new(shm: Option<Arc<Segment>>, slot: usize) -> Self {
         Tally {
-            board: table.map(|t| (t, slot)),
+            board: shm.map(|t| (t, slot)),
         }
     }
 
-    fn line(&self) -> Option<&crate::board::MeshLine> {
+    fn line(&self) -> Option<&crate::shm::board::MeshLine> {
         self.board
             .as_ref()
-            .map(|(table, slot)| table.board().mesh(*slot))
+            .map(|(shm, slot)| shm.board().mesh(*slot))
     }
 
     /// `result` of sending a message of `bytes` to one node, counted.

@@ -7,7 +7,12 @@ use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use tokio_util::codec::LengthDelimitedCodec;
 
-use super::messages::SendError;
+use super::send_error::SendError;
+
+/// The largest buffer an outgoing queue keeps once a burst is through, or an
+/// incoming stream once its frames are: room for the next messages, not for
+/// ever the largest burst.
+pub(super) const KEEP_CAPACITY: usize = 1024 * 1024;
 
 /// The bytes of a frame's length prefix: the message's own bytes follow.
 pub(super) const LENGTH: usize = 4;

@@ -1,7 +1,8 @@
 //! The lifecycle events the status page lists (`admin::Journal`): what the
 //! supervisor did and saw, in a person's words.
 
-use super::machine::{Action, Notice};
+use super::machine::Action;
+use super::notice::Notice;
 use super::slot::{Generation, Slot};
 use super::Supervisor;
 

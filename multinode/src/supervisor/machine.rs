@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::notice::Notice;
 use super::slot::{Current, Generation, Process, Slot, SlotState};
 
 mod commands;
 mod lifecycle;
 mod timers;
 mod upgrade;
-
-pub(crate) use upgrade::Upgrade;
 
 /// How long a worker must have run for its exit not to count as a crash loop.
 pub(crate) const STABLE_UPTIME: Duration = Duration::from_secs(2);
@@ -179,21 +178,17 @@ pub(crate) enum Action {
     KillUpgrade,
 }
 
-/// Where the server stands, for the service manager.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Notice {
-    /// Every node serves: at start, and when a rolling restart is done.
-    /// `generation` counts the rolling restarts done, from 1.
-    Ready { nodes: usize, generation: u32 },
-    /// A rolling restart starts.
-    Reloading { nodes: usize },
-    /// A rolling restart stopped: `slot`'s replacement failed, and the old
-    /// processes serve on.
-    ReloadStopped { slot: usize },
-    /// Everything stops.
-    Stopping { nodes: usize },
-    /// A new master, `pid`, serves in this one's place.
-    Upgraded { pid: u32 },
+/// Where an upgrade stands, from the old master's side.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Upgrade {
+    Idle,
+    /// A new master is starting; it is stopped if not ready by `deadline`.
+    Starting {
+        deadline: Instant,
+    },
+    /// The new master serves: this one stops, and no longer speaks for the
+    /// service.
+    HandedOver,
 }
 
 /// What the whole server is doing.
@@ -389,6 +384,14 @@ impl Machine {
     }
 
     /// The slots that serve or will again, the master's node aside.
+    /// How many nodes serve as the server is configured now: the master's
+    /// own if it serves, and every worker slot not scaled down (SIGTTOU).
+    pub(crate) fn nodes(&self) -> usize {
+        let workers = self.slots.values();
+        let removed = |s: &&SlotState| matches!(s.current, Current::Removed);
+        workers.filter(|s| !removed(s)).count() + usize::from(self.settings.master_serves)
+    }
+
     pub(crate) fn members(&self) -> Vec<Slot> {
         self.slots
             .iter()

@@ -11,7 +11,7 @@ use super::process::{Event, Report};
 use super::slot::{Generation, Slot};
 use super::Supervisor;
 use crate::control::{ToMaster, ToWorker};
-use crate::mesh::Inbound;
+use crate::mesh::peer::Inbound;
 
 /// The shortest time between two new streams for one pair of nodes.
 const REMESH_PACE: Duration = Duration::from_secs(1);

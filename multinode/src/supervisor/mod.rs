@@ -16,25 +16,26 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::balance::LoadTable;
 use crate::config::Config;
+use crate::control::identity::Identity;
 use crate::control::{ToMaster, ToWorker};
 use crate::listener::Listeners;
-use crate::mesh::{Inbound, Remesh};
-use crate::nodes::Identity;
+use crate::mesh::peer::{Inbound, Remesh};
+use crate::shm::segment::Segment;
 
 mod journal;
 mod machine;
 mod meshing;
 #[cfg(test)]
 mod model_test;
+pub(crate) mod notice;
 mod process;
 mod rescue;
+mod rescuing;
 mod signals;
 mod slot;
 mod status;
 
-pub(crate) use machine::Notice;
 use machine::{Action, Input, Machine, Settings, SpawnFailure};
 use process::{Event, Report, Reserve, Worker};
 use rescue::Rescue;
@@ -44,7 +45,7 @@ use slot::{Generation, Slot};
 pub(crate) struct Supervisor {
     config: Config,
     listeners: Listeners,
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     /// Fires the master node's own shutdown future.
     master_shutdown: CancellationToken,
     /// The master node's side of the mesh: its ends of the mesh streams.
@@ -83,7 +84,7 @@ impl Supervisor {
     pub(crate) fn new(
         config: Config,
         listeners: Listeners,
-        table: Arc<LoadTable>,
+        shm: Arc<Segment>,
         master_shutdown: CancellationToken,
         master_mesh: mpsc::UnboundedSender<Inbound>,
         master_handed: mpsc::UnboundedSender<std::net::TcpStream>,
@@ -99,7 +100,7 @@ impl Supervisor {
             boot_failures: config.boot_failures,
             shutdown_timeout: config.shutdown_timeout,
             watchdog: (!config.watchdog_timeout.is_zero()).then_some(config.watchdog_timeout),
-            max_slot: crate::config::MAX_NODES,
+            max_slot: crate::config::ranges::MAX_NODES,
             nodes: config.nodes,
             started,
         };
@@ -108,7 +109,7 @@ impl Supervisor {
             reserve: Reserve::new(reserve_size(config.nodes)),
             config,
             listeners,
-            table,
+            shm,
             master_shutdown,
             master_mesh,
             master_handed,
@@ -193,8 +194,8 @@ impl Supervisor {
             }
         };
         if let Some(listener) = self.admin.take() {
-            let (table, journal) = (self.table.clone(), self.journal.clone());
-            tokio::spawn(crate::admin::serve(listener, table, journal));
+            let (shm, journal) = (self.shm.clone(), self.journal.clone());
+            tokio::spawn(crate::admin::serve(listener, shm, journal));
         }
         let mut rescued = self.watch_queues();
         // Fed from this loop, so that a hung loop starves it.
@@ -233,7 +234,7 @@ impl Supervisor {
                     ready_pending = false;
                     ready.ok().map(|()| {
                         if self.config.master_listen {
-                            self.table.set_live(0, true);
+                            self.shm.table().set_live(0, true);
                         }
                         Input::MasterReady
                     })
@@ -282,9 +283,9 @@ impl Supervisor {
                 if let Ok(status) = &status {
                     self.record_exit(slot, status);
                 }
-                self.table.release(slot, generation); // its connections died with it
+                self.shm.table().release(slot, generation); // its connections died with it
                 if !self.workers.keys().any(|(s, _)| *s == slot) {
-                    self.table.set_live(slot, false);
+                    self.shm.table().set_live(slot, false);
                 }
                 let success = status.as_ref().is_ok_and(|s| s.success());
                 let status = match status {
@@ -330,7 +331,7 @@ impl Supervisor {
                     });
                 }
             },
-            Action::Serving { slot } => self.table.set_live(slot, true),
+            Action::Serving { slot } => self.shm.table().set_live(slot, true),
             Action::Drain { slot, generation } => {
                 if let Some(worker) = self.workers.get(&(slot, generation)) {
                     worker.send(ToWorker::Shutdown, None);
@@ -341,7 +342,7 @@ impl Supervisor {
                     .keys()
                     .any(|k| k.0 == slot && k.1 != generation)
                 {
-                    self.table.set_live(slot, false);
+                    self.shm.table().set_live(slot, false);
                 }
             }
             Action::Kill { slot, generation } => {
@@ -357,7 +358,7 @@ impl Supervisor {
             }
             Action::CloseListener { slot } => self.close_queue(slot),
             Action::StopMaster => {
-                self.table.set_live(0, false);
+                self.shm.table().set_live(0, false);
                 self.master_shutdown.cancel();
             }
             Action::Exit { code } => {
@@ -366,12 +367,11 @@ impl Supervisor {
             }
             Action::KillAllAndExit { code } => self.kill_all_and_exit(code).await,
             Action::Notify(notice) => {
-                if let machine::Notice::Upgraded { pid } = notice {
+                if let notice::Notice::Upgraded { pid } = notice {
                     crate::init::announce(pid);
                 }
                 self.systemd.notice(&notice);
-                if let (machine::Notice::Ready { .. }, Some(old)) =
-                    (&notice, self.old_master.take())
+                if let (notice::Notice::Ready { .. }, Some(old)) = (&notice, self.old_master.take())
                 {
                     info!("upgrade: every node is ready; the old master drains");
                     old.ready();
@@ -415,7 +415,7 @@ impl Supervisor {
         let Some(slot) = self.machine.slot_to_add() else {
             warn!(
                 "SIGTTIN: no node can be added now (at most {})",
-                crate::config::MAX_NODES
+                crate::config::ranges::MAX_NODES
             );
             return None;
         };
@@ -427,7 +427,7 @@ impl Supervisor {
             return None;
         }
         self.watch_queue(slot);
-        self.table.extend_serving_end(slot + 1);
+        self.shm.table().extend_serving_end(slot + 1);
         Some(slot)
     }
 
@@ -438,23 +438,13 @@ impl Supervisor {
         members: Vec<Slot>,
     ) -> std::io::Result<Worker> {
         let listener: OwnedFd = self.listeners.for_slot(slot)?.try_clone()?.into();
-        let table = self.table.fd().try_clone_to_owned()?;
-        let identity = Identity {
-            id: slot,
-            generation,
-            count: self.config.nodes,
-            shutdown_timeout: self.config.shutdown_timeout,
-            balance: self.config.balance,
-            serving_slots: self.config.serving_slots(),
-            heartbeat: self.machine.heartbeat_every().unwrap_or(Duration::ZERO),
-            members,
-            max_connections: self.config.max_connections,
-            cluster: self.config.cluster.clone(),
-        };
+        let shm = self.shm.fd().try_clone_to_owned()?;
+        let heartbeat = self.machine.heartbeat_every().unwrap_or(Duration::ZERO);
+        let identity = Identity::new(&self.config, (slot, generation), members, heartbeat);
         let greeting = vec![
             (ToWorker::Hello(identity), None),
             (ToWorker::Listener, Some(listener)),
-            (ToWorker::LoadTable, Some(table)),
+            (ToWorker::Segment, Some(shm)),
         ];
         self.reserve.release();
         let worker = process::spawn(
@@ -485,7 +475,7 @@ impl Supervisor {
     /// benchmark reads, one line per node.
     fn log_totals(&self) {
         for slot in self.config.serving_slots() {
-            let (connections, requests) = self.table.totals(slot);
+            let (connections, requests) = self.shm.table().totals(slot);
             info!(node = slot, connections, requests, "node totals");
         }
     }

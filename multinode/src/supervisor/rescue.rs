@@ -20,10 +20,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 
 use super::slot::Slot;
-use super::Supervisor;
-use crate::balance::LoadTable;
-use crate::control::ToWorker;
-use crate::load_table::now_ms;
+use crate::shm::load_table::now_ms;
+use crate::shm::segment::Segment;
 
 /// How often each queue is looked at.
 const LOOK_EVERY: Duration = Duration::from_millis(5);
@@ -47,7 +45,7 @@ pub(super) enum Report {
 
 /// The watch over every node's queue.
 pub(super) struct Rescue {
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     /// The first serving slot.
     first: Slot,
     reports: mpsc::UnboundedSender<Report>,
@@ -56,17 +54,17 @@ pub(super) struct Rescue {
     /// The last node handed a connection.
     last: Slot,
     /// The nodes new connections are steered away from.
-    silent: Vec<Slot>,
+    pub(super) silent: Vec<Slot>,
 }
 
 impl Rescue {
     pub(super) fn new(
-        table: Arc<LoadTable>,
+        shm: Arc<Segment>,
         first: Slot,
         reports: mpsc::UnboundedSender<Report>,
     ) -> Self {
         Rescue {
-            table,
+            shm,
             first,
             reports,
             watches: BTreeMap::new(),
@@ -86,7 +84,7 @@ impl Rescue {
             slot,
             first: self.first,
             socket,
-            table: self.table.clone(),
+            shm: self.shm.clone(),
             reports: self.reports.clone(),
         };
         tokio::spawn(watch.run(stop.clone()));
@@ -102,7 +100,7 @@ impl Rescue {
     /// that accepts, in turn among equals; `from` itself if there is none (it
     /// serves the connection once it runs again).
     pub(super) fn target(&mut self, from: Slot) -> Slot {
-        let target = self.table.least_busy_but(from, self.first, self.last);
+        let target = self.shm.table().least_busy_but(from, self.first, self.last);
         self.last = target.unwrap_or(self.last);
         target.unwrap_or(from)
     }
@@ -113,7 +111,7 @@ struct Watch {
     slot: Slot,
     first: Slot,
     socket: TcpListener,
-    table: Arc<LoadTable>,
+    shm: Arc<Segment>,
     reports: mpsc::UnboundedSender<Report>,
 }
 
@@ -212,105 +210,14 @@ impl Watch {
     /// Whether the node's accept loop ran lately.
     fn accepting(&self) -> bool {
         let silent = QUIET.as_millis() as u64;
-        self.table.accepting(self.slot, now_ms(), silent)
+        self.shm.table().accepting(self.slot, now_ms(), silent)
     }
 
     /// Whether another node would take what the master takes.
     fn others_accept(&self) -> bool {
-        self.table
+        self.shm
+            .table()
             .least_busy_but(self.slot, self.first, self.slot)
             .is_some()
-    }
-}
-
-/// The supervisor's side: it steers and hands over what the watches report.
-impl Supervisor {
-    /// With `ReusePort`, starts watching every slot's queue; their reports
-    /// come on the channel returned.
-    pub(super) fn watch_queues(&mut self) -> mpsc::UnboundedReceiver<Report> {
-        let (reports, received) = mpsc::unbounded_channel();
-        if self.config.balance == crate::config::Balance::ReusePort {
-            let first = self.config.serving_slots().start;
-            let mut rescue = Rescue::new(self.table.clone(), first, reports);
-            for (slot, socket) in self.listeners.per_slot() {
-                rescue.watch(slot, socket);
-            }
-            self.rescue = Some(rescue);
-        }
-        received
-    }
-
-    /// Watches the queue of a slot added by SIGTTIN.
-    pub(super) fn watch_queue(&mut self, slot: Slot) {
-        if let (Some(rescue), Ok(socket)) = (&mut self.rescue, self.listeners.for_slot(slot)) {
-            rescue.watch(slot, socket);
-        }
-        self.steer_again();
-    }
-
-    /// Closes the socket of a slot that ended for good; its watch (and copy of
-    /// the socket) goes first. When the last copy closes, the kernel moves the
-    /// group's last socket into its place.
-    pub(super) fn close_queue(&mut self, slot: Slot) {
-        if let Some(rescue) = &mut self.rescue {
-            rescue.forget(slot);
-        }
-        self.listeners.close_slot(slot);
-        if let Some(rescue) = &mut self.rescue {
-            rescue.silent.retain(|s| *s != slot);
-        }
-        self.steer_again();
-    }
-
-    pub(super) fn on_rescue(&mut self, report: Report) {
-        let Some(rescue) = &mut self.rescue else {
-            return;
-        };
-        match report {
-            Report::Silent(slot) => rescue.silent.push(slot),
-            Report::Accepting(slot) => rescue.silent.retain(|s| *s != slot),
-            Report::Taken { from, stream } => return self.hand_over(from, stream),
-        }
-        self.steer();
-    }
-
-    /// The group changed: while steering, steer anew (the sockets' places moved).
-    fn steer_again(&self) {
-        if self.rescue.as_ref().is_some_and(|r| !r.silent.is_empty()) {
-            self.steer();
-        }
-    }
-
-    /// New connections to the nodes that accept only (to all when all do).
-    fn steer(&self) {
-        let Some(rescue) = &self.rescue else {
-            return;
-        };
-        if let Err(error) = self.listeners.steer_away(&rescue.silent) {
-            warn!(
-                "cannot steer connections away from nodes {:?}: {error}",
-                rescue.silent
-            );
-        }
-    }
-
-    /// Hands a connection taken from a node that was not accepting to another.
-    fn hand_over(&mut self, from: Slot, stream: TcpStream) {
-        let Some(rescue) = &mut self.rescue else {
-            return;
-        };
-        let to = rescue.target(from);
-        if to == 0 && self.config.master_listen {
-            let _ = self.master_handed.send(stream);
-            return;
-        }
-        let worker = self
-            .machine
-            .serving(to)
-            .and_then(|generation| self.workers.get(&(to, generation)));
-        // Nobody to serve it (the node is gone meanwhile): it closes.
-        if let Some(worker) = worker {
-            worker.send(ToWorker::Connection, Some(stream.into()));
-        }
     }
 }

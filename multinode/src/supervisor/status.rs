@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::machine::Master;
 use super::slot::{Current, Generation, SlotState};
 use super::Supervisor;
-use crate::board::{self, LastExit};
+use crate::shm::board::{self, LastExit};
 
 impl Supervisor {
     /// Writes where every slot stands on the board.
     pub(super) fn publish_status(&self) {
-        let board = self.table.board();
+        self.shm.table().set_nodes(self.machine.nodes());
+        let board = self.shm.board();
         for (slot, state) in &self.machine.slots {
             let (shown, generation) = shown(state);
             let line = board.process(*slot);
@@ -22,7 +23,8 @@ impl Supervisor {
             if let Some(generation) = generation {
                 let pid = self.workers.get(&(*slot, generation)).map_or(0, |w| w.pid);
                 if line.generation.swap(generation as u32, Relaxed) != generation as u32 {
-                    line.started_ms.store(crate::load_table::now_ms(), Relaxed);
+                    line.started_ms
+                        .store(crate::shm::load_table::now_ms(), Relaxed);
                 }
                 line.pid.store(pid, Relaxed);
             }
@@ -40,7 +42,7 @@ impl Supervisor {
             line.set_state(shown);
             line.pid.store(std::process::id(), Relaxed);
             line.generation.store(1, Relaxed);
-            let now = crate::load_table::now_ms();
+            let now = crate::shm::load_table::now_ms();
             let _ = line.started_ms.compare_exchange(0, now, Relaxed, Relaxed);
         }
         let counters = self.machine.counters;
@@ -60,7 +62,7 @@ impl Supervisor {
             (None, Some(signal)) => LastExit::Signal(signal),
             (None, None) => LastExit::None,
         };
-        self.table.board().process(slot).set_last_exit(exit);
+        self.shm.board().process(slot).set_last_exit(exit);
     }
 }
 

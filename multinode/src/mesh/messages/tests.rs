@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::mesh::peer::tests::connect;
-use crate::mesh::{run, Inbound};
+use crate::mesh::peer::{run, Inbound};
 use proptest::prelude::*;
 use std::time::Duration;
 use tokio_util::codec::Decoder;

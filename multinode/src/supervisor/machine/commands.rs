@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{raise_exit_code, Action, Machine, Notice, Phase, KILL_GRACE};
+use super::{raise_exit_code, Action, Machine, Phase, KILL_GRACE};
+use crate::supervisor::notice::Notice;
 use crate::supervisor::slot::{Current, Deadline, Slot};
 
 impl Machine {

@@ -5,20 +5,8 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{Action, Machine, Notice, Phase, READY_TIMEOUT};
-
-/// Where an upgrade stands, from the old master's side.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Upgrade {
-    Idle,
-    /// A new master is starting; it is stopped if not ready by `deadline`.
-    Starting {
-        deadline: Instant,
-    },
-    /// The new master serves: this one stops, and no longer speaks for the
-    /// service.
-    HandedOver,
-}
+use super::{Action, Machine, Phase, Upgrade, READY_TIMEOUT};
+use crate::supervisor::notice::Notice;
 
 impl Machine {
     /// SIGUSR2.

@@ -7,8 +7,8 @@ use std::io::IsTerminal;
 /// `RUST_LOG` (`info` by default): a level, or `target=level` pairs such as
 /// `info,multinode=debug` (tracing-subscriber's `Targets`, which needs no regex
 /// engine in every process).
-pub(super) fn init_tracing(logging: crate::Logging) {
-    if let crate::Logging::Own(install) = logging {
+pub(super) fn init_tracing(logging: crate::config::Logging) {
+    if let crate::config::Logging::Own(install) = logging {
         return install();
     }
     if tracing::dispatcher::has_been_set() {

@@ -1,9 +1,7 @@
-//! Configuration: the [`Builder`] whose methods are the attribute's keys, and the
+//! The [`Builder`] whose methods are the attribute's keys, its choices, and the
 //! environment variables that override it at run time.
 
 use std::time::Duration;
-
-use crate::Nodes;
 
 /// Which tokio runtime each process builds for its body.
 ///
@@ -60,7 +58,7 @@ pub enum Balance {
 
 impl Balance {
     /// The mode named as in the attribute and `MULTINODE_BALANCE`.
-    fn from_name(name: &str) -> Option<Self> {
+    pub(super) fn from_name(name: &str) -> Option<Self> {
         match name {
             "least_conn" => Some(Balance::LeastConn),
             "reuse_port" => Some(Balance::ReusePort),
@@ -78,13 +76,10 @@ pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
 pub(crate) const ENV_MAX_CONNECTIONS: &str = "MULTINODE_MAX_CONNECTIONS";
 pub(crate) const ENV_ADMIN: &str = "MULTINODE_ADMIN";
 
-/// The most processes one master will supervise.
-pub(crate) const MAX_NODES: usize = 1024;
-
 /// Why `flavor = "multi_thread"` is refused when this crate is built without
 /// its `multi-thread` feature.
 #[cfg(not(feature = "multi-thread"))]
-const MULTI_THREAD_NEEDS: &str = "needs multinode's `multi-thread` feature";
+pub(super) const MULTI_THREAD_NEEDS: &str = "needs multinode's `multi-thread` feature";
 
 /// Settings for a multinode program: what `#[multinode::main(...)]` expands to.
 ///
@@ -206,8 +201,8 @@ impl Builder {
         self
     }
 
-    /// How many processes serve (default: the number of CPUs). Overridden by
-    /// `MULTINODE_NODES`.
+    /// How many processes serve (default: the number of CPUs; 1 to 1024).
+    /// Overridden by `MULTINODE_NODES`.
     ///
     /// ```
     /// let builder = multinode::Builder::new().nodes(4);
@@ -243,7 +238,7 @@ impl Builder {
     }
 
     /// How long a stopping node may take to finish its in-flight requests before
-    /// they are cut (default 30 s).
+    /// they are cut (default 30 s; at most a week).
     ///
     /// ```
     /// let builder = multinode::Builder::new().shutdown_timeout(std::time::Duration::from_secs(5));
@@ -395,25 +390,6 @@ impl Builder {
         self
     }
 
-    /// Starts the program: in the process the user started, binds the port and
-    /// starts the workers, then runs `body` in every process with its [`Nodes`].
-    /// Never returns: the process exits with 0, or non-zero on an error (2 for bad
-    /// configuration, 1 for an `Err` returned by `body` or a failed start).
-    ///
-    /// ```no_run
-    /// multinode::Builder::new().nodes(2).run(|nodes: multinode::Nodes| async move {
-    ///     nodes.shutdown().await;
-    /// })
-    /// ```
-    pub fn run<F, Fut>(self, body: F) -> !
-    where
-        F: FnOnce(Nodes) -> Fut,
-        Fut: std::future::Future,
-        Fut::Output: crate::MainResult,
-    {
-        crate::bootstrap::run(self, body)
-    }
-
     /// Builds the tokio runtime one process runs its body on.
     pub(crate) fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
         let mut builder = match self.flavor {
@@ -434,8 +410,3 @@ impl Builder {
         builder.enable_all().build()
     }
 }
-
-mod cluster;
-mod resolve;
-pub(crate) use cluster::Cluster;
-pub(crate) use resolve::Config;

@@ -1,21 +1,13 @@
-//! The load table: a small table in shared memory (an anonymous, sealed `memfd`,
-//! one cache line per slot) that every node updates as it opens and closes
-//! connections, and that the accept loops consult. The master creates it and
-//! sends it to each worker as a labelled descriptor; every mode keeps the
-//! per-node totals there, which the master reports when it stops.
+//! The load table: one cache line per slot in the shared segment, that every
+//! node updates as it opens and closes connections, and that the accept loops
+//! consult. Every mode keeps the per-node totals there, which the master
+//! reports when it stops.
 
-use std::io;
-use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-
-use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 
 /// Slots the table has room for: every node a master can run, so that scaling up
 /// never needs a new table.
-pub(crate) const TABLE_SLOTS: usize = crate::config::MAX_NODES + 1;
+pub(crate) const TABLE_SLOTS: usize = crate::config::ranges::MAX_NODES + 1;
 
 /// How many more connections in all than an equally busy node a node may have
 /// accepted and still accept now: this many, or a sixteenth of the other's total
@@ -58,115 +50,54 @@ impl Entry {
 /// How many incarnations of a slot the table tells apart.
 const HELD: usize = 4;
 
-/// The shared table, mapped in this process.
-pub(crate) struct LoadTable {
-    entries: NonNull<Entry>,
-    fd: OwnedFd,
+/// The whole server's line, after the slots'.
+#[repr(C, align(64))]
+struct Summary {
+    /// Where the serving slots end: every slot that ever served is below
+    /// (SIGTTIN moves it up; nothing moves it down).
+    serving_end: AtomicU32,
+    /// How many nodes serve as the server stands now: the configured count,
+    /// moved by SIGTTIN and SIGTTOU (the master keeps it).
+    nodes: AtomicU32,
 }
 
-// SAFETY: the mapping is only ever accessed through atomics, and lives as long as
-// the `LoadTable`.
-unsafe impl Send for LoadTable {}
-unsafe impl Sync for LoadTable {}
-
-/// The table's size never changes, nor its seals.
-const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
-    .union(SealFlag::F_SEAL_GROW)
-    .union(SealFlag::F_SEAL_SEAL);
-
-/// The slots' lines, then one more: the end of the serving slots, which SIGTTIN
-/// moves (kept in that line's `active`).
-const TABLE_BYTES: usize = (TABLE_SLOTS + 1) * std::mem::size_of::<Entry>();
-/// Where the status board starts: after the table, on its own page.
-const BOARD_OFFSET: usize = TABLE_BYTES.div_ceil(4096) * 4096;
-/// The whole memory: the table, then the board (its pages are only touched as
-/// they are used).
-const MAPPED_BYTES: usize = BOARD_OFFSET + std::mem::size_of::<crate::board::Board>();
+/// The table's layout: the slots' lines, then the server's.
+#[repr(C)]
+pub(crate) struct LoadTable {
+    lines: [Entry; TABLE_SLOTS],
+    summary: Summary,
+}
 
 impl LoadTable {
-    /// A new, zeroed table (the master's).
-    pub(crate) fn create() -> io::Result<Self> {
-        use nix::sys::memfd::MFdFlags;
-        let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
-        let fd = nix::sys::memfd::memfd_create(c"multinode-load", flags)?;
-        nix::unistd::ftruncate(&fd, MAPPED_BYTES as i64)?;
-        // Sealed, so that no worker can shrink it under the others' mappings
-        // (a SIGBUS in every process that reads it).
-        fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS))?;
-        Self::map(fd)
-    }
-
-    /// Maps the table received from the master, after checking its size and seals.
-    pub(crate) fn open(fd: OwnedFd) -> io::Result<Self> {
-        let seals = SealFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GET_SEALS)?);
-        if !seals.contains(SEALS) {
-            return Err(io::Error::other("the load table received is not sealed"));
-        }
-        let size = nix::sys::stat::fstat(&fd)?.st_size;
-        if usize::try_from(size).ok() != Some(MAPPED_BYTES) {
-            return Err(io::Error::other(format!(
-                "the load table received is {size} bytes, not {MAPPED_BYTES}"
-            )));
-        }
-        Self::map(fd)
-    }
-
-    fn map(fd: OwnedFd) -> io::Result<Self> {
-        let length = NonZeroUsize::new(MAPPED_BYTES).expect("the table is not empty");
-        // SAFETY: a fresh shared mapping of a file of exactly this size, accessed
-        // only through atomics; unmapped on drop.
-        let ptr = unsafe {
-            mmap(
-                None,
-                length,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &fd,
-                0,
-            )?
-        };
-        Ok(LoadTable {
-            entries: ptr.cast(),
-            fd,
-        })
-    }
-
-    /// The descriptor, to send to a worker.
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// The status board, in the same memory.
-    pub(crate) fn board(&self) -> &crate::board::Board {
-        // SAFETY: the board lies within the mapping (MAPPED_BYTES), page-aligned,
-        // and is only ever accessed through atomics; it lives as long as `&self`.
-        unsafe { &*self.entries.as_ptr().cast::<u8>().add(BOARD_OFFSET).cast() }
-    }
-
     fn entry(&self, slot: usize) -> &Entry {
         assert!(slot < TABLE_SLOTS, "slot {slot} is beyond the table");
-        self.line(slot)
-    }
-
-    fn line(&self, index: usize) -> &Entry {
-        assert!(index <= TABLE_SLOTS);
-        // SAFETY: in bounds (checked), and the mapping outlives `&self`.
-        unsafe { &*self.entries.as_ptr().add(index) }
+        &self.lines[slot]
     }
 
     /// Where the serving slots end (the master sets it at start and on SIGTTIN).
     pub(crate) fn set_serving_end(&self, end: usize) {
-        self.line(TABLE_SLOTS).active.store(end as u32, Relaxed);
+        self.summary.serving_end.store(end as u32, Relaxed);
     }
 
     /// Moves the end of the serving slots up to `end`, if it is below (SIGTTIN).
     pub(crate) fn extend_serving_end(&self, end: usize) {
-        self.line(TABLE_SLOTS).active.fetch_max(end as u32, Relaxed);
+        self.summary.serving_end.fetch_max(end as u32, Relaxed);
     }
 
     /// Where the serving slots end: every slot that ever served is below.
     pub(crate) fn serving_end(&self) -> usize {
-        self.line(TABLE_SLOTS).active.load(Relaxed) as usize
+        self.summary.serving_end.load(Relaxed) as usize
+    }
+
+    /// How many nodes serve now, as configured (the master, at start and
+    /// whenever SIGTTIN or SIGTTOU changes it).
+    pub(crate) fn set_nodes(&self, nodes: usize) {
+        self.summary.nodes.store(nodes as u32, Relaxed);
+    }
+
+    /// How many nodes serve now, as configured.
+    pub(crate) fn nodes(&self) -> usize {
+        self.summary.nodes.load(Relaxed) as usize
     }
 
     /// Marks a slot serving or not (the master, on ready, drain and exit). A
@@ -314,73 +245,6 @@ impl LoadTable {
     }
 }
 
-/// A read-only view of the load table: the connections open now on each serving
-/// node, as every node counts them (with [`http::serve`](crate::http::serve)).
-/// Made by [`Nodes::load`](crate::Nodes::load).
-///
-/// ```no_run
-/// # async fn f(nodes: multinode::Nodes) {
-/// let load = nodes.load();
-/// let total: u32 = load.open_connections().iter().map(|(_, open)| open).sum();
-/// println!("{total} connections open on all nodes");
-/// # }
-/// ```
-#[derive(Clone, Debug)]
-pub struct Load {
-    table: std::sync::Arc<LoadTable>,
-    first: usize,
-}
-
-impl Load {
-    pub(crate) fn new(table: std::sync::Arc<LoadTable>, first: usize) -> Self {
-        Load { table, first }
-    }
-
-    /// The whole server's metrics in the Prometheus text format, as
-    /// [`Nodes::metrics`](crate::Nodes::metrics) gives them: for a handler.
-    ///
-    /// ```no_run
-    /// # fn f(nodes: &multinode::Nodes) {
-    /// let load = nodes.load(); // moves into a handler
-    /// let text = load.metrics();
-    /// # let _ = text;
-    /// # }
-    /// ```
-    pub fn metrics(&self) -> String {
-        crate::metrics::render(&self.table, 0..TABLE_SLOTS)
-    }
-
-    /// `(id, open)` for every serving node, scaled-up ones included.
-    ///
-    /// ```no_run
-    /// # fn f(load: multinode::Load) {
-    /// for (id, open) in load.open_connections() {
-    ///     println!("node {id}: {open}");
-    /// }
-    /// # }
-    /// ```
-    pub fn open_connections(&self) -> Vec<(usize, u32)> {
-        self.table.open_counts(self.first)
-    }
-}
-
-impl std::fmt::Debug for LoadTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadTable")
-            .field("fd", &self.fd)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for LoadTable {
-    fn drop(&mut self) {
-        // SAFETY: mapped in `map` with this length, and no reference outlives self.
-        unsafe {
-            let _ = munmap(self.entries.cast(), MAPPED_BYTES);
-        }
-    }
-}
-
 /// Milliseconds of `CLOCK_MONOTONIC`: the same clock in every process.
 pub(crate) fn now_ms() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
@@ -391,11 +255,12 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::zeroed::zeroed;
 
     #[test]
-    fn the_table_is_shared_through_its_descriptor() {
-        let table = LoadTable::create().unwrap();
-        let other = LoadTable::open(table.fd().try_clone_to_owned().unwrap()).unwrap();
+    fn the_least_busy_node_is_found_by_its_open_connections() {
+        let table = zeroed::<LoadTable>();
+        let other = &table;
         table.set_serving_end(2);
         table.set_live(0, true);
         table.stamp(0, 1); // its accept loop ran
@@ -426,7 +291,7 @@ mod tests {
 
     #[test]
     fn an_incarnation_that_exits_takes_away_only_what_it_held() {
-        let table = LoadTable::create().unwrap();
+        let table = zeroed::<LoadTable>();
         table.set_serving_end(2);
         for _ in 0..3 {
             table.opened(1, 1); // the old incarnation, being replaced
@@ -444,7 +309,7 @@ mod tests {
 
     #[test]
     fn a_node_silent_too_long_is_no_candidate_until_it_runs_again() {
-        let table = LoadTable::create().unwrap();
+        let table = zeroed::<LoadTable>();
         table.set_serving_end(3);
         for slot in 0..3 {
             table.set_live(slot, true);
@@ -476,7 +341,7 @@ mod tests {
 
     #[test]
     fn hand_overs_go_to_the_least_busy_accepting_node_in_turn() {
-        let table = LoadTable::create().unwrap();
+        let table = zeroed::<LoadTable>();
         table.set_serving_end(4);
         for slot in 0..4 {
             table.set_live(slot, true);
@@ -498,21 +363,5 @@ mod tests {
         table.set_live(2, false);
         table.set_live(0, false);
         assert_eq!(table.least_busy_but(1, 0, 0), None);
-    }
-
-    #[test]
-    fn a_table_of_the_wrong_size_or_unsealed_is_refused() {
-        let fd =
-            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, 64).unwrap();
-        assert!(LoadTable::open(fd).is_err());
-        let fd =
-            nix::sys::memfd::memfd_create(c"x", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, TABLE_BYTES as i64).unwrap();
-        let err = LoadTable::open(fd).unwrap_err();
-        assert!(err.to_string().contains("not sealed"), "{err}");
-        // The master's table cannot be shrunk by whoever holds it.
-        let table = LoadTable::create().unwrap();
-        assert!(nix::unistd::ftruncate(table.fd(), 64).is_err());
     }
 }

@@ -5,7 +5,7 @@
 
 use std::os::fd::OwnedFd;
 
-use super::StartError;
+use super::start_error::StartError;
 use crate::control::{self, ENV_CONTROL_FD, ENV_WORKER};
 use crate::listener::Passed;
 

@@ -1,4 +1,4 @@
-//! The status board: the part of the load table's shared memory that says how
+//! The status board: the part of the shared segment that says how
 //! each slot stands, for metrics and the status page. The master writes each
 //! slot's process (pid, generation, state, restarts, last exit) and its own
 //! counters; each node writes its mesh counters and the program's own metrics.
@@ -7,6 +7,8 @@
 //! when a node restarts.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use super::load_table::TABLE_SLOTS;
 
 /// The program's own metrics each node can have.
 pub(crate) const USER_METRICS: usize = 16;
@@ -116,10 +118,10 @@ pub(crate) enum Kind {
 /// The board's layout, after the load table's lines in the same memory.
 #[repr(C)]
 pub(crate) struct Board {
-    processes: [ProcessLine; crate::load_table::TABLE_SLOTS],
+    processes: [ProcessLine; TABLE_SLOTS],
     supervisor: SupervisorLine,
-    mesh: [MeshLine; crate::load_table::TABLE_SLOTS],
-    user: [[UserLine; USER_METRICS]; crate::load_table::TABLE_SLOTS],
+    mesh: [MeshLine; TABLE_SLOTS],
+    user: [[UserLine; USER_METRICS]; TABLE_SLOTS],
 }
 
 impl Board {
@@ -255,8 +257,7 @@ mod tests {
 
     #[test]
     fn a_metric_is_found_again_by_name_and_kind() {
-        let table = crate::load_table::LoadTable::create().unwrap();
-        let board = table.board();
+        let board = crate::shm::zeroed::zeroed::<Board>();
         let orders = board.user(3, "orders_total", Kind::Counter).unwrap();
         board.user_value(3, orders).fetch_add(5, Relaxed);
         let again = board.user(3, "orders_total", Kind::Counter).unwrap();

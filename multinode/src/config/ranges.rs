@@ -1,0 +1,101 @@
+//! The range of each setting that has one: one rule, used by the runtime when
+//! it resolves the settings and by `#[multinode::main]`, whose expansion checks
+//! every literal against it at compile time (a `const` the macro emits beside
+//! the value, so that the error points at the value's token).
+
+/// The most processes one master will supervise.
+pub const MAX_NODES: usize = 1024;
+/// The longest `shutdown_timeout` or `watchdog_timeout`, in milliseconds: a week.
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The shortest watchdog timeout, in milliseconds: heartbeats come every quarter
+/// of it, and no more often than every 10 ms.
+pub const MIN_WATCHDOG_MS: u64 = 100;
+
+/// What `nodes` may be, as an error says it.
+pub const NODES: &str = "1 to 1024 processes";
+/// What `shutdown_timeout` may be, as an error says it.
+pub const SHUTDOWN_TIMEOUT: &str = "at most a week";
+/// What `watchdog_timeout` may be, as an error says it.
+pub const WATCHDOG_TIMEOUT: &str = "0 (off), or 100 ms to a week";
+
+/// The compile errors of the attribute's values out of range (a `const`
+/// panics with one string, so each is whole here).
+pub const NODES_ERROR: &str = "`nodes` expects 1 to 1024 processes";
+/// See [`NODES_ERROR`].
+pub const SHUTDOWN_TIMEOUT_ERROR: &str = "`shutdown_timeout` expects at most a week";
+/// See [`NODES_ERROR`].
+pub const WATCHDOG_TIMEOUT_ERROR: &str = "`watchdog_timeout` expects 0 (off), or 100 ms to a week";
+
+/// Whether `nodes` processes may serve.
+///
+/// ```
+/// use multinode::__private::ranges;
+/// assert!(ranges::nodes(4) && !ranges::nodes(0) && !ranges::nodes(ranges::MAX_NODES + 1));
+/// ```
+pub const fn nodes(nodes: usize) -> bool {
+    nodes >= 1 && nodes <= MAX_NODES
+}
+
+/// Whether a drain may take `millis` milliseconds.
+///
+/// ```
+/// use multinode::__private::ranges;
+/// assert!(ranges::shutdown_timeout(30_000) && !ranges::shutdown_timeout(864_000_000));
+/// ```
+pub const fn shutdown_timeout(millis: u64) -> bool {
+    millis <= MAX_DURATION_MS
+}
+
+/// Whether the watchdog may wait `millis` milliseconds (0: off).
+///
+/// ```
+/// use multinode::__private::ranges;
+/// assert!(ranges::watchdog_timeout(0) && !ranges::watchdog_timeout(5));
+/// ```
+pub const fn watchdog_timeout(millis: u64) -> bool {
+    millis == 0 || (millis >= MIN_WATCHDOG_MS && millis <= MAX_DURATION_MS)
+}
+
+/// A compile error saying `error` when `ok` is false: what the attribute's
+/// expansion evaluates in a `const`.
+///
+/// ```
+/// const _: () = multinode::__private::ranges::check(true, "never shown");
+/// ```
+pub const fn check(ok: bool, error: &'static str) {
+    if !ok {
+        panic!("{}", error)
+    }
+}
+
+/// A `Duration`'s milliseconds for the rules above, rounded up (so that only
+/// zero is 0), saturating.
+pub(crate) fn millis(duration: std::time::Duration) -> u64 {
+    let rounded_up = duration.saturating_add(std::time::Duration::from_nanos(999_999));
+    u64::try_from(rounded_up.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_messages_say_the_bounds() {
+        assert!(NODES_ERROR.ends_with(NODES));
+        assert!(SHUTDOWN_TIMEOUT_ERROR.ends_with(SHUTDOWN_TIMEOUT));
+        assert!(WATCHDOG_TIMEOUT_ERROR.ends_with(WATCHDOG_TIMEOUT));
+        assert!(NODES.contains(&MAX_NODES.to_string()));
+        assert_eq!(MAX_DURATION_MS, 604_800_000);
+        assert!(WATCHDOG_TIMEOUT.contains(&format!("{MIN_WATCHDOG_MS} ms")));
+    }
+
+    #[test]
+    fn only_zero_is_zero_milliseconds() {
+        assert_eq!(millis(Duration::ZERO), 0);
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_millis(100)), 100);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,250 @@
+//! A worker: a process the master started by re-executing the binary. It takes
+//! who it is, its listener and the shared memory from the master's greeting,
+//! follows the master over its control socket, and runs its node's body.
+
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::main_result::{report_failure, MainResult, CONTROL};
+use super::start_error::StartError;
+use crate::balance::Listening;
+use crate::config::{Balance, Builder};
+use crate::control::identity::Identity;
+use crate::control::{ControlSocket, ToMaster, ToWorker};
+use crate::listener;
+use crate::mesh::peer::{self, Inbound, Remesh};
+use crate::nodes::Nodes;
+use crate::shm::segment::Segment;
+
+/// How long a new worker waits for its identity and listener from the master.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn run_worker<F, Fut>(
+    builder: &Builder,
+    slot: usize,
+    control: OwnedFd,
+    body: F,
+) -> Result<i32, StartError>
+where
+    F: FnOnce(Nodes) -> Fut,
+    Fut: Future,
+    Fut::Output: MainResult,
+{
+    let runtime = builder.runtime().map_err(|e| {
+        StartError::system(&format!("node {slot}: cannot start the tokio runtime"), e)
+    })?;
+    // The generation comes with the master's greeting.
+    let span = tracing::info_span!(
+        "node",
+        id = slot,
+        generation = tracing::field::Empty,
+        pid = std::process::id()
+    );
+    let code = runtime
+        .block_on(
+            async move {
+                let control = Arc::new(ControlSocket::new(control)?);
+                let _ = CONTROL.set(control.clone());
+                let default_hook = std::panic::take_hook();
+                std::panic::set_hook(Box::new(move |info| {
+                    report_failure(&info.to_string());
+                    default_hook(info)
+                }));
+                let (identity, listener, shm) =
+                    match tokio::time::timeout(GREETING_TIMEOUT, greeting(&control, slot)).await {
+                        Ok(greeted) => greeted?,
+                        Err(_) => {
+                            return Err(format!(
+                                "no greeting from the master in {GREETING_TIMEOUT:?}"
+                            )
+                            .into())
+                        }
+                    };
+                tracing::Span::current().record("generation", identity.generation);
+                let shutdown = CancellationToken::new();
+                let (ready_tx, ready_rx) = oneshot::channel();
+                let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+                let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
+                let peers = peer::start((identity.id, identity.generation), mesh_rx, remesh_tx);
+                let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
+                let listener = listener.map(|socket| Listening {
+                    socket,
+                    handed: (identity.balance == Balance::ReusePort).then_some(handed),
+                });
+                // Their lines carry the node's span too.
+                let heartbeat = identity.heartbeat;
+                let follow = follow_master(
+                    control.clone(),
+                    shutdown.clone(),
+                    ready_rx,
+                    Routes {
+                        mesh: mesh_tx,
+                        handed: handed_tx,
+                    },
+                    heartbeat,
+                );
+                tokio::spawn(follow.in_current_span());
+                tokio::spawn(relay_remesh(control.clone(), remesh_rx).in_current_span());
+                tokio::spawn(on_signals(shutdown.clone(), control).in_current_span());
+                let nodes = Nodes::new(identity, listener, shm, shutdown, peers);
+                // A node is ready once its body runs, listener or not.
+                let _ = ready_tx.send(());
+                Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
+            }
+            .instrument(span.clone()),
+        )
+        .unwrap_or_else(|error| {
+            let _entered = span.enter();
+            tracing::error!("cannot start: {error}");
+            report_failure(&format!("cannot start: {error}"));
+            1
+        });
+    Ok(code)
+}
+
+/// A worker's first messages: who it is, its listener, and the load table.
+async fn greeting(
+    control: &ControlSocket,
+    slot: usize,
+) -> std::io::Result<(Identity, Option<std::net::TcpListener>, Arc<Segment>)> {
+    let unexpected = |what: &str| std::io::Error::other(format!("expected {what} from the master"));
+    let identity = match control.recv().await? {
+        Some((ToWorker::Hello(identity), None)) if identity.id == slot => identity,
+        _ => return Err(unexpected(&format!("a greeting for node {slot}"))),
+    };
+    let listener = match control.recv().await? {
+        Some((ToWorker::Listener, Some(fd))) => listener::socket::adopt(fd)?,
+        _ => return Err(unexpected("the listener")),
+    };
+    let shm = match control.recv().await? {
+        Some((ToWorker::Segment, Some(fd))) => Segment::open(fd)?,
+        _ => return Err(unexpected("the load table")),
+    };
+    Ok((identity, Some(listener), Arc::new(shm)))
+}
+
+/// Where a worker's control socket delivers what the master sends it.
+struct Routes {
+    /// Mesh streams, to the mesh.
+    mesh: tokio::sync::mpsc::UnboundedSender<Inbound>,
+    /// Connections taken from a node that was not accepting, to the accept loop.
+    handed: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+}
+
+/// A worker's side of the control socket once its body runs: reports ready, obeys
+/// the master, hands mesh streams to the mesh, and exits when the master is gone
+/// (its end reads EOF).
+async fn follow_master(
+    control: Arc<ControlSocket>,
+    shutdown: CancellationToken,
+    ready: oneshot::Receiver<()>,
+    routes: Routes,
+    heartbeat: Duration,
+) {
+    if !heartbeat.is_zero() {
+        let control = control.clone();
+        let beat = async move {
+            let mut every = tokio::time::interval(heartbeat);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let _ = control.send(&ToMaster::Heartbeat, None).await;
+            }
+        };
+        tokio::spawn(beat.in_current_span());
+    }
+    let report_ready = {
+        let control = control.clone();
+        async move {
+            if ready.await.is_ok() {
+                if let Err(error) = control.send(&ToMaster::Ready, None).await {
+                    tracing::warn!("cannot report ready: {error}");
+                }
+            }
+        }
+    };
+    tokio::spawn(report_ready.in_current_span());
+    loop {
+        match control.recv().await {
+            Ok(Some((ToWorker::Shutdown, _))) => shutdown.cancel(),
+            Ok(Some((
+                ToWorker::Peer {
+                    id,
+                    generation,
+                    link,
+                },
+                Some(fd),
+            ))) => {
+                let _ = routes.mesh.send(Inbound::Peer {
+                    id,
+                    generation,
+                    link,
+                    fd,
+                });
+            }
+            Ok(Some((ToWorker::NodeGone { id }, _))) => {
+                let _ = routes.mesh.send(Inbound::Gone { id });
+            }
+            Ok(Some((ToWorker::Connection, Some(fd)))) => {
+                let stream = std::net::TcpStream::from(fd);
+                // Dropped (closed) if this node no longer accepts.
+                if stream.set_nonblocking(true).is_ok() {
+                    let _ = routes.handed.send(stream);
+                }
+            }
+            Ok(Some((message, _))) => tracing::warn!("unexpected control message {message:?}"),
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!("{error}")
+            }
+            Ok(None) | Err(_) => {
+                tracing::error!("the master is gone; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// Passes the message layer's requests for new streams on to the master.
+async fn relay_remesh(
+    control: Arc<ControlSocket>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Remesh>,
+) {
+    while let Some(Remesh { id, generation }) = requests.recv().await {
+        let _ = control
+            .send(&ToMaster::Remesh { id, generation }, None)
+            .await;
+    }
+}
+
+/// A worker's signals. SIGTERM drains this worker, and the master, told so,
+/// starts its replacement at once and kills it if it outlives its drain deadline
+/// (as gunicorn does). SIGINT is left to the master: Ctrl-C reaches the whole
+/// process group, and the master tells every node to drain, so nothing stops twice.
+async fn on_signals(shutdown: CancellationToken, control: Arc<ControlSocket>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining this node");
+                if !shutdown.is_cancelled() {
+                    let _ = control.send(&ToMaster::Draining, None).await;
+                }
+                shutdown.cancel();
+            }
+            _ = int.recv() => tracing::debug!("SIGINT: waiting for the master's word"),
+        }
+    }
+}
