@@ -1,5 +1,5 @@
 //! Serving: every node answers on the one port, HTTP/1.1 and HTTP/2, slow clients
-//! are cut off, axum takes the listener, and the body's children see no private
+//! are cut off, an axum Router is served as it is, and the body's children see no private
 //! variable. Real processes on an ephemeral loopback port.
 
 mod common;
@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{get, pid_in, pids_answering, KeepAlive, Program};
+use common::{get, pid_in, pids_answering, poll, KeepAlive, Program};
 
 #[test]
 fn four_processes_all_answer_on_one_port() {
@@ -153,12 +153,29 @@ fn requests_in_progress_longer_than_the_header_timeout_are_not_cut() {
 }
 
 #[test]
-fn axum_serves_on_the_shared_listener() {
+fn an_axum_router_is_served_spread_and_counted() {
     let program = Program::start("axum", &[]);
     let addr = program.ready();
-    let (status, body) = get(addr, "/").unwrap();
-    assert_eq!(status, 200);
-    assert!(body.starts_with("hello from axum on node "), "{body}");
+    let (mut answered, mut requests) = (BTreeSet::new(), 0);
+    let spread = poll(Duration::from_secs(10), || {
+        let (status, body) = get(addr, "/").unwrap();
+        requests += 1;
+        assert_eq!(status, 200);
+        assert!(body.starts_with("hello from axum on node "), "{body}");
+        answered.insert(body.trim().rsplit(' ').next().unwrap().to_owned());
+        (answered.len() == 2).then_some(())
+    });
+    assert!(spread.is_some(), "only node {answered:?} answered");
+    let (_, metrics) = get(addr, "/metrics").unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("multinode_node_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(
+        counted >= requests,
+        "{requests} requests, {counted} counted:\n{metrics}"
+    );
 }
 
 #[test]

@@ -20,9 +20,11 @@ use crate::nodes::Nodes;
 mod body;
 mod connection;
 mod counted_io;
+mod service;
 mod watched;
 
 pub use body::Body;
+pub use service::{Hyper, IntoService, Tower};
 
 use body::BoxError;
 use connection::{drive, Counted, Limits, PerConnection};
@@ -70,9 +72,10 @@ const MAX_HEADER_SIZE: usize = 64 * 1024;
 ///     multinode::http::serve(nodes, hyper::service::service_fn(hello)).await
 /// }
 /// ```
-pub async fn serve<N, S, B>(nodes: N, service: S) -> io::Result<()>
+pub async fn serve<N, T, M, S, B>(nodes: N, service: T) -> io::Result<()>
 where
     N: BorrowMut<Nodes>,
+    T: IntoService<M, Service = S>,
     S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -112,7 +115,7 @@ pub struct Server<S> {
     max_header_size: usize,
 }
 
-impl<S> Server<S> {
+impl Server<()> {
     /// A server for `service` with the default settings.
     ///
     /// ```
@@ -124,16 +127,18 @@ impl<S> Server<S> {
     /// ));
     /// # let _ = server;
     /// ```
-    pub fn new(service: S) -> Self {
+    pub fn new<T: IntoService<M>, M>(service: T) -> Server<T::Service> {
         Server {
-            service,
+            service: service.into_service(),
             header_read_timeout: HEADER_READ_TIMEOUT,
             http2_idle_timeout: HTTP2_IDLE_TIMEOUT,
             body_read_timeout: BODY_READ_TIMEOUT,
             max_header_size: MAX_HEADER_SIZE,
         }
     }
+}
 
+impl<S> Server<S> {
     /// How long an HTTP/1 client may take to send a request's headers (default 30 s)
     /// before it is disconnected, so that slow clients cannot hold connections.
     ///
