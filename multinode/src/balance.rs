@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::config::Balance;
+use crate::control::incarnation::Incarnation;
 use crate::shm::load_table::now_ms;
 use crate::shm::segment::Segment;
 
@@ -86,7 +87,7 @@ impl Acceptor {
     pub(crate) fn new(
         listener: std::net::TcpListener,
         shm: Arc<Segment>,
-        (slot, generation): (usize, u64),
+        Incarnation { slot, generation }: Incarnation,
         balance: Balance,
         slots: std::ops::Range<usize>,
         limit: usize,
@@ -305,8 +306,16 @@ mod tests {
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let shm = Arc::new(Segment::create().unwrap());
-        let acceptor =
-            Acceptor::new(listener, shm, (0, 1), Balance::Shared, 0..1, 1, None).unwrap();
+        let acceptor = Acceptor::new(
+            listener,
+            shm,
+            Incarnation::MASTER,
+            Balance::Shared,
+            0..1,
+            1,
+            None,
+        )
+        .unwrap();
         let _a = std::net::TcpStream::connect(addr).unwrap();
         let _b = std::net::TcpStream::connect(addr).unwrap();
         let (first, tally) = acceptor.accept().await.unwrap();

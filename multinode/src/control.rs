@@ -30,6 +30,7 @@ use tokio::io::unix::AsyncFd;
 use identity::Identity;
 
 pub(crate) mod identity;
+pub(crate) mod incarnation;
 
 /// Private variables that mark a process as worker `k` and name its inherited
 /// control socket. Removed from the environment before user code runs.

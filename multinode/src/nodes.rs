@@ -165,7 +165,7 @@ impl Nodes {
         Some(Acceptor::new(
             listener.socket,
             self.shm.clone(),
-            (identity.id, identity.generation),
+            identity.incarnation(),
             identity.balance,
             identity.serving_slots.clone(),
             limit,

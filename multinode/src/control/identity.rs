@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::incarnation::Incarnation;
 use crate::config::{Balance, Cluster, Config};
 
 /// Who a node is: what the master tells each incarnation before its body starts,
@@ -28,11 +29,19 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// Which incarnation of which node this is.
+    pub fn incarnation(&self) -> Incarnation {
+        Incarnation::new(self.id, self.generation)
+    }
+
     /// The identity of incarnation `generation` of node `id`, under `config`:
     /// the one constructor, for the master's own node and for every worker.
     pub fn new(
         config: &Config,
-        (id, generation): (usize, u64),
+        Incarnation {
+            slot: id,
+            generation,
+        }: Incarnation,
         members: Vec<usize>,
         heartbeat: Duration,
     ) -> Self {

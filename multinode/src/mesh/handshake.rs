@@ -10,6 +10,8 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+use crate::control::incarnation::Incarnation;
+
 /// The mesh protocol version; both ends must speak the same.
 pub(crate) const VERSION: u32 = 1;
 /// What every hello starts with: garbage is told apart at once.
@@ -62,13 +64,12 @@ impl Hello {
     }
 }
 
-/// Runs the handshake on a stream the master labelled as node `peer.0`,
-/// incarnation `peer.1`, for this node `me`; returns the stream once both hellos
-/// crossed.
+/// Runs the handshake on a stream the master labelled as incarnation `peer`,
+/// for this node `me`; returns the stream once both hellos crossed.
 pub(crate) async fn handshake(
     fd: OwnedFd,
-    me: (usize, u64),
-    peer: (usize, u64),
+    me: Incarnation,
+    peer: Incarnation,
 ) -> io::Result<UnixStream> {
     let socket = Socket::from(fd);
     if socket.domain()? != Domain::UNIX || socket.r#type()? != Type::STREAM {
@@ -82,9 +83,9 @@ pub(crate) async fn handshake(
         UnixStream::from_std(std::os::unix::net::UnixStream::from(OwnedFd::from(socket)))?;
     let mine = Hello {
         version: VERSION,
-        from: me.0 as u64,
-        generation: me.1,
-        to: peer.0 as u64,
+        from: me.slot as u64,
+        generation: me.generation,
+        to: peer.slot as u64,
     };
     let closed = |e: io::Error| match e.kind() {
         io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => io::Error::new(
@@ -98,7 +99,7 @@ pub(crate) async fn handshake(
         let mut buf = [0u8; HELLO_LEN];
         stream.read_exact(&mut buf).await.map_err(closed)?;
         let theirs = Hello::decode(&buf).map_err(io::Error::other)?;
-        let expected = (peer.0 as u64, peer.1, me.0 as u64);
+        let expected = (peer.slot as u64, peer.generation, me.slot as u64);
         if (theirs.from, theirs.generation, theirs.to) != expected {
             return Err(io::Error::other(format!(
                 "the handshake names node {} generation {} for node {}, expected node {} generation {} for node {}",
@@ -127,8 +128,8 @@ mod tests {
     async fn both_ends_agree() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let (left, right) = tokio::join!(
-            handshake(a.into(), (1, 3), (2, 5)),
-            handshake(b.into(), (2, 5), (1, 3)),
+            handshake(a.into(), Incarnation::new(1, 3), Incarnation::new(2, 5)),
+            handshake(b.into(), Incarnation::new(2, 5), Incarnation::new(1, 3)),
         );
         left.unwrap();
         right.unwrap();
@@ -139,7 +140,9 @@ mod tests {
         use std::io::Write;
         let (fd, mut other) = pair();
         other.write_all(&[b'x'; HELLO_LEN]).unwrap();
-        let error = handshake(fd, (1, 1), (2, 1)).await.unwrap_err();
+        let error = handshake(fd, Incarnation::new(1, 1), Incarnation::new(2, 1))
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("garbage"), "{error}");
 
         let (fd, mut other) = pair();
@@ -150,7 +153,9 @@ mod tests {
             to: 1,
         };
         other.write_all(&wrong_generation.encode()).unwrap();
-        let error = handshake(fd, (1, 1), (2, 1)).await.unwrap_err();
+        let error = handshake(fd, Incarnation::new(1, 1), Incarnation::new(2, 1))
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("generation 7"), "{error}");
 
         let (fd, mut other) = pair();
@@ -163,24 +168,36 @@ mod tests {
         .encode();
         future[11] = 9;
         other.write_all(&future).unwrap();
-        let error = handshake(fd, (1, 1), (2, 1)).await.unwrap_err();
+        let error = handshake(fd, Incarnation::new(1, 1), Incarnation::new(2, 1))
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("version 9"), "{error}");
 
         let (fd, mut other) = pair();
         other.write_all(b"MNMESH").unwrap();
         drop(other);
-        let error = handshake(fd, (1, 1), (2, 1)).await.unwrap_err();
+        let error = handshake(fd, Incarnation::new(1, 1), Incarnation::new(2, 1))
+            .await
+            .unwrap_err();
         assert!(error.to_string().contains("closed before"), "{error}");
     }
 
     #[tokio::test]
     async fn a_descriptor_that_is_not_a_unix_stream_is_refused() {
         let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
-        assert!(handshake(file, (1, 1), (2, 1)).await.is_err());
+        assert!(
+            handshake(file, Incarnation::new(1, 1), Incarnation::new(2, 1))
+                .await
+                .is_err()
+        );
         let (datagram, _other) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        let error = handshake(datagram.into(), (1, 1), (2, 1))
-            .await
-            .unwrap_err();
+        let error = handshake(
+            datagram.into(),
+            Incarnation::new(1, 1),
+            Incarnation::new(2, 1),
+        )
+        .await
+        .unwrap_err();
         assert!(error.to_string().contains("not a Unix stream"), "{error}");
     }
 

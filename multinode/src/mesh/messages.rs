@@ -193,8 +193,9 @@ impl<M> Sender<M> {
     /// println!("talking to nodes {:?}", tx.nodes());
     /// # }
     /// ```
-    pub fn nodes(&self) -> Vec<usize> {
-        self.router.links().live.keys().copied().collect()
+    pub fn nodes(&self) -> Vec<NodeId> {
+        let links = self.router.links();
+        links.live.keys().map(|id| NodeId::local(*id)).collect()
     }
 
     /// The other machines of the cluster now (their `MULTINODE_MACHINE` names),

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::Instrument;
 
 use super::handshake::handshake;
+use crate::control::incarnation::Incarnation;
 
 /// A direct stream to another node, handed out once the handshake has crossed in
 /// both directions: the other process is live, and the stream is writable at once.
@@ -298,7 +299,7 @@ impl PeerQueue {
 /// Starts this node's side of the mesh, fed with the streams the master labels;
 /// it asks `remesh` for streams it had to close.
 pub(crate) fn start(
-    me: (usize, u64),
+    me: Incarnation,
     inbound: mpsc::UnboundedReceiver<Inbound>,
     remesh: mpsc::UnboundedSender<Remesh>,
 ) -> Arc<PeerQueue> {
@@ -310,7 +311,7 @@ pub(crate) fn start(
 /// This node's side of the mesh: runs the handshake on every stream the master
 /// hands over and queues the peers that pass it. Ends when the master is gone.
 pub(crate) async fn run(
-    me: (usize, u64),
+    me: Incarnation,
     mut inbound: mpsc::UnboundedReceiver<Inbound>,
     queue: Arc<PeerQueue>,
 ) {
@@ -325,7 +326,7 @@ pub(crate) async fn run(
             } => {
                 let queue = queue.clone();
                 let shake = async move {
-                    match handshake(fd, me, (id, generation)).await {
+                    match handshake(fd, me, Incarnation::new(id, generation)).await {
                         Ok(stream) => {
                             tracing::debug!(peer = id, generation, "mesh: connected");
                             queue.push(Item::Peer(Peer {
@@ -360,7 +361,7 @@ pub(crate) mod tests {
     fn node(me: (usize, u64)) -> (mpsc::UnboundedSender<Inbound>, Peers) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(PeerQueue::default());
-        tokio::spawn(run(me, rx, queue.clone()));
+        tokio::spawn(run(Incarnation::new(me.0, me.1), rx, queue.clone()));
         (tx, Peers::new(queue))
     }
 
@@ -413,7 +414,7 @@ pub(crate) mod tests {
         let (one, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(PeerQueue::default());
         let mut one_peers = Peers::new(queue.clone());
-        let one_done = tokio::spawn(run((1, 1), rx, queue));
+        let one_done = tokio::spawn(run(Incarnation::new(1, 1), rx, queue));
         let (old, _old_peers) = node((2, 1));
         let (new, _new_peers) = node((2, 2));
         // The newer one first: handshakes may finish in any order.

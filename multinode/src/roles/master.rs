@@ -15,6 +15,7 @@ use super::start_error::StartError;
 use crate::balance::Listening;
 use crate::config::{Balance, Builder};
 use crate::control::identity::Identity;
+use crate::control::incarnation::Incarnation;
 use crate::listener::Listeners;
 use crate::mesh::peer;
 use crate::nodes::Nodes;
@@ -92,7 +93,7 @@ where
     );
     // The master's node is not watched: no heartbeat.
     let members = config.worker_slots().collect();
-    let identity = Identity::new(&config, (0, 1), members, Duration::ZERO);
+    let identity = Identity::new(&config, Incarnation::MASTER, members, Duration::ZERO);
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = oneshot::channel();
     let (body_done_tx, body_done_rx) = oneshot::channel();
@@ -116,7 +117,7 @@ where
     let span = tracing::info_span!("node", id = 0, generation = 1, pid = std::process::id());
     let code = runtime.block_on(
         async move {
-            let peers = peer::start((identity.id, identity.generation), mesh_rx, remesh_tx);
+            let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
             let nodes = Nodes::new(identity, master_listener, shm, shutdown, peers);
             // A node is ready once its body runs, listener or not.
             let _ = ready_tx.send(());

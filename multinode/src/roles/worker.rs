@@ -71,7 +71,7 @@ where
                 let (ready_tx, ready_rx) = oneshot::channel();
                 let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
                 let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
-                let peers = peer::start((identity.id, identity.generation), mesh_rx, remesh_tx);
+                let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
                 let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
                 let listener = listener.map(|socket| Listening {
                     socket,

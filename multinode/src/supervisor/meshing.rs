@@ -10,6 +10,7 @@ use tracing::{error, info};
 use super::process::{Event, Report};
 use super::slot::{Generation, Slot};
 use super::Supervisor;
+use crate::control::incarnation::Incarnation;
 use crate::control::{ToMaster, ToWorker};
 use crate::mesh::peer::Inbound;
 
@@ -20,25 +21,28 @@ impl Supervisor {
     /// Meshes incarnation `generation` of `slot` with the master's node and each
     /// of `with`.
     pub(super) fn mesh(&mut self, slot: Slot, generation: Generation, with: &[(Slot, Generation)]) {
-        for &other in std::iter::once(&(0, 1)).chain(with) {
-            self.pair((slot, generation), other);
+        let with = with
+            .iter()
+            .map(|(slot, generation)| Incarnation::new(*slot, *generation));
+        for other in std::iter::once(Incarnation::MASTER).chain(with) {
+            self.pair(Incarnation::new(slot, generation), other);
         }
     }
 
     /// Meshes two incarnations again, at the request of one whose stream to the
     /// other broke (a bad frame) while both live; at most once a second per pair
     /// (a later request waits its turn).
-    pub(super) fn remesh(&mut self, from: (Slot, Generation), to: (Slot, Generation)) {
-        let key = (from.0.min(to.0), from.0.max(to.0));
+    pub(super) fn remesh(&mut self, from: Incarnation, to: Incarnation) {
+        let key = (from.slot.min(to.slot), from.slot.max(to.slot));
         let now = Instant::now();
         let next = self.remeshed.get(&key).map(|last| *last + REMESH_PACE);
         if let Some(next) = next.filter(|next| *next > now) {
             let again = Event {
-                slot: from.0,
-                generation: from.1,
+                slot: from.slot,
+                generation: from.generation,
                 report: Report::Said(ToMaster::Remesh {
-                    id: to.0,
-                    generation: to.1,
+                    id: to.slot,
+                    generation: to.generation,
                 }),
             };
             let events = self.events.clone();
@@ -56,23 +60,21 @@ impl Supervisor {
     /// One Unix stream socketpair between two incarnations, each end sent to its
     /// node labelled with the other's id and generation and a new link number.
     /// The master's node (0, generation 1) gets its end directly.
-    fn pair(&mut self, a: (Slot, Generation), b: (Slot, Generation)) {
-        let live = |(slot, generation): (Slot, Generation)| {
-            slot == 0 || self.workers.contains_key(&(slot, generation))
-        };
+    fn pair(&mut self, a: Incarnation, b: Incarnation) {
+        let live = |node: Incarnation| node.slot == 0 || self.workers.contains_key(&node);
         if a == b || !live(a) || !live(b) {
             return; // one exited meanwhile: its replacement is meshed anew
         }
         let (x, y) = match std::os::unix::net::UnixStream::pair() {
             Ok(pair) => pair,
             Err(error) => {
-                error!(node = a.0, "cannot mesh with node {}: {error}", b.0);
+                error!(node = a.slot, "cannot mesh with node {}: {error}", b.slot);
                 return;
             }
         };
         self.links += 1;
         for (to, other, fd) in [(a, b, OwnedFd::from(x)), (b, a, OwnedFd::from(y))] {
-            let (id, generation, link) = (other.0, other.1, self.links);
+            let (id, generation, link) = (other.slot, other.generation, self.links);
             match self.workers.get(&to) {
                 Some(worker) => worker.send(
                     ToWorker::Peer {

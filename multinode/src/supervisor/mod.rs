@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::control::identity::Identity;
+use crate::control::incarnation::Incarnation;
 use crate::control::{ToMaster, ToWorker};
 use crate::listener::Listeners;
 use crate::mesh::peer::{Inbound, Remesh};
@@ -57,7 +58,7 @@ pub(crate) struct Supervisor {
     exe: PathBuf,
     args: Vec<OsString>,
     machine: Machine,
-    workers: BTreeMap<(Slot, Generation), Worker>,
+    workers: BTreeMap<Incarnation, Worker>,
     events: mpsc::UnboundedSender<Event>,
     reserve: Reserve,
     /// The number of the last mesh stream made.
@@ -227,7 +228,7 @@ impl Supervisor {
                     None
                 }
                 Some(Remesh { id, generation }) = master_remesh.recv() => {
-                    self.remesh((0, 1), (id, generation));
+                    self.remesh(Incarnation::MASTER, Incarnation::new(id, generation));
                     None
                 }
                 ready = &mut master_ready, if ready_pending => {
@@ -275,16 +276,16 @@ impl Supervisor {
                 reason,
             },
             Report::Said(ToMaster::Remesh { id, generation: to }) => {
-                self.remesh((slot, generation), (id, to));
+                self.remesh(Incarnation::new(slot, generation), Incarnation::new(id, to));
                 return None;
             }
             Report::Exited(status) => {
-                self.workers.remove(&(slot, generation));
+                self.workers.remove(&Incarnation::new(slot, generation));
                 if let Ok(status) = &status {
                     self.record_exit(slot, status);
                 }
                 self.shm.table().release(slot, generation); // its connections died with it
-                if !self.workers.keys().any(|(s, _)| *s == slot) {
+                if !self.workers.keys().any(|k| k.slot == slot) {
                     self.shm.table().set_live(slot, false);
                 }
                 let success = status.as_ref().is_ok_and(|s| s.success());
@@ -316,7 +317,8 @@ impl Supervisor {
                 Ok(worker) => {
                     info!(node = slot, generation, pid = worker.pid, "node started");
                     self.journal_started(slot, generation, worker.pid);
-                    self.workers.insert((slot, generation), worker);
+                    self.workers
+                        .insert(Incarnation::new(slot, generation), worker);
                     self.mesh(slot, generation, &mesh_with);
                 }
                 Err(error) => {
@@ -333,20 +335,20 @@ impl Supervisor {
             },
             Action::Serving { slot } => self.shm.table().set_live(slot, true),
             Action::Drain { slot, generation } => {
-                if let Some(worker) = self.workers.get(&(slot, generation)) {
+                if let Some(worker) = self.workers.get(&Incarnation::new(slot, generation)) {
                     worker.send(ToWorker::Shutdown, None);
                 }
                 // A slot whose last process drains takes no more connections.
                 if !self
                     .workers
                     .keys()
-                    .any(|k| k.0 == slot && k.1 != generation)
+                    .any(|k| k.slot == slot && k.generation != generation)
                 {
                     self.shm.table().set_live(slot, false);
                 }
             }
             Action::Kill { slot, generation } => {
-                if let Some(worker) = self.workers.get(&(slot, generation)) {
+                if let Some(worker) = self.workers.get(&Incarnation::new(slot, generation)) {
                     worker.kill();
                 }
             }
@@ -440,7 +442,12 @@ impl Supervisor {
         let listener: OwnedFd = self.listeners.for_slot(slot)?.try_clone()?.into();
         let shm = self.shm.fd().try_clone_to_owned()?;
         let heartbeat = self.machine.heartbeat_every().unwrap_or(Duration::ZERO);
-        let identity = Identity::new(&self.config, (slot, generation), members, heartbeat);
+        let identity = Identity::new(
+            &self.config,
+            Incarnation::new(slot, generation),
+            members,
+            heartbeat,
+        );
         let greeting = vec![
             (ToWorker::Hello(identity), None),
             (ToWorker::Listener, Some(listener)),
@@ -450,7 +457,7 @@ impl Supervisor {
         let worker = process::spawn(
             &self.exe,
             &self.args,
-            (slot, generation),
+            Incarnation::new(slot, generation),
             greeting,
             self.events.clone(),
         );

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::slot::{Generation, Slot};
+use crate::control::incarnation::Incarnation;
 use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
 
 /// A live worker process, as its task knows it: orders go through the task, which
@@ -104,7 +105,7 @@ impl Reserve {
 pub(crate) fn spawn(
     exe: &PathBuf,
     args: &[OsString],
-    (slot, generation): (Slot, Generation),
+    Incarnation { slot, generation }: Incarnation,
     greeting: Vec<(ToWorker, Option<OwnedFd>)>,
     events: mpsc::UnboundedSender<Event>,
 ) -> io::Result<Worker> {
@@ -142,7 +143,7 @@ pub(crate) fn spawn(
         child,
         control,
         greeting,
-        (slot, generation),
+        Incarnation::new(slot, generation),
         orders_rx,
         events,
     ));
@@ -155,7 +156,7 @@ async fn watch(
     mut child: Child,
     control: ControlSocket,
     greeting: Vec<(ToWorker, Option<OwnedFd>)>,
-    (slot, generation): (Slot, Generation),
+    Incarnation { slot, generation }: Incarnation,
     mut orders: mpsc::UnboundedReceiver<Order>,
     events: mpsc::UnboundedSender<Event>,
 ) {

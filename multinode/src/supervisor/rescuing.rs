@@ -9,6 +9,7 @@ use tracing::warn;
 use super::rescue::{Report, Rescue};
 use super::slot::Slot;
 use super::Supervisor;
+use crate::control::incarnation::Incarnation;
 use crate::control::ToWorker;
 
 impl Supervisor {
@@ -94,7 +95,7 @@ impl Supervisor {
         let worker = self
             .machine
             .serving(to)
-            .and_then(|generation| self.workers.get(&(to, generation)));
+            .and_then(|generation| self.workers.get(&Incarnation::new(to, generation)));
         // Nobody to serve it (the node is gone meanwhile): it closes.
         if let Some(worker) = worker {
             worker.send(ToWorker::Connection, Some(stream.into()));

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::machine::Master;
 use super::slot::{Current, Generation, SlotState};
 use super::Supervisor;
+use crate::control::incarnation::Incarnation;
 use crate::shm::board::{self, LastExit};
 
 impl Supervisor {
@@ -21,7 +22,10 @@ impl Supervisor {
             line.restarts
                 .store(state.generation.saturating_sub(1) as u32, Relaxed);
             if let Some(generation) = generation {
-                let pid = self.workers.get(&(*slot, generation)).map_or(0, |w| w.pid);
+                let pid = self
+                    .workers
+                    .get(&Incarnation::new(*slot, generation))
+                    .map_or(0, |w| w.pid);
                 if line.generation.swap(generation as u32, Relaxed) != generation as u32 {
                     line.started_ms
                         .store(crate::shm::load_table::now_ms(), Relaxed);

@@ -1,6 +1,7 @@
 //! The message layer's tests: nodes meshed in one process, as the master would mesh them.
 
 use super::*;
+use crate::control::incarnation::Incarnation;
 use crate::mesh::peer::tests::connect;
 use crate::mesh::peer::{run, Inbound};
 use proptest::prelude::*;
@@ -15,7 +16,7 @@ fn mesh(n: usize) -> Vec<Node> {
         .map(|id| {
             let (tx, rx) = mpsc::unbounded_channel();
             let queue = Arc::new(PeerQueue::default());
-            tokio::spawn(run((id, 1), rx, queue.clone()));
+            tokio::spawn(run(Incarnation::new(id, 1), rx, queue.clone()));
             (tx, queue)
         })
         .collect();
