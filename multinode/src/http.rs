@@ -259,8 +259,8 @@ impl<S> Server<S> {
         })??;
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's header-read timeout makes an extra read and dispatch per
-        // request, about 1000 instructions (bench/instructions.sh); `drive` times
-        // the connection instead, at a cost per connection.
+        // request (bench/instructions.sh counts it); `drive` times the
+        // connection instead, at a cost per connection.
         builder
             .http1()
             .header_read_timeout(None)

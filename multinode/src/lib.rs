@@ -24,6 +24,9 @@
 //! socket over a private control socket, restarts the ones that die, and stops them
 //! all gracefully on SIGTERM or SIGINT. The body of `main` runs in every process;
 //! [`Nodes`] tells it which one it is.
+//!
+//! The [`guide`] says how to configure, operate and deploy it: signals, reloads,
+//! systemd, upgrades, metrics, and the mesh across machines.
 
 #![warn(missing_docs)]
 
@@ -74,6 +77,21 @@ pub use load::Load;
 pub use mesh::Peer;
 pub use nodes::Nodes;
 pub use roles::MainResult;
+
+/// The guide: configuring, operating, deploying and spreading a multinode
+/// server, a page each (the same pages as `multinode/docs/` in the repository).
+pub mod guide {
+    #[doc = include_str!("../docs/configuration.md")]
+    pub mod configuration {}
+    #[doc = include_str!("../docs/operating.md")]
+    pub mod operating {}
+    #[doc = include_str!("../docs/deploying.md")]
+    pub mod deploying {}
+    #[doc = include_str!("../docs/across-machines.md")]
+    pub mod across_machines {}
+    #[doc = include_str!("../docs/how-it-works.md")]
+    pub mod how_it_works {}
+}
 
 /// What `#[multinode::main]` expands to uses, and nothing else should.
 #[doc(hidden)]

@@ -3,8 +3,8 @@
 //!
 //! A connection's task wakes a few times per request. `tokio::select!` over the
 //! connection and the watcher would poll both at every wake-up; polling the stop's
-//! `cancelled()` alone takes the token's lock, about 140 instructions per request
-//! (`bench/instructions.sh`). [`Watched`] polls the watcher with a waker of its
+//! `cancelled()` alone takes the token's lock, on every request's way
+//! (`bench/instructions.sh` counts it). [`Watched`] polls the watcher with a waker of its
 //! own, and again only once that waker has fired.
 
 use std::future::Future;

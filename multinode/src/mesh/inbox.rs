@@ -21,8 +21,8 @@ use super::stream_id::StreamId;
 use super::wire::KEEP_CAPACITY;
 
 /// How much one read takes from a stream at most (frames may be longer). Small
-/// enough that the frames are still in the L1 cache when they are decoded:
-/// 4 KiB messages went 1.5× as fast as with 64 KiB reads (64-byte ones alike).
+/// enough that the frames are still in the L1 cache when they are decoded
+/// (`bench/README.md`, "Mesh figures", has what it gave).
 const READ_CHUNK: usize = 16 * 1024;
 
 /// The stream from one incarnation of another node, as the inbox reads it.

@@ -20,7 +20,7 @@ pub enum SendError {
     Gone(NodeId),
     /// The node's queue is full (only from `try_send`).
     Full(NodeId),
-    /// The encoded message is larger than [`Options::max_frame_len`].
+    /// The encoded message is larger than [`Options::max_frame_len`](crate::mesh::Options::max_frame_len).
     TooLarge {
         /// Its encoded size.
         len: usize,
