@@ -78,18 +78,22 @@ impl Listeners {
         })
     }
 
-    /// The sockets to serve: bound now, or `passed` to this master. The
-    /// sockets' shape wins over `config.balance` (adjusted, with a line): one
-    /// passed socket cannot be one per node, nor the other way round.
-    pub fn open(passed: Passed, config: &mut Config) -> io::Result<Self> {
+    /// The balance these sockets can serve, `wanted` if they can: one shared
+    /// socket cannot be one per node (`least_conn` then), nor the other way
+    /// round (`reuse_port`).
+    pub fn fitting(&self, wanted: Balance) -> Balance {
+        match (&self.sockets, wanted) {
+            (Sockets::Shared(_), Balance::ReusePort) => Balance::LeastConn,
+            (Sockets::PerSlot(..), _) => Balance::ReusePort,
+            (Sockets::Shared(_), other) => other,
+        }
+    }
+
+    /// The sockets to serve: bound now, or `passed` to this master (their
+    /// shape may not be the one `config.balance` asks for: see [`Self::fitting`]).
+    pub fn open(passed: Passed, config: &Config) -> io::Result<Self> {
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
-        let shared = |socket: TcpListener, config: &mut Config| {
-            if config.balance == Balance::ReusePort {
-                tracing::warn!(
-                    "one socket for all nodes, passed to this master: least_conn, not reuse_port"
-                );
-                config.balance = Balance::LeastConn;
-            }
+        let shared = |socket: TcpListener| {
             Ok(Listeners {
                 addr: socket.local_addr()?,
                 sockets: Sockets::Shared(socket),
@@ -98,18 +102,11 @@ impl Listeners {
         };
         match passed {
             Passed::Nothing => Listeners::bind(config),
-            Passed::Activated(socket) => shared(socket, config),
+            Passed::Activated(socket) => shared(socket),
             Passed::Inherited(mut sockets) => match sockets.first() {
-                Some((None, _)) if sockets.len() == 1 => shared(sockets.remove(0).1, config),
+                Some((None, _)) if sockets.len() == 1 => shared(sockets.remove(0).1),
                 Some((Some(_), socket)) => {
                     let addr = socket.local_addr()?;
-                    if config.balance != Balance::ReusePort {
-                        tracing::warn!(
-                            "one socket per node, passed to this master: reuse_port, not {:?}",
-                            config.balance
-                        );
-                        config.balance = Balance::ReusePort;
-                    }
                     let mut group = steering::Group::default();
                     let mut per_slot = BTreeMap::new();
                     for (slot, socket) in sockets {
@@ -268,6 +265,15 @@ mod tests {
         again.addr = first.addr;
         let err = Listeners::bind(&again).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn the_sockets_shape_decides_the_balance() {
+        let shared = Listeners::bind(&config(Balance::Shared, 2)).unwrap();
+        assert_eq!(shared.fitting(Balance::ReusePort), Balance::LeastConn);
+        assert_eq!(shared.fitting(Balance::Shared), Balance::Shared);
+        let per_slot = Listeners::bind(&config(Balance::ReusePort, 2)).unwrap();
+        assert_eq!(per_slot.fitting(Balance::LeastConn), Balance::ReusePort);
     }
 
     #[test]

@@ -48,8 +48,14 @@ where
         }
         None => None,
     };
-    let listeners = Listeners::open(taken.passed, &mut config)
+    let listeners = Listeners::open(taken.passed, &config)
         .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
+    let fitting = listeners.fitting(config.balance);
+    if fitting != config.balance {
+        let wanted = config.balance;
+        tracing::warn!("the sockets passed to this master serve {fitting:?}, not {wanted:?}");
+        config.balance = fitting;
+    }
     // After an upgrade, the old master's admin socket, if on the same address.
     let inherited_admin = taken.admin.filter(|l| l.local_addr().ok() == config.admin);
     let admin = match (config.admin, inherited_admin) {
