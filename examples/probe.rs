@@ -28,6 +28,9 @@
 //!   README's "Talking between processes");
 //! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
 //!   runtime that long before anything else (a slow boot);
+//! - `PROBE_SLOW_BOOT_IF=path` with `PROBE_SLOW_BOOT_MS=n`: while the file
+//!   `path` exists, every node that starts blocks its runtime n ms first (a tree
+//!   that boots slowly, say the new one of an upgrade);
 //! - `GET /table` answers the open connections of every node, as the load table
 //!   has them: `open 0:1 1:0 …`;
 //! - `GET /upgrade` (with `Upgrade: echo`) switches protocols and echoes what
@@ -117,6 +120,16 @@ async fn body(nodes: Nodes) -> Result<(), String> {
         .and_then(|v| v.parse().ok())
     {
         if nodes.generation() > 1 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+    if let (Some(path), Some(ms)) = (
+        std::env::var_os("PROBE_SLOW_BOOT_IF"),
+        std::env::var("PROBE_SLOW_BOOT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    ) {
+        if std::path::Path::new(&path).exists() {
             std::thread::sleep(Duration::from_millis(ms));
         }
     }

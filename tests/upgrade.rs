@@ -265,3 +265,105 @@ fn as_pid_1_the_init_follows_the_new_master() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(init as i32), Signal::SIGTERM).unwrap();
     assert!(program.wait_exit(WAIT).success(), "{:?}", program.log());
 }
+
+/// A file whose presence makes every probe node that starts boot slowly.
+struct SlowBoot(PathBuf);
+
+impl SlowBoot {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("multinode-slow-boot-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        SlowBoot(path)
+    }
+
+    fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("PROBE_SLOW_BOOT_IF", self.0.to_str().unwrap()),
+            ("PROBE_SLOW_BOOT_MS", "3000"),
+        ]
+    }
+
+    fn on(&self) {
+        std::fs::write(&self.0, b"").unwrap();
+    }
+
+    fn off(&self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Drop for SlowBoot {
+    fn drop(&mut self) {
+        self.off();
+    }
+}
+
+#[test]
+fn upgrade_timeout_bounds_the_new_masters_boot() {
+    let slow = SlowBoot::new();
+    // A new tree that needs 3 s, given 1 s: stopped, the old one serves on.
+    let [a, b] = slow.env();
+    let env = [
+        a,
+        b,
+        ("MULTINODE_NODES", "2"),
+        ("MULTINODE_UPGRADE_TIMEOUT", "1"),
+    ];
+    let program = Program::start("probe", &env);
+    let addr = program.ready();
+    let before = processes_with(&program.marker);
+    slow.on();
+    program.signal(Signal::SIGUSR2);
+    program.wait_for("the new master was not ready in 1s", 1, WAIT);
+    program.wait_for("this master serves on", 1, WAIT);
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+    let only_the_old = poll(WAIT, || {
+        let now = processes_with(&program.marker);
+        (now == before).then_some(())
+    });
+    assert!(
+        only_the_old.is_some(),
+        "the new tree is gone: {before:?} then {:?}",
+        processes_with(&program.marker)
+    );
+    drop(program);
+    // The same, given 10 s: upgraded.
+    slow.off();
+    let env = [
+        a,
+        b,
+        ("MULTINODE_NODES", "2"),
+        ("MULTINODE_UPGRADE_TIMEOUT", "10"),
+    ];
+    let mut program = Program::start("probe", &env);
+    let addr = program.ready();
+    slow.on();
+    program.signal(Signal::SIGUSR2);
+    let status = program.wait_exit(WAIT);
+    assert!(status.success(), "the old master hands over: {status:?}");
+    assert_eq!(program.count("not ready in"), 0);
+    assert_eq!(get(addr, "/").unwrap().0, 200);
+}
+
+#[test]
+fn a_stop_right_after_sigusr2_stops_both_trees() {
+    let slow = SlowBoot::new();
+    let [a, b] = slow.env();
+    let mut program = Program::start("probe", &[a, b, ("MULTINODE_NODES", "2")]);
+    program.ready();
+    // The new tree needs 3 s: the stop surely comes while it starts.
+    slow.on();
+    program.signal(Signal::SIGUSR2);
+    program.wait_for("upgrade: the new master started", 1, WAIT);
+    program.signal(Signal::SIGTERM);
+    let status = program.wait_exit(WAIT);
+    assert!(status.success(), "the old tree drains: {status:?}");
+    let gone = poll(WAIT, || {
+        processes_with(&program.marker).is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "nothing outlives the stop: {:?}",
+        processes_with(&program.marker)
+    );
+}

@@ -20,6 +20,7 @@ const KEYS: &[&str] = &[
     "backlog",
     "balance",
     "watchdog_timeout",
+    "upgrade_timeout",
     "boot_failures",
     "max_connections",
     "cluster",
@@ -140,7 +141,7 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
                 let method = format_ident!("{}", name);
                 quote_spanned!(span=> .#method(#flag))
             }
-            "shutdown_timeout" | "watchdog_timeout" => {
+            "shutdown_timeout" | "watchdog_timeout" | "upgrade_timeout" => {
                 let millis = seconds_as_millis(value, &name)?;
                 let method = format_ident!("{}", name);
                 let error = format!("{}_ERROR", name.to_uppercase());
@@ -331,7 +332,7 @@ fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
     }
 }
 
-/// `shutdown_timeout` and `watchdog_timeout` are in seconds, whole (`30`) or not (`0.5`).
+/// `shutdown_timeout`, `watchdog_timeout` and `upgrade_timeout` are in seconds, whole (`30`) or not (`0.5`).
 fn seconds_as_millis(value: &Expr, key: &str) -> syn::Result<u64> {
     let expected = "a number of seconds, such as 30 or 0.5";
     let seconds = match literal(value, key, expected)? {

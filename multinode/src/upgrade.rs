@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::listener::socket::Labelled;
 
@@ -122,24 +122,37 @@ fn parse_label(label: &str) -> Option<Labelled<RawFd>> {
     Some((slot, fd.parse().ok()?))
 }
 
-/// How the new master's start went, as the old master learns it.
+/// How a new master's start went, as the old master learns it; `attempt`
+/// names the upgrade that started it.
 pub(crate) enum Report {
-    Ready { pid: u32 },
-    Failed { why: String },
+    Ready { attempt: u32, pid: u32 },
+    Failed { attempt: u32, why: String },
 }
 
-/// The old master's handle on the new master while it starts.
+/// What the old master may tell a new master to do.
+#[derive(Debug)]
+enum Order {
+    /// Drain its tree and exit (SIGTERM): a stop came during the upgrade.
+    Stop,
+    /// Die now, with its tree (its workers die with it): too late, or failed.
+    Kill,
+}
+
+/// The old master's handle on a new master, for as long as it runs.
 pub(crate) struct NewMaster {
     pub pid: u32,
-    kill: Option<oneshot::Sender<()>>,
+    orders: mpsc::UnboundedSender<Order>,
 }
 
 impl NewMaster {
-    /// It was not ready in time: killed, with its tree (its workers die with it).
-    pub(crate) fn kill(&mut self) {
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
-        }
+    /// It was not ready in time, failed, or answered too late: killed.
+    pub(crate) fn kill(&self) {
+        let _ = self.orders.send(Order::Kill);
+    }
+
+    /// A stop came while it started: it drains its own tree and exits.
+    pub(crate) fn stop(&self) {
+        let _ = self.orders.send(Order::Stop);
     }
 }
 
@@ -149,7 +162,7 @@ pub(crate) fn start(
     (exe, args): (&Path, &[OsString]),
     (sockets, admin): (&[Labelled<RawFd>], Option<RawFd>),
     mut env: Vec<(&'static str, OsString)>,
-    reports: mpsc::UnboundedSender<Report>,
+    (attempt, reports): (u32, mpsc::UnboundedSender<Report>),
 ) -> io::Result<NewMaster> {
     let (ours, theirs) = UnixStream::pair()?;
     let label = |(slot, fd): &Labelled<RawFd>| match slot {
@@ -191,44 +204,60 @@ pub(crate) fn start(
     let pid = child.id().unwrap_or_default();
     ours.set_nonblocking(true)?;
     let ours = tokio::net::UnixStream::from_std(ours)?;
-    let (kill, killed) = oneshot::channel();
-    tokio::spawn(watch(child, ours, killed, reports));
-    Ok(NewMaster {
-        pid,
-        kill: Some(kill),
-    })
+    let (orders, received) = mpsc::unbounded_channel();
+    tokio::spawn(watch(child, ours, received, (attempt, reports)));
+    Ok(NewMaster { pid, orders })
 }
 
-/// Waits for the new master's word, its exit, or the order to kill it.
+/// Reports the new master's word (or its failure), and carries out the old
+/// master's orders until it exits: an order that comes after its word is
+/// obeyed too, so that none is lost.
 async fn watch(
     mut child: tokio::process::Child,
     ours: tokio::net::UnixStream,
-    mut killed: oneshot::Receiver<()>,
-    reports: mpsc::UnboundedSender<Report>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    (attempt, reports): (u32, mpsc::UnboundedSender<Report>),
 ) {
     let pid = child.id().unwrap_or_default();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(ours);
-    let report = tokio::select! {
-        read = reader.read_line(&mut line) => match read {
-            Ok(_) if line.as_bytes() == READY => Report::Ready { pid },
-            _ => {
-                let status = child.wait().await;
-                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                Report::Failed { why: format!("the new master (pid {pid}) exited ({status}) before it was ready") }
+    // Whether it said something (reported), or closed its socket (its exit
+    // will be).
+    let (mut said, mut closed) = (false, false);
+    let failed = |why: String| Report::Failed { attempt, why };
+    loop {
+        tokio::select! {
+            read = reader.read_line(&mut line), if !said && !closed => match read {
+                Ok(0) | Err(_) => closed = true,
+                Ok(_) => {
+                    said = true;
+                    let report = match line.as_bytes() == READY {
+                        true => Report::Ready { attempt, pid },
+                        false => {
+                            let word = line.trim_end();
+                            failed(format!("the new master (pid {pid}) said {word:?}, not ready"))
+                        }
+                    };
+                    let _ = reports.send(report);
+                }
+            },
+            status = child.wait() => {
+                if !said {
+                    let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                    let why = format!("the new master (pid {pid}) exited ({status}) before it was ready");
+                    let _ = reports.send(failed(why));
+                }
+                return;
             }
-        },
-        status = child.wait() => {
-            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-            Report::Failed { why: format!("the new master (pid {pid}) exited ({status}) before it was ready") }
+            Some(order) = orders.recv() => match order {
+                // Its process group would take the old tree too: the master
+                // alone, whose workers die with it.
+                Order::Kill => drop(child.start_kill()),
+                Order::Stop => {
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                }
+            },
         }
-        _ = &mut killed => {
-            // Its process group would take the old tree too: the master alone,
-            // whose workers die with it.
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return;
-        }
-    };
-    let _ = reports.send(report);
+    }
 }

@@ -75,6 +75,7 @@ pub(crate) const ENV_NODES: &str = "MULTINODE_NODES";
 pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
 pub(crate) const ENV_MAX_CONNECTIONS: &str = "MULTINODE_MAX_CONNECTIONS";
 pub(crate) const ENV_ADMIN: &str = "MULTINODE_ADMIN";
+pub(crate) const ENV_UPGRADE_TIMEOUT: &str = "MULTINODE_UPGRADE_TIMEOUT";
 
 /// Why `flavor = "multi_thread"` is refused when this crate is built without
 /// its `multi-thread` feature.
@@ -113,6 +114,7 @@ pub struct Builder {
     pub(crate) backlog: u32,
     pub(crate) balance: Balance,
     pub(crate) watchdog_timeout: Duration,
+    pub(crate) upgrade_timeout: Duration,
     pub(crate) boot_failures: u32,
     pub(crate) max_connections: Option<usize>,
     pub(crate) cluster: Option<String>,
@@ -155,6 +157,7 @@ impl Default for Builder {
             backlog: 1024,
             balance: Balance::LeastConn,
             watchdog_timeout: Duration::from_secs(30),
+            upgrade_timeout: Duration::from_secs(30),
             boot_failures: 5,
             max_connections: None,
             cluster: None,
@@ -311,6 +314,20 @@ impl Builder {
     /// ```
     pub fn watchdog_timeout(mut self, timeout: Duration) -> Self {
         self.watchdog_timeout = timeout;
+        self
+    }
+
+    /// How long a new master started by SIGUSR2 has to report every node of
+    /// its tree ready (default 30 s; 100 ms to a week). If it has not by then,
+    /// it is stopped and this master's tree serves on. Overridden by
+    /// `MULTINODE_UPGRADE_TIMEOUT` (seconds, such as `90` or `2.5`).
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().upgrade_timeout(std::time::Duration::from_secs(120));
+    /// # let _ = builder;
+    /// ```
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
         self
     }
 

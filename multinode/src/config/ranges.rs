@@ -18,6 +18,9 @@ pub const SHUTDOWN_TIMEOUT: &str = "at most a week";
 /// What `watchdog_timeout` may be, as an error says it.
 pub const WATCHDOG_TIMEOUT: &str = "0 (off), or 100 ms to a week";
 
+/// What `upgrade_timeout` may be, as an error says it.
+pub const UPGRADE_TIMEOUT: &str = "100 ms to a week";
+
 /// The compile errors of the attribute's values out of range (a `const`
 /// panics with one string, so each is whole here).
 pub const NODES_ERROR: &str = "`nodes` expects 1 to 1024 processes";
@@ -25,6 +28,8 @@ pub const NODES_ERROR: &str = "`nodes` expects 1 to 1024 processes";
 pub const SHUTDOWN_TIMEOUT_ERROR: &str = "`shutdown_timeout` expects at most a week";
 /// See [`NODES_ERROR`].
 pub const WATCHDOG_TIMEOUT_ERROR: &str = "`watchdog_timeout` expects 0 (off), or 100 ms to a week";
+/// See [`NODES_ERROR`].
+pub const UPGRADE_TIMEOUT_ERROR: &str = "`upgrade_timeout` expects 100 ms to a week";
 
 /// Whether `nodes` processes may serve.
 ///
@@ -54,6 +59,16 @@ pub const fn shutdown_timeout(millis: u64) -> bool {
 /// ```
 pub const fn watchdog_timeout(millis: u64) -> bool {
     millis == 0 || (millis >= MIN_WATCHDOG_MS && millis <= MAX_DURATION_MS)
+}
+
+/// Whether a new master may take `millis` milliseconds to be ready.
+///
+/// ```
+/// use multinode::__private::ranges;
+/// assert!(ranges::upgrade_timeout(30_000) && !ranges::upgrade_timeout(0));
+/// ```
+pub const fn upgrade_timeout(millis: u64) -> bool {
+    millis >= MIN_WATCHDOG_MS && millis <= MAX_DURATION_MS
 }
 
 /// A compile error saying `error` when `ok` is false: what the attribute's
@@ -86,6 +101,7 @@ mod tests {
         assert!(NODES_ERROR.ends_with(NODES));
         assert!(SHUTDOWN_TIMEOUT_ERROR.ends_with(SHUTDOWN_TIMEOUT));
         assert!(WATCHDOG_TIMEOUT_ERROR.ends_with(WATCHDOG_TIMEOUT));
+        assert!(UPGRADE_TIMEOUT_ERROR.ends_with(UPGRADE_TIMEOUT));
         assert!(NODES.contains(&MAX_NODES.to_string()));
         assert_eq!(MAX_DURATION_MS, 604_800_000);
         assert!(WATCHDOG_TIMEOUT.contains(&format!("{MIN_WATCHDOG_MS} ms")));

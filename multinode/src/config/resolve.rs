@@ -96,6 +96,27 @@ impl Builder {
             let why = format!("{watchdog:?}: expected {}", ranges::WATCHDOG_TIMEOUT);
             return Err(ConfigError::key("watchdog_timeout", &why));
         }
+        let upgrade_timeout = match env(ENV_UPGRADE_TIMEOUT) {
+            Some(value) => value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .filter(|d| ranges::upgrade_timeout(millis(*d)))
+                .ok_or_else(|| {
+                    let why = format!("expected seconds, {}", ranges::UPGRADE_TIMEOUT);
+                    ConfigError::env(ENV_UPGRADE_TIMEOUT, &value, &why)
+                })?,
+            None if !ranges::upgrade_timeout(millis(self.upgrade_timeout)) => {
+                let why = format!(
+                    "{:?}: expected {}",
+                    self.upgrade_timeout,
+                    ranges::UPGRADE_TIMEOUT
+                );
+                return Err(ConfigError::key("upgrade_timeout", &why));
+            }
+            None => self.upgrade_timeout,
+        };
         let max_connections = match env(ENV_MAX_CONNECTIONS) {
             Some(value) => match value.trim().parse::<usize>() {
                 Ok(n) if n >= 1 => Some(n),
@@ -144,6 +165,7 @@ impl Builder {
             backlog: self.backlog,
             balance,
             watchdog_timeout: self.watchdog_timeout,
+            upgrade_timeout,
             boot_failures: self.boot_failures,
             max_connections,
             cluster,
@@ -180,6 +202,8 @@ pub(crate) struct Config {
     pub backlog: u32,
     pub balance: Balance,
     pub watchdog_timeout: Duration,
+    /// How long a new master (SIGUSR2) has to be ready.
+    pub upgrade_timeout: Duration,
     pub boot_failures: u32,
     pub max_connections: Option<usize>,
     /// The machines' meeting point, with the `cluster` feature.
@@ -254,6 +278,12 @@ mod tests {
             assert!(err.starts_with("`watchdog_timeout`"), "{err}");
         }
         resolve(Builder::new().watchdog_timeout(Duration::ZERO), &[]).unwrap();
+        for bad in ["0", "-1", "soon", "1e30"] {
+            let err = resolve(Builder::new(), &[(ENV_UPGRADE_TIMEOUT, bad)]).unwrap_err();
+            assert!(err.starts_with("MULTINODE_UPGRADE_TIMEOUT="), "{err}");
+        }
+        let config = resolve(Builder::new(), &[(ENV_UPGRADE_TIMEOUT, "2.5")]).unwrap();
+        assert_eq!(config.upgrade_timeout, Duration::from_millis(2500));
         let err = resolve(Builder::new(), &[(ENV_MAX_CONNECTIONS, "0")]).unwrap_err();
         assert!(err.starts_with("MULTINODE_MAX_CONNECTIONS=\"0\""), "{err}");
     }

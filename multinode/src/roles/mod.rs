@@ -45,7 +45,9 @@ impl Builder {
                 environment::take_master_env()
                     .and_then(|taken| master::run_master(&self, body, started, taken))
             }
-            Ok(Some((slot, control))) => worker::run_worker(&self, slot, control, body),
+            Ok(Some((slot, control))) => crate::supervisor::signals::leave_to_the_master()
+                .map_err(|e| start_error::StartError::system("cannot set the signals", e))
+                .and_then(|()| worker::run_worker(&self, slot, control, body)),
             Err(error) => Err(error),
         };
         std::process::exit(code.unwrap_or_else(|error| {

@@ -222,29 +222,30 @@ async fn relay_remesh(
     }
 }
 
-/// A worker's signals. SIGTERM drains this worker, and the master, told so,
-/// starts its replacement at once and kills it if it outlives its drain deadline
-/// (as gunicorn does). SIGINT is left to the master: Ctrl-C reaches the whole
-/// process group, and the master tells every node to drain, so nothing stops twice.
+/// A worker's own signals: SIGTERM, SIGINT and SIGQUIT drain this worker, and
+/// the master, told so, starts its replacement at once and kills it if it
+/// outlives its drain deadline (as gunicorn does). The master's signals do
+/// nothing here (`signals::leave_to_the_master`).
 async fn on_signals(shutdown: CancellationToken, control: Arc<ControlSocket>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
     ) else {
         tracing::warn!("cannot install signal handlers");
         return;
     };
     loop {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: draining this node");
-                if !shutdown.is_cancelled() {
-                    let _ = control.send(&ToMaster::Draining, None).await;
-                }
-                shutdown.cancel();
-            }
-            _ = int.recv() => tracing::debug!("SIGINT: waiting for the master's word"),
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = quit.recv() => "SIGQUIT",
+        };
+        tracing::info!("{name}: draining this node");
+        if !shutdown.is_cancelled() {
+            let _ = control.send(&ToMaster::Draining, None).await;
         }
+        shutdown.cancel();
     }
 }

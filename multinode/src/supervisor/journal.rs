@@ -29,7 +29,9 @@ impl Supervisor {
             Action::Notify(Notice::Upgraded { pid }) => {
                 format!("upgraded: the new master is pid {pid}")
             }
-            Action::StartUpgrade => "upgrade: starting a new master".to_owned(),
+            Action::StartUpgrade { .. } => "upgrade: starting a new master".to_owned(),
+            Action::KillUpgrade { .. } => "upgrade: killing the new master".to_owned(),
+            Action::StopUpgrade { .. } => "upgrade: stopping the new master too".to_owned(),
             _ => return,
         };
         self.journal.record(event);

@@ -45,6 +45,8 @@ pub(crate) struct Settings {
     pub nodes: usize,
     /// When the master started, for the "all ready" line.
     pub started: Instant,
+    /// How long a new master (SIGUSR2) has to be ready.
+    pub upgrade_timeout: Duration,
 }
 
 /// Why a process could not be started.
@@ -119,12 +121,14 @@ pub(crate) enum Input {
     },
     /// Time passed: deadlines due at `now` are acted on.
     Tick,
-    /// The new master (an upgrade) is ready.
+    /// The new master of upgrade `attempt` is ready.
     UpgradeReady {
+        attempt: u32,
         pid: u32,
     },
-    /// The new master failed before it was ready.
+    /// The new master of upgrade `attempt` failed before it was ready.
     UpgradeFailed {
+        attempt: u32,
         why: String,
     },
 }
@@ -173,18 +177,30 @@ pub(crate) enum Action {
     /// Tell the service manager (systemd) where the server stands.
     Notify(Notice),
     /// Start a new master from the executable, with every listening socket.
-    StartUpgrade,
-    /// Stop the new master: it was not ready in time.
-    KillUpgrade,
+    StartUpgrade {
+        attempt: u32,
+    },
+    /// Kill that new master (with its tree): not ready in time, failed, or
+    /// ready too late.
+    KillUpgrade {
+        attempt: u32,
+    },
+    /// That new master drains its own tree and exits: a stop came while it
+    /// started.
+    StopUpgrade {
+        attempt: u32,
+    },
 }
 
 /// Where an upgrade stands, from the old master's side.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Upgrade {
     Idle,
-    /// A new master is starting; it is stopped if not ready by `deadline`.
+    /// The new master of upgrade `attempt` is starting; it is killed if not
+    /// ready by `deadline`.
     Starting {
         deadline: Instant,
+        attempt: u32,
     },
     /// The new master serves: this one stops, and no longer speaks for the
     /// service.
@@ -233,6 +249,8 @@ pub(crate) struct Machine {
     /// 1 + the rolling restarts done.
     pub(super) generation: u32,
     pub(crate) upgrade: Upgrade,
+    /// The upgrades started so far: the next one's attempt is one more.
+    upgrades: u32,
     /// What happened since the start, for the metrics.
     pub(crate) counters: Counters,
 }
@@ -256,6 +274,7 @@ impl Machine {
             all_ready_logged: false,
             generation: 1,
             upgrade: Upgrade::Idle,
+            upgrades: 0,
             counters: Counters::default(),
         }
     }
@@ -336,8 +355,8 @@ impl Machine {
                 self.tick(now, &mut out)
             }
             Input::Signal(Command::Upgrade) => self.upgrade(now, &mut out),
-            Input::UpgradeReady { pid } => self.upgraded(pid, now, &mut out),
-            Input::UpgradeFailed { why } => self.upgrade_failed(&why),
+            Input::UpgradeReady { attempt, pid } => self.upgraded(attempt, pid, now, &mut out),
+            Input::UpgradeFailed { attempt, why } => self.upgrade_failed(attempt, &why, &mut out),
         }
         self.advance_reload(now, &mut out);
         self.finish(&mut out);
@@ -390,6 +409,17 @@ impl Machine {
         let workers = self.slots.values();
         let removed = |s: &&SlotState| matches!(s.current, Current::Removed);
         workers.filter(|s| !removed(s)).count() + usize::from(self.settings.master_serves)
+    }
+
+    /// What the whole server is doing, in a word, for a status line.
+    pub(crate) fn doing(&self) -> &'static str {
+        match (&self.phase, self.upgrade) {
+            (Phase::Stopping { .. } | Phase::Done, _) => "stopping",
+            (_, Upgrade::Starting { .. }) => "upgrading",
+            (_, Upgrade::HandedOver) => "handed over to a new master",
+            (Phase::Reloading { .. }, _) => "reloading",
+            (Phase::Running, _) => "serving",
+        }
     }
 
     pub(crate) fn members(&self) -> Vec<Slot> {

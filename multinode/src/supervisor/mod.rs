@@ -33,7 +33,7 @@ pub(crate) mod notice;
 mod process;
 mod rescue;
 mod rescuing;
-mod signals;
+pub(crate) mod signals;
 mod slot;
 mod status;
 
@@ -71,7 +71,9 @@ pub(crate) struct Supervisor {
     /// After an upgrade, until this tree is ready: the old master, to tell.
     old_master: Option<crate::upgrade::OldMaster>,
     /// During an upgrade: the new master.
-    new_master: Option<crate::upgrade::NewMaster>,
+    /// The new masters upgrades started, by attempt, for as long as this runs:
+    /// one that answers late can still be killed.
+    new_masters: BTreeMap<u32, crate::upgrade::NewMaster>,
     upgrades: mpsc::UnboundedSender<crate::upgrade::Report>,
     /// Recent lifecycle events, for the status page.
     journal: crate::admin::Journal,
@@ -104,6 +106,7 @@ impl Supervisor {
             max_slot: crate::config::ranges::MAX_NODES,
             nodes: config.nodes,
             started,
+            upgrade_timeout: config.upgrade_timeout,
         };
         let (events, _) = mpsc::unbounded_channel();
         Supervisor {
@@ -124,7 +127,7 @@ impl Supervisor {
             remeshed: BTreeMap::new(),
             systemd: crate::notify::Systemd::default(),
             old_master: None,
-            new_master: None,
+            new_masters: BTreeMap::new(),
             upgrades: mpsc::unbounded_channel().0,
             journal: crate::admin::Journal::default(),
             admin: None,
@@ -217,11 +220,16 @@ impl Supervisor {
                 received = signals.recv() => match received {
                     Received::Command(command) => Some(Input::Signal(command)),
                     Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
+                    Received::Status => {
+                        let (nodes, doing) = (self.machine.nodes(), self.machine.doing());
+                        info!(nodes, "SIGUSR1: {doing}; the log goes to stderr, nothing to reopen");
+                        None
+                    }
                 },
                 Some(event) = events.recv() => self.on_event(event),
                 Some(report) = upgrades.recv() => Some(match report {
-                    crate::upgrade::Report::Ready { pid } => Input::UpgradeReady { pid },
-                    crate::upgrade::Report::Failed { why } => Input::UpgradeFailed { why },
+                    crate::upgrade::Report::Ready { attempt, pid } => Input::UpgradeReady { attempt, pid },
+                    crate::upgrade::Report::Failed { attempt, why } => Input::UpgradeFailed { attempt, why },
                 }),
                 Some(report) = rescued.recv() => {
                     self.on_rescue(report);
@@ -379,14 +387,19 @@ impl Supervisor {
                     old.ready();
                 }
             }
-            Action::StartUpgrade => {
-                if let Err(why) = self.start_upgrade() {
-                    inputs.push_back(Input::UpgradeFailed { why });
+            Action::StartUpgrade { attempt } => {
+                if let Err(why) = self.start_upgrade(attempt) {
+                    inputs.push_back(Input::UpgradeFailed { attempt, why });
                 }
             }
-            Action::KillUpgrade => {
-                if let Some(mut new) = self.new_master.take() {
+            Action::KillUpgrade { attempt } => {
+                if let Some(new) = self.new_masters.get(&attempt) {
                     new.kill();
+                }
+            }
+            Action::StopUpgrade { attempt } => {
+                if let Some(new) = self.new_masters.get(&attempt) {
+                    new.stop();
                 }
             }
         }
@@ -394,21 +407,21 @@ impl Supervisor {
     }
 
     /// Starts a new master with every listening socket (SIGUSR2).
-    fn start_upgrade(&mut self) -> Result<(), String> {
+    fn start_upgrade(&mut self, attempt: u32) -> Result<(), String> {
         let sockets = self.listeners.handed_over();
         let env = self.systemd.env();
         let started = crate::upgrade::start(
             (&self.exe, &self.args),
             (&sockets, self.admin_fd),
             env,
-            self.upgrades.clone(),
+            (attempt, self.upgrades.clone()),
         );
         let new = started.map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
         info!(
             pid = new.pid,
             "upgrade: the new master started; waiting for its nodes"
         );
-        self.new_master = Some(new);
+        self.new_masters.insert(attempt, new);
         Ok(())
     }
 

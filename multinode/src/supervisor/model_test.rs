@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::machine::{Action, Command, Input, Machine, Phase, Settings, SpawnFailure};
+use super::machine::{Action, Command, Input, Machine, Phase, Settings, SpawnFailure, Upgrade};
 use super::slot::{Current, Deadline, Generation, Slot};
 
 /// One random event.
@@ -41,6 +41,33 @@ enum Op {
     BodyDone {
         code: i32,
     },
+    /// A new master (an upgrade's) reports ready: in time, or late (after it
+    /// was told to stop or die, its word already on its way).
+    UpgradeReady {
+        pick: usize,
+    },
+    /// A new master fails before it is ready: it exits, or says something
+    /// other than "ready" and lives on.
+    UpgradeFails {
+        pick: usize,
+        exits: bool,
+    },
+}
+
+/// A new master, as the world has it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tree {
+    said_ready: bool,
+    fate: Fate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fate {
+    Alive,
+    /// Told to drain its tree and exit.
+    Stopping,
+    Killed,
+    Exited,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -60,6 +87,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|resources| Op::FailNextSpawn { resources }),
         1 => Just(Op::MasterReady),
         1 => (0..2i32).prop_map(|code| Op::BodyDone { code }),
+        2 => Just(Op::Signal(Command::Upgrade)),
+        2 => (0..3usize).prop_map(|pick| Op::UpgradeReady { pick }),
+        1 => (0..3usize, any::<bool>()).prop_map(|(pick, exits)| Op::UpgradeFails { pick, exits }),
     ]
 }
 
@@ -72,6 +102,12 @@ struct World {
     fail_next_spawn: Option<SpawnFailure>,
     exit: Option<i32>,
     master_body_done: bool,
+    /// The new masters upgrades started, by attempt (1, 2, ...).
+    trees: BTreeMap<u32, Tree>,
+    /// The one the machine handed over to, if any.
+    adopted: Option<u32>,
+    /// The machine began to stop before any hand-over: no tree may serve on.
+    stopped_before_hand_over: bool,
 }
 
 impl World {
@@ -87,6 +123,7 @@ impl World {
             max_slot: 6,
             nodes: 4,
             started: now,
+            upgrade_timeout: Duration::from_secs(30),
         };
         let mut world = World {
             machine: Machine::new(settings),
@@ -95,6 +132,9 @@ impl World {
             fail_next_spawn: None,
             exit: None,
             master_body_done: false,
+            trees: BTreeMap::new(),
+            adopted: None,
+            stopped_before_hand_over: false,
         };
         world.feed(Input::Start);
         world
@@ -116,7 +156,12 @@ impl World {
             .filter(|(_, s)| !s.current.is_member())
             .map(|(slot, _)| *slot)
             .collect();
+        let was_stopping = matches!(self.machine.phase, Phase::Stopping { .. } | Phase::Done);
         let actions = self.machine.handle(input, self.now);
+        let stopping = matches!(self.machine.phase, Phase::Stopping { .. } | Phase::Done);
+        if stopping && !was_stopping && self.machine.upgrade != Upgrade::HandedOver {
+            self.stopped_before_hand_over = true;
+        }
         let mut follow = Vec::new();
         for action in actions {
             match action {
@@ -169,9 +214,17 @@ impl World {
                 Action::Gone { .. }
                 | Action::CloseListener { .. }
                 | Action::StopMaster
-                | Action::Notify(_)
-                | Action::StartUpgrade
-                | Action::KillUpgrade => {}
+                | Action::Notify(_) => {}
+                Action::StartUpgrade { attempt } => {
+                    assert_eq!(attempt, self.trees.len() as u32 + 1, "attempts count up");
+                    let fresh = Tree {
+                        said_ready: false,
+                        fate: Fate::Alive,
+                    };
+                    self.trees.insert(attempt, fresh);
+                }
+                Action::KillUpgrade { attempt } => self.told(attempt, Fate::Killed),
+                Action::StopUpgrade { attempt } => self.told(attempt, Fate::Stopping),
             }
         }
         // A failed start is reported back at once, as the supervisor's loop does.
@@ -179,6 +232,91 @@ impl World {
             self.feed(input);
         }
         self.check();
+    }
+
+    /// What the machine told new master `attempt`: it dies, or drains.
+    fn told(&mut self, attempt: u32, fate: Fate) {
+        let tree = self
+            .trees
+            .get_mut(&attempt)
+            .expect("told a master it started");
+        assert_ne!(
+            Some(attempt),
+            self.adopted,
+            "the master handed over to was told {fate:?}"
+        );
+        if tree.fate == Fate::Alive || fate == Fate::Killed && tree.fate == Fate::Stopping {
+            tree.fate = fate;
+        }
+    }
+
+    /// The `pick`-th new master that has not said ready, if any.
+    fn pick_tree(&self, pick: usize) -> Option<u32> {
+        let quiet: Vec<u32> = self
+            .trees
+            .iter()
+            .filter(|(_, t)| !t.said_ready && t.fate != Fate::Exited)
+            .map(|(attempt, _)| *attempt)
+            .collect();
+        (!quiet.is_empty()).then(|| quiet[pick % quiet.len()])
+    }
+
+    /// New master `attempt` says it is ready.
+    fn upgrade_ready(&mut self, attempt: u32) {
+        self.trees.get_mut(&attempt).expect("started").said_ready = true;
+        let handed_over = self.machine.upgrade == Upgrade::HandedOver;
+        self.feed(Input::UpgradeReady {
+            attempt,
+            pid: attempt,
+        });
+        if !handed_over && self.machine.upgrade == Upgrade::HandedOver {
+            assert!(self.adopted.is_none(), "handed over twice");
+            assert!(!self.stopped_before_hand_over, "handed over after a stop");
+            assert_eq!(
+                self.trees[&attempt].fate,
+                Fate::Alive,
+                "handed over to a master told to go"
+            );
+            self.adopted = Some(attempt);
+        }
+        if self.adopted != Some(attempt) && self.exit.is_none() {
+            let fate = self.trees[&attempt].fate;
+            assert_ne!(
+                fate,
+                Fate::Alive,
+                "master {attempt} said ready, was not taken, and lives on"
+            );
+        }
+    }
+
+    /// Once inputs settle: exactly one tree serves, or none after a stop, and
+    /// no new master is left that nobody will stop.
+    fn check_trees(&self) {
+        let old_serves = self.exit.is_none()
+            && !matches!(self.machine.phase, Phase::Stopping { .. } | Phase::Done);
+        let alive: Vec<u32> = self
+            .trees
+            .iter()
+            .filter(|(_, t)| t.fate == Fate::Alive)
+            .map(|(attempt, _)| *attempt)
+            .collect();
+        if self.stopped_before_hand_over {
+            assert!(
+                alive.is_empty(),
+                "stopped, but new masters {alive:?} serve on"
+            );
+        } else {
+            let serving = usize::from(old_serves) + alive.len();
+            assert_eq!(
+                serving, 1,
+                "old tree serves: {old_serves}; new masters alive: {alive:?}"
+            );
+            assert!(
+                alive.iter().all(|a| Some(*a) == self.adopted),
+                "{alive:?}, adopted {:?}",
+                self.adopted
+            );
+        }
     }
 
     /// The invariants that hold after every step.
@@ -295,6 +433,27 @@ impl World {
                     self.feed(Input::BodyDone { code });
                 }
             }
+            Op::UpgradeReady { pick } => {
+                if let Some(attempt) = self.pick_tree(pick) {
+                    self.upgrade_ready(attempt);
+                }
+            }
+            Op::UpgradeFails { pick, exits } => {
+                let live = self
+                    .pick_tree(pick)
+                    .filter(|a| self.trees[a].fate == Fate::Alive);
+                if let Some(attempt) = live {
+                    let tree = self.trees.get_mut(&attempt).expect("started");
+                    match exits {
+                        true => tree.fate = Fate::Exited,
+                        false => tree.said_ready = true, // it said something else
+                    }
+                    let why = format!("master {attempt} failed");
+                    self.feed(Input::UpgradeFailed { attempt, why });
+                    let fate = self.trees[&attempt].fate;
+                    assert_ne!(fate, Fate::Alive, "master {attempt} failed and lives on");
+                }
+            }
         }
     }
 
@@ -334,6 +493,9 @@ proptest! {
         for op in ops {
             world.apply(op);
         }
+        // Every upgrade's deadline passes; then one tree serves, or none.
+        world.wait(Duration::from_secs(31));
+        world.check_trees();
         if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
             // A reload always ends, and the phase comes back to running.
             world.settle(120, drained);
@@ -361,6 +523,9 @@ proptest! {
         }
         world.settle(60, drained);
         prop_assert!(world.exit.is_some(), "no exit; phase {:?}", world.machine.phase);
+        let alive = world.trees.iter().filter(|(_, t)| t.fate == Fate::Alive);
+        let others: Vec<_> = alive.filter(|(a, _)| Some(**a) != world.adopted).collect();
+        prop_assert!(others.is_empty(), "new masters left serving: {others:?}");
     }
 }
 

@@ -118,10 +118,15 @@ pub(crate) fn spawn(
         .env(ENV_WORKER, slot.to_string())
         .env(ENV_CONTROL_FD, theirs_raw.to_string())
         .stdin(Stdio::null());
+    let masters_only = super::signals::masters_only();
     // SAFETY: runs in the child between fork and exec, and calls only
-    // async-signal-safe functions (fcntl, prctl, getppid), allocating nothing.
+    // async-signal-safe functions (fcntl, prctl, getppid, pthread_sigmask),
+    // allocating nothing.
     unsafe {
         command.pre_exec(move || {
+            // Blocked until the worker has made them harmless (signals::leave_to_the_master).
+            use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&masters_only), None)?;
             use nix::fcntl::{fcntl, FcntlArg, FdFlag};
             let fd = std::os::fd::BorrowedFd::borrow_raw(theirs_raw);
             fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;

@@ -14,6 +14,7 @@
     backlog = 64,
     balance = "shared",
     watchdog_timeout = 10,
+    upgrade_timeout = 60,
     boot_failures = 3,
     max_connections = 1000,
     cluster = "",

@@ -134,6 +134,7 @@ impl Machine {
         let deadline = now + self.settings.shutdown_timeout + KILL_GRACE;
         self.phase = Phase::Stopping { deadline, code };
         self.next_watchdog = None;
+        self.stop_upgrade(out);
         if self.upgrade != super::Upgrade::HandedOver {
             out.push(Action::Notify(Notice::Stopping { nodes }));
         }
