@@ -147,3 +147,103 @@ fn out_of_range_durations_are_errors_naming_the_key() {
         assert!(log[0].contains(key), "{var}={value}: {log:?}");
     }
 }
+
+/// Runs `hello` as if an upgrade had started it, with `MULTINODE_LISTENERS` and
+/// `MULTINODE_UPGRADE_FD` as given, and at descriptors 7, 8 and 9 a listening
+/// TCP socket, `/dev/null` and a Unix stream socket; returns its exit code and
+/// stderr once it exited.
+fn run_as_upgraded(listeners: &str, back: &str) -> (Option<i32>, String) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let (unix, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let fds = [tcp.as_raw_fd(), null.as_raw_fd(), unix.as_raw_fd()];
+    let stderr = tempfile_path("stderr");
+    let mut command = Command::new(common::example("hello"));
+    command
+        .env("MULTINODE_PORT", "0")
+        .env("MULTINODE_LISTENERS", listeners)
+        .env("MULTINODE_UPGRADE_FD", back)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .process_group(0);
+    // SAFETY: dup2 is async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if nix::libc::dup2(*fd, 7 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let status = common::poll(Duration::from_secs(10), || child.try_wait().unwrap());
+    if status.is_none() {
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+    }
+    let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let _ = std::fs::remove_file(&stderr);
+    (status.expect("it exits").code(), text)
+}
+
+fn tempfile_path(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("multinode-{what}-{}-{n}", std::process::id()))
+}
+
+#[test]
+fn inherited_descriptors_are_checked_before_they_are_taken() {
+    for (listeners, back, says) in [
+        (
+            "shared:2",
+            "9",
+            "descriptor 2 is standard input, output or error",
+        ),
+        ("0:7,1:7", "9", "descriptor 7 is named twice"),
+        ("shared:40", "9", "descriptor 40 is not open"),
+        ("shared:8", "9", "descriptor 8 is not a socket"),
+        (
+            "shared:9",
+            "9",
+            "descriptor 9 is not a listening TCP socket",
+        ),
+        (
+            "shared:7",
+            "2",
+            "MULTINODE_UPGRADE_FD=2: descriptor 2 is standard",
+        ),
+        (
+            "shared:7",
+            "7",
+            "MULTINODE_UPGRADE_FD=7: descriptor 7 is named twice",
+        ),
+        (
+            "shared:7",
+            "8",
+            "MULTINODE_UPGRADE_FD=8: descriptor 8 is not a socket",
+        ),
+    ] {
+        let (code, stderr) = run_as_upgraded(listeners, back);
+        let case = format!("MULTINODE_LISTENERS={listeners} MULTINODE_UPGRADE_FD={back}");
+        assert_eq!(code, Some(2), "{case}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{case}: one line on stderr, still open: {stderr:?}"
+        );
+        assert!(lines[0].contains(says), "{case}: {stderr}");
+        if back != "2" && back != "7" && back != "8" {
+            assert!(lines[0].contains("MULTINODE_LISTENERS"), "{case}: {stderr}");
+        }
+    }
+}

@@ -29,6 +29,7 @@ use tokio::io::unix::AsyncFd;
 
 use identity::Identity;
 
+pub(crate) mod descriptor;
 pub(crate) mod identity;
 pub(crate) mod incarnation;
 

@@ -14,7 +14,7 @@
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Stdio;
@@ -22,6 +22,7 @@ use std::process::Stdio;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
+use crate::control::descriptor::{claim, Expected};
 use crate::listener::socket::Labelled;
 
 /// The inherited listening sockets: `shared:FD`, or `SLOT:FD,…` with one
@@ -68,44 +69,40 @@ pub(crate) fn take() -> Result<Option<Inherited>, String> {
     };
     let not_ours =
         |what: &str| format!("{what}; this process was not started by a multinode upgrade");
-    let back: RawFd = back
+    let back_fd: RawFd = back
         .parse()
         .map_err(|_| not_ours(&format!("{ENV_UPGRADE_FD}={back:?}: not a descriptor")))?;
+    // Every descriptor is checked before any is owned: a wrong one is never closed.
+    let mut claimed = Vec::new();
     let mut sockets = Vec::new();
     for label in listeners.split(',') {
         let (slot, fd) = parse_label(label)
             .ok_or_else(|| not_ours(&format!("{ENV_LISTENERS}={listeners:?}: malformed")))?;
-        // SAFETY: the old master passed descriptor `fd` to this process, named
-        // only here; nothing else took it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let owned = claim(fd, &mut claimed, Expected::TcpListener)
+            .map_err(|e| not_ours(&format!("{ENV_LISTENERS}={listeners:?}: {e}")))?;
         let socket = crate::listener::socket::adopt(owned)
             .map_err(|e| not_ours(&format!("{ENV_LISTENERS}: descriptor {fd}: {e}")))?;
         sockets.push((slot, socket));
     }
-    let admin = match admin.ok().map(|fd| fd.parse::<RawFd>()) {
-        Some(Ok(fd)) => {
-            // SAFETY: as above, for the admin listener.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let admin = match admin.ok() {
+        Some(value) => {
+            let fd = value
+                .parse::<RawFd>()
+                .map_err(|_| not_ours(&format!("{ENV_ADMIN_FD}={value:?}: not a descriptor")))?;
+            let owned = claim(fd, &mut claimed, Expected::TcpListener)
+                .map_err(|e| not_ours(&format!("{ENV_ADMIN_FD}={fd}: {e}")))?;
             let socket = crate::listener::socket::adopt(owned)
                 .map_err(|e| not_ours(&format!("{ENV_ADMIN_FD}={fd}: {e}")))?;
             Some(socket)
         }
-        Some(Err(_)) => return Err(not_ours(&format!("{ENV_ADMIN_FD}: not a descriptor"))),
         None => None,
     };
-    // SAFETY: as above, for the socket back to the old master.
-    let stream = unsafe { UnixStream::from_raw_fd(back) };
+    let owned = claim(back_fd, &mut claimed, Expected::UnixStream)
+        .map_err(|e| not_ours(&format!("{ENV_UPGRADE_FD}={back_fd}: {e}")))?;
+    let stream = UnixStream::from(owned);
     stream
         .set_nonblocking(false)
-        .and_then(|()| {
-            nix::fcntl::fcntl(
-                &stream,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map(drop)
-            .map_err(io::Error::from)
-        })
-        .map_err(|e| not_ours(&format!("{ENV_UPGRADE_FD}={back}: {e}")))?;
+        .map_err(|e| not_ours(&format!("{ENV_UPGRADE_FD}={back_fd}: {e}")))?;
     Ok(Some(Inherited {
         sockets,
         admin,
