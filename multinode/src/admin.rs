@@ -1,14 +1,17 @@
 //! The admin listener (`admin = "127.0.0.1:9100"`): `GET /metrics` in the
-//! Prometheus text format and `GET /` a status page, served by the master's
-//! supervision thread, so that it answers while every worker is busy or
-//! restarting. Everything it shows is read from shared memory (`board.rs`,
-//! the load table) and the supervisor's journal of lifecycle events.
+//! Prometheus text format and `GET /` a status page, served by a thread of the
+//! master's own, so that it answers while every worker is busy or restarting,
+//! and a storm of scrapes never delays supervision: at most a few connections
+//! at once (the rest wait in the kernel's backlog), and each text rendered at
+//! most once in a short while. Everything it shows is read from shared memory
+//! (`board.rs`, the load table) and the supervisor's journal of lifecycle
+//! events.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,6 +25,10 @@ mod page;
 
 /// How many lifecycle events the status page shows.
 const JOURNAL: usize = 30;
+/// The admin connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 8;
+/// How long a rendered text is served again before it is rendered anew.
+const FRESH: Duration = Duration::from_millis(100);
 
 /// The master's recent lifecycle events (started, ready, exited, reload
 /// steps), newest last.
@@ -50,8 +57,44 @@ struct Rates {
     per_second: Vec<f64>,
 }
 
+/// The last text rendered for each page, and when.
+#[derive(Default)]
+struct Rendered {
+    metrics: Option<(Instant, Bytes)>,
+    page: Option<(Instant, Bytes)>,
+}
+
+/// `slot`'s text: the one rendered less than [`FRESH`] ago, or a new one.
+fn cached(slot: &mut Option<(Instant, Bytes)>, render: impl FnOnce() -> String) -> Bytes {
+    let now = Instant::now();
+    match slot {
+        Some((at, text)) if now.duration_since(*at) < FRESH => text.clone(),
+        _ => {
+            let text = Bytes::from(render());
+            *slot = Some((now, text.clone()));
+            text
+        }
+    }
+}
+
+/// Serves `listener` on a thread of its own, with a runtime of its own, for as
+/// long as the process runs.
+pub(crate) fn spawn(listener: TcpListener, shm: Arc<Segment>, journal: Journal) {
+    let serving = move || match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(serve(listener, shm, journal)),
+        Err(error) => tracing::error!("the admin listener: cannot start its runtime: {error}"),
+    };
+    let thread = std::thread::Builder::new().name("multinode-admin".into());
+    if let Err(error) = thread.spawn(serving) {
+        tracing::error!("the admin listener: cannot start its thread: {error}");
+    }
+}
+
 /// Serves `listener` until the runtime ends.
-pub(crate) async fn serve(listener: TcpListener, shm: Arc<Segment>, journal: Journal) {
+async fn serve(listener: TcpListener, shm: Arc<Segment>, journal: Journal) {
     let listener = match listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::TcpListener::from_std(listener))
@@ -60,15 +103,21 @@ pub(crate) async fn serve(listener: TcpListener, shm: Arc<Segment>, journal: Jou
         Err(error) => return tracing::error!("the admin listener: {error}"),
     };
     let rates = Arc::new(Mutex::new(Rates::default()));
+    let rendered = Arc::new(Mutex::new(Rendered::default()));
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(sample(shm.clone(), rates.clone()));
     loop {
+        let Ok(place) = room.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await; // out of descriptors
             continue;
         };
-        let (shm, journal, rates) = (shm.clone(), journal.clone(), rates.clone());
+        let (shm, journal) = (shm.clone(), journal.clone());
+        let (rates, rendered) = (rates.clone(), rendered.clone());
         let service = hyper::service::service_fn(move |request| {
-            let answer = answer(&request, &shm, &journal, &rates);
+            let answer = answer(&request, (&shm, &journal), (&rates, &rendered));
             async move { Ok::<_, Infallible>(answer) }
         });
         tokio::spawn(async move {
@@ -77,6 +126,7 @@ pub(crate) async fn serve(listener: TcpListener, shm: Arc<Segment>, journal: Jou
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+            drop(place);
         });
     }
 }
@@ -103,32 +153,30 @@ async fn sample(shm: Arc<Segment>, rates: Arc<Mutex<Rates>>) {
 
 fn answer(
     request: &Request<hyper::body::Incoming>,
-    shm: &Segment,
-    journal: &Journal,
-    rates: &Mutex<Rates>,
+    (shm, journal): (&Segment, &Journal),
+    (rates, rendered): (&Mutex<Rates>, &Mutex<Rendered>),
 ) -> Response<Full<Bytes>> {
+    let mut rendered = rendered.lock().unwrap_or_else(|e| e.into_inner());
     let (status, kind, body) = match (request.method(), request.uri().path()) {
         (&hyper::Method::GET, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::text(shm),
+            cached(&mut rendered.metrics, || crate::metrics::text(shm)),
         ),
         (&hyper::Method::GET, "/") => {
-            let per_second = rates
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .per_second
-                .clone();
-            let html = page::render(shm, &per_second, &journal.events());
+            let html = cached(&mut rendered.page, || {
+                let rates = rates.lock().unwrap_or_else(|e| e.into_inner());
+                page::render(shm, &rates.per_second, &journal.events())
+            });
             (StatusCode::OK, "text/html; charset=utf-8", html)
         }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: GET /metrics or GET /\n".to_owned(),
+            Bytes::from_static(b"not found: GET /metrics or GET /\n"),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     if let Ok(kind) = hyper::header::HeaderValue::from_str(kind) {
         response

@@ -199,7 +199,7 @@ impl Supervisor {
         };
         if let Some(listener) = self.admin.take() {
             let (shm, journal) = (self.shm.clone(), self.journal.clone());
-            tokio::spawn(crate::admin::serve(listener, shm, journal));
+            crate::admin::spawn(listener, shm, journal);
         }
         let mut rescued = self.watch_queues();
         // Fed from this loop, so that a hung loop starves it.
