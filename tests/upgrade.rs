@@ -367,3 +367,33 @@ fn a_stop_right_after_sigusr2_stops_both_trees() {
         processes_with(&program.marker)
     );
 }
+
+#[test]
+fn an_upgrade_after_sigttin_starts_every_node_that_serves() {
+    let env = [("MULTINODE_NODES", "3"), ("PROBE_BALANCE", "reuse_port")];
+    let mut program = Program::start("probe", &env);
+    let addr = program.ready();
+    program.signal(Signal::SIGTTIN);
+    program.wait_for("node ready node=3", 1, WAIT);
+    program.signal(Signal::SIGUSR2);
+    assert!(
+        program.wait_exit(WAIT).success(),
+        "the old master hands over"
+    );
+    let four = poll(WAIT, || {
+        Some(processes_with(&program.marker)).filter(|p| p.len() == 4)
+    });
+    assert!(
+        four.is_some(),
+        "a new master and 3 workers: {:?}",
+        processes_with(&program.marker)
+    );
+    // Every socket of the group has its acceptor: each of the 4 nodes answers.
+    let mut ids = std::collections::BTreeSet::new();
+    let all = poll(WAIT, || {
+        let (_, body) = get(addr, "/").ok()?;
+        ids.insert(body.split_whitespace().nth(1)?.to_owned());
+        (ids.len() == 4).then_some(())
+    });
+    assert!(all.is_some(), "nodes answering: {ids:?}");
+}

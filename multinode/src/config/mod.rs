@@ -8,6 +8,7 @@ mod error;
 pub mod ranges;
 mod resolve;
 
+pub(crate) use builder::ENV_NODES;
 pub use builder::{Balance, Builder, Flavor, Logging};
 pub(crate) use cluster::Cluster;
 pub(crate) use resolve::Config;

@@ -409,7 +409,11 @@ impl Supervisor {
     /// Starts a new master with every listening socket (SIGUSR2).
     fn start_upgrade(&mut self, attempt: u32) -> Result<(), String> {
         let sockets = self.listeners.handed_over();
-        let env = self.systemd.env();
+        let mut env = self.systemd.env();
+        // As many nodes as serve now (SIGTTIN and SIGTTOU included), so that
+        // every socket handed over has its acceptor.
+        let nodes = self.machine.nodes().to_string();
+        env.push((crate::config::ENV_NODES, nodes.into()));
         let started = crate::upgrade::start(
             (&self.exe, &self.args),
             (&sockets, self.admin_fd),
