@@ -397,3 +397,28 @@ fn an_upgrade_after_sigttin_starts_every_node_that_serves() {
     });
     assert!(all.is_some(), "nodes answering: {ids:?}");
 }
+
+#[test]
+fn as_pid_1_the_init_follows_the_new_master_at_the_hand_over() {
+    let mut program = Program::start_under(
+        &["unshare", "--pid", "--fork"],
+        &common::example("probe"),
+        &[("MULTINODE_NODES", "2")],
+    );
+    let addr = program.ready();
+    let first = |pid: u32| common::children(pid).into_iter().next();
+    let init = first(program.pid()).expect("PID 1 of the namespace");
+    // A request in flight keeps the old tree draining for a while.
+    let slow = std::thread::spawn(move || get(addr, "/slow?ms=3000"));
+    program.wait_for("slow request started", 1, WAIT);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init as i32), Signal::SIGUSR2).unwrap();
+    program.wait_for("this master drains and exits", 1, WAIT);
+    // docker stop, while the old tree still drains: the new master stops.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init as i32), Signal::SIGTERM).unwrap();
+    program.wait_for("SIGTERM: stopping", 1, WAIT);
+    assert_eq!(
+        slow.join().unwrap().expect("the old tree's request ends").0,
+        200
+    );
+    assert!(program.wait_exit(WAIT).success(), "{:?}", program.log());
+}

@@ -7,8 +7,10 @@
 //! of its body) stay the master's to wait for.
 //!
 //! After an upgrade the new master is the one to follow: the old master writes
-//! its pid on a pipe PID 1 reads (`announce`), before it exits; the new master
-//! inherits the pipe's writing end for the next upgrade.
+//! its pid on a pipe (`announce`) at the hand-over, and PID 1, woken by SIGIO,
+//! follows it at once: a stop that comes while the old tree drains reaches the
+//! new master. The new master inherits the pipe's writing end for the next
+//! upgrade.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -77,6 +79,7 @@ pub(crate) fn serve_as_init_if_pid_1() {
     }
     let mut waited = SigSet::empty();
     waited.add(Signal::SIGCHLD);
+    waited.add(Signal::SIGIO);
     FORWARDED.iter().for_each(|s| waited.add(*s));
     // A handler, so that the kernel does not drop them at PID 1, and blocked,
     // so that they wait for `sigwait`; the master gets its own mask back.
@@ -123,10 +126,20 @@ pub(crate) fn serve_as_init_if_pid_1() {
         }
         Ok(ForkResult::Parent { child }) => {
             drop(to_init);
-            let _ = nix::fcntl::fcntl(
+            // Non-blocking, and SIGIO to this process when a pid is written.
+            use nix::fcntl::{fcntl, FcntlArg, OFlag};
+            let _ = fcntl(
                 &from_master,
-                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                FcntlArg::F_SETFL(OFlag::O_NONBLOCK | OFlag::O_ASYNC),
             );
+            // SAFETY: F_SETOWN on a descriptor this process owns; plain ioctl-like call.
+            let _ = unsafe {
+                nix::libc::fcntl(
+                    from_master.as_raw_fd(),
+                    nix::libc::F_SETOWN,
+                    getpid().as_raw(),
+                )
+            };
             std::process::exit(init(child, &waited, from_master.into()))
         }
         Err(error) => {
@@ -136,21 +149,32 @@ pub(crate) fn serve_as_init_if_pid_1() {
     }
 }
 
-/// PID 1's loop: forwards signals to `master`, reaps every child, and returns
-/// the master's exit code once it is gone (and no new master took its place).
+/// PID 1's loop: forwards signals to `master`, reaps every child, follows a
+/// new master as soon as it is announced, and returns the master's exit code
+/// once it is gone (and no new master took its place).
 fn init(mut master: Pid, waited: &SigSet, mut announced: std::fs::File) -> i32 {
     loop {
         match waited.wait() {
+            Ok(Signal::SIGIO) => {
+                if let Some(next) = successor(&mut announced, master) {
+                    master = next;
+                }
+            }
             Ok(Signal::SIGCHLD) => {
-                let Some(code) = reap(master) else { continue };
-                // An old master announces its successor before it exits.
-                let mut news = Vec::new();
-                let _ = announced.read_to_end(&mut news); // what is there: WouldBlock after
-                let news = String::from_utf8_lossy(&news);
-                let next = news.lines().rev().find_map(|l| l.parse::<i32>().ok());
-                match next.map(Pid::from_raw) {
-                    Some(next) if next != master && kill(next, None).is_ok() => master = next,
-                    _ => return code,
+                // An announcement whose SIGIO has not been taken yet comes first.
+                if let Some(next) = successor(&mut announced, master) {
+                    master = next;
+                }
+                let (mine, last) = reap(master);
+                // The master exited; or, followed before its parent (the old
+                // master) exited, it was that parent's to reap, and is gone.
+                let gone = mine.is_some() || kill(master, None).is_err();
+                if !gone {
+                    continue;
+                }
+                match successor(&mut announced, master) {
+                    Some(next) => master = next,
+                    None => return mine.or(last).unwrap_or(0),
                 }
             }
             Ok(signal) => {
@@ -161,17 +185,29 @@ fn init(mut master: Pid, waited: &SigSet, mut announced: std::fs::File) -> i32 {
     }
 }
 
-/// Reaps every child that exited; the master's exit code if it was one.
-fn reap(master: Pid) -> Option<i32> {
-    let mut code = None;
+/// The last master announced on the pipe, if it is another live process.
+fn successor(announced: &mut std::fs::File, master: Pid) -> Option<Pid> {
+    let mut news = Vec::new();
+    let _ = announced.read_to_end(&mut news); // what is there: WouldBlock after
+    let news = String::from_utf8_lossy(&news);
+    let next = Pid::from_raw(news.lines().rev().find_map(|l| l.parse::<i32>().ok())?);
+    (next != master && kill(next, None).is_ok()).then_some(next)
+}
+
+/// Reaps every child that exited: the master's exit code if it was one, and
+/// the last exit code seen.
+fn reap(master: Pid) -> (Option<i32>, Option<i32>) {
+    let (mut mine, mut last) = (None, None);
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, status)) if pid == master => code = Some(status),
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == master => {
-                code = Some(128 + signal as i32)
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => return code,
-            Ok(_) => {}
+        let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, status)) => (pid, status),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return (mine, last),
+            Ok(_) => continue,
+        };
+        last = Some(code);
+        if pid == master {
+            mine = Some(code);
         }
     }
 }
