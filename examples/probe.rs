@@ -28,6 +28,8 @@
 //!   README's "Talking between processes");
 //! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
 //!   runtime that long before anything else (a slow boot);
+//! - `PROBE_SEND_TIMEOUT_MS=n` sets `send_timeout` (default 60 s); `GET /big`
+//!   answers 64 MiB;
 //! - `PROBE_SLOW_BOOT_IF=path` with `PROBE_SLOW_BOOT_MS=n`: while the file
 //!   `path` exists, every node that starts blocks its runtime n ms first (a tree
 //!   that boots slowly, say the new one of an upgrade);
@@ -210,6 +212,8 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                     }
                     "/metrics" => load.metrics(),
                     "/nodes" => format!("node {id} of {}\n", load.nodes()),
+                    // More than a client's and the kernel's buffers hold.
+                    "/big" => "x".repeat(64 << 20),
                     "/count" => {
                         orders.inc();
                         format!("node {id} counted\n")
@@ -237,10 +241,15 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                 Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)).boxed()))
             }
         });
+    let send_timeout = std::env::var("PROBE_SEND_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(60), Duration::from_millis);
     let served = Server::new(service)
         .header_read_timeout(Duration::from_millis(500))
         .http2_idle_timeout(Duration::from_secs(1))
         .body_read_timeout(Duration::from_millis(500))
+        .send_timeout(send_timeout)
         .serve(nodes)
         .await
         .map_err(|e| e.to_string());

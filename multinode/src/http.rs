@@ -20,6 +20,7 @@ use crate::nodes::Nodes;
 mod body;
 mod connection;
 mod counted_io;
+mod sending;
 mod service;
 mod watched;
 
@@ -39,6 +40,9 @@ const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default limit on waiting for more of a request's body (nginx's
 /// `client_body_timeout` is 60 s).
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The default limit on a response that makes no progress (nginx's
+/// `send_timeout` is 60 s).
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default limit on a request's headers, in bytes.
 const MAX_HEADER_SIZE: usize = 64 * 1024;
 
@@ -111,6 +115,7 @@ pub struct Server<S> {
     service: S,
     header_read_timeout: Duration,
     http2_idle_timeout: Duration,
+    send_timeout: Duration,
     body_read_timeout: Duration,
     max_header_size: usize,
 }
@@ -132,6 +137,7 @@ impl Server<()> {
             service: service.into_service(),
             header_read_timeout: HEADER_READ_TIMEOUT,
             http2_idle_timeout: HTTP2_IDLE_TIMEOUT,
+            send_timeout: SEND_TIMEOUT,
             body_read_timeout: BODY_READ_TIMEOUT,
             max_header_size: MAX_HEADER_SIZE,
         }
@@ -179,6 +185,29 @@ impl<S> Server<S> {
     /// ```
     pub fn http2_idle_timeout(mut self, timeout: Duration) -> Self {
         self.http2_idle_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may owe its client a response that makes no
+    /// progress (default 60 s, nginx's `send_timeout`): a client that stops
+    /// reading, or an HTTP/2 client whose flow-control window stays closed, is
+    /// disconnected then, and the connection counted as closed. During a stop
+    /// it is cut at this limit or at the drain's deadline, whichever comes
+    /// first. A response whose body waits for the program (a stream of events)
+    /// is not the client's fault and does not count.
+    ///
+    /// ```
+    /// # use std::convert::Infallible;
+    /// let server = multinode::http::Server::new(hyper::service::service_fn(
+    ///     |_req: hyper::Request<multinode::http::Body>| async {
+    ///         Ok::<_, Infallible>(hyper::Response::new(String::from("hi")))
+    ///     },
+    /// ))
+    /// .send_timeout(std::time::Duration::from_secs(30));
+    /// # let _ = server;
+    /// ```
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
         self
     }
 
@@ -282,13 +311,16 @@ impl<S> Server<S> {
                     Ok((stream, tally)) => {
                         let _ = stream.set_nodelay(true);
                         let tally = Arc::new(tally);
-                        let io = CountedIo::new(stream, tally.clone(), connections.token());
+                        let sending = Arc::new(sending::Sending::default());
+                        let token = connections.token();
+                        let io = CountedIo::new(stream, sending.clone(), tally.clone(), token);
                         let state = Arc::new(PerConnection {
                             tally,
                             requests: AtomicU64::new(0),
                             in_progress: AtomicUsize::new(0),
                             http2: AtomicBool::new(false),
                             stopping: stopping.clone(),
+                            sending,
                         });
                         let service = Counted {
                             inner: self.service.clone(),
@@ -302,6 +334,7 @@ impl<S> Server<S> {
                             stop: shutdown.clone(),
                             idle: self.header_read_timeout,
                             idle_http2: self.http2_idle_timeout,
+                            send: self.send_timeout,
                         };
                         connections.spawn(drive(connection, state, limits));
                     }

@@ -16,6 +16,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{Body, BoxError};
+use super::sending::{stalled, Sending};
 use super::watched;
 use crate::balance::Tally;
 
@@ -29,12 +30,15 @@ pub(super) struct Limits {
     pub idle: Duration,
     /// The same for an HTTP/2 connection.
     pub idle_http2: Duration,
+    /// How long what the connection owes its client may make no progress.
+    pub send: Duration,
 }
 
 /// Why a connection is cut short.
 enum Interrupt {
     Stop,
     Idle,
+    Stalled,
 }
 
 /// Runs one connection to its end. An HTTP/1 connection with no request in
@@ -55,15 +59,26 @@ where
     C::Error: Into<BoxError>,
 {
     tokio::pin!(connection);
+    // One watch over the sending side, through the stop too.
+    let stall = stalled(&state.sending, limits.send);
+    tokio::pin!(stall);
     let watcher = async {
         tokio::select! {
             biased;
             () = limits.stop.cancelled() => Interrupt::Stop,
             () = idle(&state, limits.idle, limits.idle_http2) => Interrupt::Idle,
+            () = &mut stall => Interrupt::Stalled,
         }
     };
     let result = match watched::Watched::new(connection.as_mut(), watcher).await {
         Ok(result) => result,
+        Err(Interrupt::Stalled) => {
+            tracing::debug!(
+                "closing a connection whose client took nothing for {:?}",
+                limits.send
+            );
+            return;
+        }
         Err(Interrupt::Idle) if state.http2.load(Ordering::Relaxed) => {
             // GOAWAY, so that the client opens a new connection for what follows.
             tracing::debug!(
@@ -86,10 +101,17 @@ where
             tokio::select! {
                 result = &mut connection => break result,
                 _ = tokio::time::sleep(QUIET_GRACE) => {}
+                () = &mut stall => {
+                    tracing::debug!("closing a draining connection whose client took nothing for {:?}", limits.send);
+                    return;
+                }
             }
             if state.requests.load(Ordering::Acquire) == served {
                 connection.as_mut().graceful_shutdown();
-                break connection.await;
+                tokio::select! {
+                    result = &mut connection => break result,
+                    () = &mut stall => return,
+                }
             }
         },
     };
@@ -98,24 +120,34 @@ where
     }
 }
 
-/// Resolves once a connection has had no request in progress for at least
-/// `timeout` (`timeout_http2` once it is known to speak HTTP/2), checking four
+/// Resolves once a connection has had no request in progress, and nothing
+/// being sent, for at least `timeout` (`timeout_http2` once it is known to
+/// speak HTTP/2), checking four
 /// times per timeout: a wake-up per quarter of it, instead of a timer moved at
 /// every request.
 async fn idle(state: &PerConnection, timeout: Duration, timeout_http2: Duration) {
     const CHECKS: u32 = 4;
     let mut quiet = 0;
-    let mut seen = state.requests.load(Ordering::Acquire);
+    let look = || {
+        (
+            state.requests.load(Ordering::Acquire),
+            state.sending.progress(),
+        )
+    };
+    let mut seen = look();
     while quiet < CHECKS {
         let period = match state.http2.load(Ordering::Relaxed) {
             true => timeout_http2,
             false => timeout,
         };
         tokio::time::sleep(period / CHECKS).await;
-        let requests = state.requests.load(Ordering::Acquire);
-        let busy = requests != seen || state.in_progress.load(Ordering::Acquire) > 0;
+        let now = look();
+        // A response still being sent (a long download) is not idleness:
+        // `send_timeout` watches it.
+        let busy =
+            now != seen || state.in_progress.load(Ordering::Acquire) > 0 || state.sending.owing();
         quiet = if busy { 0 } else { quiet + 1 };
-        seen = requests;
+        seen = now;
     }
 }
 
@@ -131,6 +163,8 @@ pub(super) struct PerConnection {
     pub http2: AtomicBool,
     /// The server's flag, set once the node stops.
     pub stopping: Arc<AtomicBool>,
+    /// Whether what it owes its client moves.
+    pub sending: Arc<Sending>,
 }
 
 /// The user's service, counting each request (in the connection and in this
@@ -166,18 +200,26 @@ where
         }
         ResponseFuture {
             inner: self.inner.call(request),
-            in_progress: Some(InProgress(connection.clone())),
+            in_progress: Some(InProgress {
+                connection: connection.clone(),
+                owed: false,
+            }),
             http1,
         }
     }
 }
 
-/// A request in progress on its connection, until dropped.
-pub(super) struct InProgress(Arc<PerConnection>);
+/// A request in progress on its connection, until dropped; `owed` while its
+/// response's next step is the transport's (see `sending`).
+pub(super) struct InProgress {
+    connection: Arc<PerConnection>,
+    owed: bool,
+}
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
+        self.connection.in_progress.fetch_sub(1, Ordering::AcqRel);
+        self.connection.sending.owe(self.owed, false);
     }
 }
 
@@ -202,18 +244,20 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        let in_progress = this.in_progress.take();
-        if let Some(InProgress(connection)) = &in_progress {
+        let mut in_progress = this.in_progress.take();
+        if let Some(request) = &mut in_progress {
+            let connection = &request.connection;
             if *this.http1 && connection.stopping.load(Ordering::Acquire) {
                 response
                     .headers_mut()
                     .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }
+            // The head is made: sending it, and asking for the body, is the
+            // transport's turn.
+            connection.sending.owe(false, true);
+            request.owed = true;
         }
-        Poll::Ready(Ok(response.map(|inner| ResponseBody {
-            inner,
-            _in_progress: in_progress,
-        })))
+        Poll::Ready(Ok(response.map(|inner| ResponseBody { inner, in_progress })))
     }
 }
 
@@ -223,7 +267,7 @@ pin_project_lite::pin_project! {
     pub(super) struct ResponseBody<B> {
         #[pin]
         inner: B,
-        _in_progress: Option<InProgress>,
+        in_progress: Option<InProgress>,
     }
 }
 
@@ -235,7 +279,15 @@ impl<B: HttpBody> HttpBody for ResponseBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        if let Some(request) = this.in_progress {
+            // A frame given is the transport's to send; otherwise the body's turn.
+            let owed = matches!(frame, Poll::Ready(Some(Ok(_))));
+            request.connection.sending.polled(request.owed, owed);
+            request.owed = owed;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -259,6 +311,7 @@ mod tests {
             in_progress: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             stopping: Arc::new(AtomicBool::new(false)),
+            sending: Arc::default(),
         };
         let (timeout, http2) = (Duration::from_secs(4), Duration::from_secs(40));
         let started = tokio::time::Instant::now();

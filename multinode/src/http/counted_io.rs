@@ -11,22 +11,39 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use super::sending::Sending;
 use crate::balance::Tally;
 
 /// The socket, with what keeps it counted: its line in the load table, and a
 /// token of the node's connection tracker, which a stop waits for.
 pub(super) struct CountedIo {
     stream: TcpStream,
+    /// What the writes tell of the client's reading.
+    sending: Arc<Sending>,
     _tally: Arc<Tally>,
     _token: TaskTrackerToken,
 }
 
 impl CountedIo {
-    pub fn new(stream: TcpStream, tally: Arc<Tally>, token: TaskTrackerToken) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        sending: Arc<Sending>,
+        tally: Arc<Tally>,
+        token: TaskTrackerToken,
+    ) -> Self {
         CountedIo {
             stream,
+            sending,
             _tally: tally,
             _token: token,
+        }
+    }
+
+    fn wrote(&self, written: &Poll<io::Result<usize>>) {
+        match written {
+            Poll::Ready(Ok(n)) => self.sending.wrote(Some(*n)),
+            Poll::Pending => self.sending.wrote(None),
+            Poll::Ready(Err(_)) => {}
         }
     }
 }
@@ -47,7 +64,9 @@ impl AsyncWrite for CountedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.wrote(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -55,7 +74,9 @@ impl AsyncWrite for CountedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
