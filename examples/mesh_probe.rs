@@ -22,6 +22,8 @@
 //! - `MESH_DROP_RECEIVER=1`: node 2 drops its message receiver at once (with
 //!   `MESH_FLOOD`, instead of waiting for SIGUSR1), and logs `node 2 dropped its
 //!   receiver`;
+//! - `MESH_LINGER_MS=n`: once its server has stopped, a node goes on taking
+//!   messages n ms more before it exits (a tree that drains slowly);
 //! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
 //!   runtime that long before anything else, its mesh handshakes included.
 
@@ -165,9 +167,11 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
             Ok::<_, Infallible>(response)
         }
     });
-    multinode::http::serve(nodes, service)
-        .await
-        .map_err(|e| e.to_string())
+    let served = multinode::http::serve(nodes, service).await;
+    if let Some(ms) = env("MESH_LINGER_MS").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    served.map_err(|e| e.to_string())
 }
 
 async fn flood_node_2(tx: Sender<Msg>) {

@@ -587,3 +587,57 @@ fn an_upgrade_hands_the_machines_name_to_the_new_master() {
     let released = poll(WAIT, || (holder(&redis, "up") == "$-1").then_some(()));
     assert!(released.is_some(), "given back when the new master stops");
 }
+
+#[test]
+fn an_upgraded_machine_keeps_its_default_name_and_hears_each_message_once() {
+    let Some(redis) = Redis::start() else { return };
+    // Machine a has the default name (host and master pid); its old tree
+    // drains slowly, so that both trees run when b broadcasts.
+    let mut a = Program::start(
+        "mesh_probe",
+        &[
+            ("MULTINODE_NODES", "2"),
+            ("MULTINODE_CLUSTER", &redis.url()),
+            ("MESH_LINGER_MS", "3000"),
+        ],
+    );
+    let b = mesh_machine(&redis, "b", "2");
+    a.ready();
+    connected(&b, &a, "b");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = format!("{}-{}", host.trim(), a.pid());
+    assert!(
+        holder(&redis, &name).starts_with(&format!("{}:", a.pid())),
+        "a's claim"
+    );
+    a.signal(Signal::SIGUSR2);
+    a.wait_for("this master drains and exits", 1, WAIT);
+    let addr = b.ready();
+    for i in 0..5 {
+        get(addr, &format!("/broadcast?tag=after{i}")).unwrap();
+    }
+    for node in 0..2 {
+        for i in 0..5 {
+            let needle = format!("node {node} got tag after{i} from b/");
+            let heard = poll(WAIT, || (a.count(&needle) >= 1).then_some(()));
+            assert!(heard.is_some(), "{needle}: {:?}", a.log());
+            let twice = poll(Duration::from_millis(300), || {
+                (a.count(&needle) > 1).then_some(())
+            });
+            assert!(twice.is_none(), "{needle}: heard twice");
+        }
+    }
+    assert!(a.wait_exit(WAIT).success());
+    let taken = holder(&redis, &name);
+    let new: u32 = taken.split(':').next().unwrap().parse().unwrap();
+    assert!(
+        new != a.pid() && common::is_alive(new),
+        "the new master holds {name}: {taken}"
+    );
+    assert_eq!(
+        b.count(&format!("machine {name} left")),
+        0,
+        "b never saw a leave"
+    );
+    nix::sys::signal::kill(Pid::from_raw(new as i32), Signal::SIGTERM).unwrap();
+}

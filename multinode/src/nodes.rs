@@ -345,6 +345,7 @@ impl Nodes {
             queue,
             options,
             (cluster, Some(self.shm.clone())),
+            self.shutdown.clone(),
         ))
     }
 }

@@ -10,5 +10,5 @@ mod resolve;
 
 pub(crate) use builder::ENV_NODES;
 pub use builder::{Balance, Builder, Flavor, Logging};
-pub(crate) use cluster::Cluster;
+pub(crate) use cluster::{Cluster, ENV_MACHINE};
 pub(crate) use resolve::Config;

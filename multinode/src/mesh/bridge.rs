@@ -68,6 +68,7 @@ pub(super) fn start(
     cluster: &Cluster,
     me: usize,
     queue: usize,
+    leave: tokio_util::sync::CancellationToken,
 ) -> Result<(Remote, Subscription), String> {
     crate::cluster::install_crypto();
     let client = redis::Client::open(cluster.url.as_str())
@@ -83,7 +84,7 @@ pub(super) fn start(
     let mut resp3 = client.get_connection_info().clone();
     resp3.redis.protocol = redis::ProtocolVersion::RESP3;
     let resp3 = redis::Client::open(resp3).map_err(|e| format!("cluster: {:?}", e.kind()))?;
-    let subscription = Subscription::start(resp3, machine.clone(), me);
+    let subscription = Subscription::start(resp3, machine.clone(), me, leave);
     let me_at = (cluster.machine.clone(), me);
     let watch = watch_machines(client, machines.clone(), me_at, others_tx);
     tokio::spawn(watch.instrument(span));

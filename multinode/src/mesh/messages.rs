@@ -393,12 +393,13 @@ pub(crate) fn start<M>(
     queue: Arc<PeerQueue>,
     options: Options,
     (cluster, shm): (Option<&Cluster>, Option<Arc<crate::shm::segment::Segment>>),
+    leave: tokio_util::sync::CancellationToken,
 ) -> (Sender<M>, Receiver<M>)
 where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     let tally = super::tally::Tally::new(shm, me);
-    let (remote_route, remote) = match cluster.map(|c| remote::start(c, me, options.queue)) {
+    let (remote_route, remote) = match cluster.map(|c| remote::start(c, me, options.queue, leave)) {
         Some(Ok((route, arrivals))) => (Some(route), Some(arrivals)),
         Some(Err(error)) => {
             tracing::error!("{error}: messages stay on this machine");

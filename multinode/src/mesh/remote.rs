@@ -64,6 +64,7 @@ mod absent {
         _: &Cluster,
         _: usize,
         _: usize,
+        _: tokio_util::sync::CancellationToken,
     ) -> Result<(Remote, Subscription), String> {
         Err("the cluster needs multinode's `cluster` feature".into())
     }

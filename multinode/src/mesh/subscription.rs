@@ -10,7 +10,7 @@ use std::task::{ready, Context, Poll};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{warn, Instrument};
+use tracing::{info, warn, Instrument};
 
 use super::backlog::{self, Backlog, Filler};
 use super::envelope::Envelope;
@@ -51,16 +51,30 @@ pub(crate) struct Subscription {
 
 impl Subscription {
     /// Subscribes (in the background) to `channels` for node `me` of
-    /// `machine`, through `client` (which speaks RESP3).
-    pub fn start(client: redis::Client, machine: String, me: usize) -> Self {
+    /// `machine`, through `client` (which speaks RESP3), until `leave` fires:
+    /// a node that drains (its tree handed over to an upgrade's, say) takes no
+    /// more messages from other machines, so that none arrives twice.
+    pub fn start(
+        client: redis::Client,
+        machine: String,
+        me: usize,
+        leave: tokio_util::sync::CancellationToken,
+    ) -> Self {
         let channels = [
             format!("multinode:to:{machine}"),
             format!("multinode:to:{machine}:{me}"),
         ];
         let (filler, backlog) = backlog::new(backlog::LIMIT);
         let span = tracing::Span::current();
-        let keeper =
-            tokio::spawn(keep(client, channels, Arc::new(filler)).instrument(span.clone()));
+        let kept = async move {
+            tokio::select! {
+                () = keep(client, channels, Arc::new(filler)) => {}
+                () = leave.cancelled() => {
+                    info!("cluster: this node drains; it takes no more messages from other machines");
+                }
+            }
+        };
+        let keeper = tokio::spawn(kept.instrument(span.clone()));
         Subscription {
             backlog,
             keeper,
@@ -73,8 +87,8 @@ impl Subscription {
         }
     }
 
-    /// The next message from another machine; never the end (the keeper,
-    /// which holds the backlog's other side, never ends).
+    /// The next message from another machine; never the end (once the keeper
+    /// left, nothing more comes).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
         while let Some(push) = ready!(self.backlog.poll_next(cx)) {
             self.unsaid += self.backlog.take_dropped();

@@ -414,6 +414,11 @@ impl Supervisor {
         // every socket handed over has its acceptor.
         let nodes = self.machine.nodes().to_string();
         env.push((crate::config::ENV_NODES, nodes.into()));
+        // The same machine in the cluster, its default name included (the old
+        // master's host and pid): the new master takes over its claim.
+        if let Some(cluster) = &self.config.cluster {
+            env.push((crate::config::ENV_MACHINE, cluster.machine.clone().into()));
+        }
         let started = crate::upgrade::start(
             (&self.exe, &self.args),
             (&sockets, self.admin_fd),

@@ -38,6 +38,7 @@ where
         nodes[id].1.clone(),
         options,
         (None, None),
+        tokio_util::sync::CancellationToken::new(),
     )
 }
 
