@@ -170,10 +170,20 @@ fn run_as_upgraded(listeners: &str, back: &str) -> (Option<i32>, String) {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .process_group(0);
-    // SAFETY: dup2 is async-signal-safe and allocates nothing.
+    // SAFETY: fcntl and dup2 are async-signal-safe and allocate nothing.
     unsafe {
         command.pre_exec(move || {
-            for (i, fd) in fds.iter().enumerate() {
+            // Each source moved out of the way first (at 50 or above): one of
+            // them may already be 7, 8 or 9, and dup2 onto itself would leave
+            // it close-on-exec.
+            let mut moved = [0; 3];
+            for (to, fd) in moved.iter_mut().zip(fds) {
+                *to = nix::libc::fcntl(fd, nix::libc::F_DUPFD_CLOEXEC, 50);
+                if *to < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in moved.iter().enumerate() {
                 if nix::libc::dup2(*fd, 7 + i as i32) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
