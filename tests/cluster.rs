@@ -261,9 +261,10 @@ fn a_send_crosses_machines_and_fails_with_gone_once_the_machine_left() {
     } else {
         assert!(body.contains("could not send"), "node 1 to itself: {body}");
     }
+    // Each node of a is told (every second), whichever answers next.
+    a.wait_for("sees machines [\"b\"]", 2, WAIT);
     let (_, machines) = get(addr, "/machines").unwrap();
     assert_eq!(machines.trim(), "[\"b\"]");
-    a.wait_for("sees machines [\"b\"]", 2, WAIT); // each node of a is told
     killpg(Pid::from_raw(b.pid() as i32), Signal::SIGKILL).unwrap();
     a.wait_for("sees machines []", 2, Duration::from_secs(10));
     assert_eq!(a.count("cluster: machine b left"), 2);
