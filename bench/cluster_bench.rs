@@ -280,6 +280,7 @@ fn floor() {
 struct Envelope<'a> {
     machine: &'a str,
     node: u32,
+    kind: u32,
     body: &'a [u8],
 }
 
@@ -295,16 +296,23 @@ fn bare_sender() {
         .unwrap();
     runtime.block_on(async {
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("SET")
-            .arg("multinode:machine:a")
-            .arg("bare")
-            .arg("PX")
-            .arg(120_000)
-            .query_async(&mut connection)
+        // Machine a's claim, live for 2 minutes by Redis's clock.
+        let claim = redis::Script::new(
+            "local t = redis.call('TIME')
+             redis.call('SET', KEYS[1], 'bare', 'PX', 120000)
+             return redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + 120000, 'a')",
+        );
+        let _: i64 = claim
+            .key("multinode:cluster_bench:machine:a")
+            .key("multinode:cluster_bench:machines")
+            .invoke_async(&mut connection)
             .await
             .unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
-        pubsub.subscribe("multinode:to:a:0").await.unwrap();
+        pubsub
+            .subscribe("multinode:cluster_bench:to:a:0")
+            .await
+            .unwrap();
         let mut reports = pubsub.into_on_message();
         tokio::time::sleep(Duration::from_millis(1500)).await; // b reads the claim
         let envelope = |message: &Bench| {
@@ -312,6 +320,7 @@ fn bare_sender() {
             let envelope = Envelope {
                 machine: "a",
                 node: 0,
+                kind: multinode::__private::fingerprint::of::<Bench>(),
                 body: &body,
             };
             postcard::to_allocvec(&envelope).unwrap()
@@ -323,7 +332,7 @@ fn bare_sender() {
                 payload: payload.clone(),
             };
             let _: i64 = redis::cmd("PUBLISH")
-                .arg("multinode:to:b")
+                .arg("multinode:cluster_bench:to:b")
                 .arg(envelope(&ping))
                 .query_async(&mut connection)
                 .await
@@ -331,7 +340,7 @@ fn bare_sender() {
             tokio::time::sleep(GAP).await;
         }
         let _: i64 = redis::cmd("PUBLISH")
-            .arg("multinode:to:b")
+            .arg("multinode:cluster_bench:to:b")
             .arg(envelope(&Bench::End))
             .query_async(&mut connection)
             .await

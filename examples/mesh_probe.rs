@@ -24,6 +24,12 @@
 //!   receiver`;
 //! - `MESH_LINGER_MS=n`: once its server has stopped, a node goes on taking
 //!   messages n ms more before it exits (a tree that drains slowly);
+//! - `MESH_MAX_FRAME=n`: the message layer's `max_frame_len`;
+//! - `GET /broadcast?tag=T&pad=N` pads the tag with N `x`; `GET
+//!   /flood?to=MACHINE/ID&count=N` sends N small blobs there; `GET
+//!   /stamp?to=K` sends node K of this machine a stamp, which K logs as `node K
+//!   got a stamp after B blobs, U us after it began reading` (a deaf node
+//!   begins at SIGUSR1);
 //! - `PROBE_SLOW_REPLACEMENT_MS=n`: a replacement (generation > 1) blocks its
 //!   runtime that long before anything else, its mesh handshakes included.
 
@@ -41,6 +47,7 @@ enum Msg {
     Hello(usize),
     Tag(String),
     Blob(multinode::mesh::Bytes), // one write each, even in a debug build
+    Stamp,
 }
 
 const FLOOD: usize = 20_000;
@@ -73,8 +80,14 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
         tokio::spawn(misbehave(id, nodes.take_peers().unwrap()));
         None
     } else {
-        let (tx, mut rx) = nodes.take_messages::<Msg>().unwrap();
+        let mut options = multinode::mesh::Options::new();
+        if let Some(max) = env("MESH_MAX_FRAME").and_then(|v| v.parse().ok()) {
+            options = options.max_frame_len(max);
+        }
+        let (tx, mut rx) = nodes.take_messages_with::<Msg>(options).unwrap();
         info!("node {id} generation {generation} knows {:?}", tx.nodes());
+        let fingerprint = multinode::__private::fingerprint::of::<Msg>();
+        info!("node {id} message fingerprint {fingerprint}");
         let mut machines = tx.watch_machines();
         tokio::spawn(async move {
             while machines.changed().await.is_ok() {
@@ -97,9 +110,13 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
                     usr1.recv().await;
                     info!("node {id} reading");
                 }
-                let mut blobs = 0;
+                let (mut blobs, began) = (0, std::time::Instant::now());
                 while let Some((from, message)) = rx.recv().await {
                     match message {
+                        Msg::Stamp => {
+                            let us = began.elapsed().as_micros();
+                            info!("node {id} got a stamp after {blobs} blobs, {us} us after it began reading");
+                        }
                         Msg::Hello(k) => info!("node {id} got hello {k} from {from}"),
                         Msg::Tag(tag) => info!("node {id} got tag {tag} from {from}"),
                         Msg::Blob(_) => {
@@ -153,7 +170,32 @@ async fn body(mut nodes: Nodes) -> Result<(), String> {
                         tx.remote_nodes().iter().map(|n| n.to_string()).collect();
                     *response.body_mut() = format!("{nodes:?}\n");
                 }
+                ("/flood", _, Some(tx)) => {
+                    let to = query("to").unwrap_or_default();
+                    let (machine, node) = to.split_once('/').unwrap_or(("", "0"));
+                    let node = NodeId::remote(machine, node.parse().unwrap_or(0));
+                    let count: usize = query("count").and_then(|c| c.parse().ok()).unwrap_or(0);
+                    let blob = Msg::Blob(vec![0x5a; 16].into());
+                    let mut sent = 0;
+                    for _ in 0..count {
+                        if tx.send(node.clone(), &blob).await.is_ok() {
+                            sent += 1;
+                        }
+                    }
+                    *response.body_mut() = format!("node {id} flooded {sent}\n");
+                }
+                ("/stamp", _, Some(tx)) => {
+                    let to: usize = query("to").and_then(|t| t.parse().ok()).unwrap_or(0);
+                    if to == id {
+                        *response.status_mut() = hyper::StatusCode::CONFLICT;
+                    } else {
+                        tx.send(to, &Msg::Stamp).await.unwrap();
+                        *response.body_mut() = format!("node {id} stamped {to}\n");
+                    }
+                }
                 ("/broadcast", Some(tag), Some(tx)) => {
+                    let pad: usize = query("pad").and_then(|p| p.parse().ok()).unwrap_or(0);
+                    let tag = format!("{tag}{}", "x".repeat(pad));
                     tx.broadcast(&Msg::Tag(tag.clone())).await.unwrap();
                     *response.body_mut() = format!("node {id} pid {pid} broadcast {tag}\n");
                 }

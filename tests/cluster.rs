@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::machines::{connected, deaf_machine, mesh_machine};
 use common::redis::{free_port, Redis};
 use common::{get, poll, Program};
 use nix::sys::signal::{killpg, Signal};
@@ -26,10 +27,15 @@ fn machine(redis: &Redis, name: &str) -> Program {
     )
 }
 
-fn holder(redis: &Redis, name: &str) -> String {
+/// Who holds machine `name` of program (namespace) `program`.
+fn holder_in(redis: &Redis, program: &str, name: &str) -> String {
     redis
-        .command(&["GET", &format!("multinode:machine:{name}")])
+        .command(&["GET", &format!("multinode:{program}:machine:{name}")])
         .unwrap()
+}
+
+fn holder(redis: &Redis, name: &str) -> String {
+    holder_in(redis, "probe", name)
 }
 
 #[test]
@@ -90,7 +96,7 @@ fn a_master_starts_without_redis_and_joins_once_it_answers() {
             .then_some(())
     });
     assert!(joined.is_some(), "{:?}", program.log());
-    program.wait_for("joined again", 1, WAIT);
+    program.wait_for("the cluster's Redis answers: joined the cluster", 1, WAIT);
     let log = program.log().join("\n");
     assert!(
         !log.contains("s3cret-pass"),
@@ -112,60 +118,28 @@ fn bad_cluster_settings_are_one_line_naming_the_variable() {
             ],
             "MULTINODE_MACHINE=\"a/b\"",
         ),
+        (
+            vec![("MULTINODE_CLUSTER", "redis+unix:///tmp/x.sock?db=x&pass=pw")],
+            "MULTINODE_CLUSTER=\"redis+unix:///tmp/x.sock?db=x&pass=***\"",
+        ),
+        (
+            vec![("MULTINODE_CLUSTER", "redis://:p/w@127.0.0.1:x")],
+            "MULTINODE_CLUSTER=\"redis://:***@127.0.0.1:x\"",
+        ),
+        (
+            vec![("MULTINODE_CLUSTER", "redis+sentinel://:pw@h:x/main")],
+            "MULTINODE_CLUSTER=\"redis+sentinel://:***@h:x/main\"",
+        ),
     ] {
         let mut program = Program::start("probe", &vars);
         let status = program.wait_exit(WAIT);
         assert_eq!(status.code(), Some(2));
         program.wait_for(expected, 1, WAIT); // stderr is read by a thread
         let log = program.log();
-        assert!(!log.join("\n").contains(":pw@"), "{log:?}");
+        let log = log.join("\n");
+        assert!(!log.contains("pw") && !log.contains("p/w"), "{log}");
         program.assert_no_process_left();
     }
-}
-
-/// A `mesh_probe` machine of `nodes` nodes named `name` in `redis`'s cluster.
-fn mesh_machine(redis: &Redis, name: &str, nodes: &str) -> Program {
-    Program::start(
-        "mesh_probe",
-        &[
-            ("MULTINODE_NODES", nodes),
-            ("MULTINODE_CLUSTER", &redis.url()),
-            ("MULTINODE_MACHINE", name),
-        ],
-    )
-}
-
-/// Machine b of `nodes` nodes in `redis`'s cluster, whose node `deaf` reads
-/// nothing until it gets SIGUSR1.
-fn deaf_machine(redis: &Redis, nodes: &str, deaf: usize) -> Program {
-    let deaf_id = deaf.to_string();
-    let program = Program::start(
-        "mesh_probe",
-        &[
-            ("MULTINODE_NODES", nodes),
-            ("MULTINODE_CLUSTER", &redis.url()),
-            ("MULTINODE_MACHINE", "b"),
-            ("MESH_DEAF", &deaf_id),
-        ],
-    );
-    program.ready();
-    let needle = format!("node {deaf} not reading until SIGUSR1");
-    program.wait_for(&needle, 1, WAIT);
-    program
-}
-
-/// Waits until a broadcast from `from` is heard on `to` (the subscriptions are
-/// up); the warm-up tags are `warm…`.
-fn connected(from: &Program, to: &Program, name_from: &str) {
-    let (addr, mut n) = (from.ready(), 0);
-    let heard = poll(WAIT, || {
-        n += 1;
-        get(addr, &format!("/broadcast?tag=warm{n}")).ok()?;
-        let needle = format!("got tag warm{n} from {name_from}/");
-        std::thread::sleep(Duration::from_millis(50));
-        (to.count(&needle) > 0).then_some(())
-    });
-    assert!(heard.is_some(), "no broadcast crossed: {:?}", to.log());
 }
 
 #[test]
@@ -289,13 +263,13 @@ fn garbage_on_the_cluster_channel_is_dropped_and_messages_cross_on() {
     connected(&a, &b, "a");
     assert_eq!(
         redis
-            .command(&["PUBLISH", "multinode:to:b", "garbage"])
+            .command(&["PUBLISH", "multinode:mesh_probe:to:b", "garbage"])
             .unwrap(),
         ":2",
         "the 2 nodes of b, and only they, subscribe to b's broadcasts"
     );
     b.wait_for(
-        "dropped a message that is not one on multinode:to:b",
+        "dropped a message that is not one on multinode:mesh_probe:to:b",
         1,
         WAIT,
     );
@@ -316,7 +290,7 @@ fn a_node_that_takes_nothing_holds_a_bounded_backlog_and_says_what_it_dropped() 
     let deaf = b.node_pid(2, 1);
     let client = redis::Client::open(redis.url()).unwrap();
     let mut publisher = client.get_connection().unwrap();
-    let channel = "multinode:to:b:2"; // node 2's own
+    let channel = "multinode:mesh_probe:to:b:2"; // node 2's own
     let mut publish = |payload: &[u8]| -> i64 {
         redis::cmd("PUBLISH")
             .arg(channel)
@@ -365,7 +339,7 @@ fn a_node_that_takes_nothing_subscribes_again_after_redis_restarts() {
     let b = deaf_machine(&redis, "2", 1);
     let subscribers = |redis: &Redis| {
         redis
-            .command(&["PUBLISH", "multinode:to:b:1", "anyone?"])
+            .command(&["PUBLISH", "multinode:mesh_probe:to:b:1", "anyone?"])
             .unwrap()
     };
     let subscribed = poll(WAIT, || (subscribers(&redis) == ":1").then_some(()));
@@ -608,11 +582,25 @@ fn an_upgraded_machine_keeps_its_default_name_and_hears_each_message_once() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let name = format!("{}-{}", host.trim(), a.pid());
     assert!(
-        holder(&redis, &name).starts_with(&format!("{}:", a.pid())),
+        holder_in(&redis, "mesh_probe", &name).starts_with(&format!("{}:", a.pid())),
         "a's claim"
     );
     a.signal(Signal::SIGUSR2);
     a.wait_for("this master drains and exits", 1, WAIT);
+    // The old nodes left a's channel as they began to drain; the new ones
+    // subscribe as they start (what is published in between is lost: pub/sub
+    // is at most once).
+    let channel = format!("multinode:mesh_probe:to:{name}");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let subscribed = poll(WAIT, || {
+        let (_, numsub): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query(&mut client.get_connection().ok()?)
+            .ok()?;
+        (numsub == 2).then_some(())
+    });
+    assert!(subscribed.is_some());
     let addr = b.ready();
     for i in 0..5 {
         get(addr, &format!("/broadcast?tag=after{i}")).unwrap();
@@ -629,7 +617,7 @@ fn an_upgraded_machine_keeps_its_default_name_and_hears_each_message_once() {
         }
     }
     assert!(a.wait_exit(WAIT).success());
-    let taken = holder(&redis, &name);
+    let taken = holder_in(&redis, "mesh_probe", &name);
     let new: u32 = taken.split(':').next().unwrap().parse().unwrap();
     assert!(
         new != a.pid() && common::is_alive(new),

@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "boot_failures",
     "max_connections",
     "cluster",
+    "namespace",
     "admin",
     "logging",
 ];
@@ -163,6 +164,10 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
                     "a Redis URL such as \"redis://127.0.0.1:6379\"",
                 )?;
                 quote_spanned!(span=> .cluster(#url))
+            }
+            "namespace" => {
+                let name = string(value, &name, "a name such as \"shop\"")?;
+                quote_spanned!(span=> .namespace(#name))
             }
             "admin" => {
                 let addr = string(value, &name, "an address such as \"127.0.0.1:9100\"")?;

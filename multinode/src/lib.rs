@@ -93,10 +93,12 @@ pub mod guide {
     pub mod how_it_works {}
 }
 
-/// What `#[multinode::main]` expands to uses, and nothing else should.
+/// What `#[multinode::main]` expands to uses, and the benchmarks' bare
+/// clients; nothing else should.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::config::ranges;
+    pub use crate::mesh::fingerprint;
 }
 
 /// The attribute's version for this build: with the `multi-thread` feature, or

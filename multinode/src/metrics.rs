@@ -269,7 +269,7 @@ fn render(shm: &Segment, slots: std::ops::Range<usize>) -> String {
         &|s| rss_bytes(process(s).pid.load(Relaxed)).map(|b| b as f64),
     );
     type Field = fn(&crate::shm::board::MeshLine) -> &std::sync::atomic::AtomicU64;
-    let mesh: [(&str, &str, &str, Field); 7] = [
+    let mesh: [(&str, &str, &str, Field); 10] = [
         (
             "multinode_mesh_messages_sent_total",
             "counter",
@@ -311,6 +311,24 @@ fn render(shm: &Segment, slots: std::ops::Range<usize>) -> String {
             "counter",
             "Sends refused: the node is gone",
             |m| &m.refused_gone,
+        ),
+        (
+            "multinode_cluster_dropped_unknown_sender_total",
+            "counter",
+            "Messages from Redis dropped: the sender is not a live machine of the namespace",
+            |m| &m.dropped_stranger,
+        ),
+        (
+            "multinode_cluster_dropped_other_type_total",
+            "counter",
+            "Messages from Redis dropped: another message type than the node's",
+            |m| &m.dropped_other_type,
+        ),
+        (
+            "multinode_cluster_dropped_oversized_total",
+            "counter",
+            "Messages from Redis dropped: over max_frame_len",
+            |m| &m.dropped_oversized,
         ),
     ];
     for (name, kind, help, field) in mesh {

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod browser;
+pub mod machines;
 pub mod redis;
 
 use std::collections::BTreeSet;

@@ -26,9 +26,15 @@ impl Redis {
 
     /// Starts one on `port`, asking for `password` if given.
     pub fn start_on(port: u16, password: Option<&str>) -> Option<Redis> {
+        Redis::start_with(port, password, &[])
+    }
+
+    /// [`start_on`](Self::start_on) with more of `redis-server`'s arguments.
+    pub fn start_with(port: u16, password: Option<&str>, more: &[&str]) -> Option<Redis> {
         let mut command = Command::new("redis-server");
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(more)
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -190,6 +196,37 @@ impl Redis {
 }
 
 impl Redis {
+    /// A sentinel on a free port, watching the primary at `primary_port`
+    /// under the name `main` (2 sentinels agree it is down after 1 s), its
+    /// configuration (which it rewrites) in `dir`.
+    pub fn start_sentinel(dir: &Path, primary_port: u16) -> Redis {
+        let port = free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        let text = format!(
+            "port {port}\nbind 127.0.0.1\n\
+             sentinel monitor main 127.0.0.1 {primary_port} 2\n\
+             sentinel down-after-milliseconds main 1000\n\
+             sentinel failover-timeout main 5000\n"
+        );
+        std::fs::write(&conf, text).unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        let sentinel = Redis {
+            child,
+            port,
+            password: None,
+            tls: None,
+        };
+        poll(Duration::from_secs(10), || sentinel.command(&["PING"]).ok())
+            .expect("the sentinel answers within 10 s");
+        sentinel
+    }
+
     /// Sends `signal` to the server (SIGSTOP: a Redis that hangs, its
     /// connections open and silent).
     pub fn signal(&self, signal: nix::sys::signal::Signal) {

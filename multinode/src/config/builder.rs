@@ -118,6 +118,7 @@ pub struct Builder {
     pub(crate) boot_failures: u32,
     pub(crate) max_connections: Option<usize>,
     pub(crate) cluster: Option<String>,
+    pub(crate) namespace: Option<String>,
     pub(crate) admin: Option<String>,
     pub(crate) logging: Logging,
 }
@@ -161,6 +162,7 @@ impl Default for Builder {
             boot_failures: 5,
             max_connections: None,
             cluster: None,
+            namespace: None,
             admin: None,
             logging: Logging::Multinode,
         }
@@ -363,6 +365,23 @@ impl Builder {
     /// ```
     pub fn cluster(mut self, url: impl Into<String>) -> Self {
         self.cluster = Some(url.into());
+        self
+    }
+
+    /// This program's name in the cluster's Redis (default: the binary's file
+    /// name): every key and channel multinode uses there carries it, so that
+    /// two programs, or a staging and a production deploy, can share one
+    /// Redis and never see each other's machines or messages. Overridden by
+    /// `MULTINODE_NAMESPACE`; 1 to 64 letters, digits, `.`, `-` or `_`.
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new()
+    ///     .cluster("redis://127.0.0.1:6379/0")
+    ///     .namespace("shop-staging");
+    /// # let _ = builder;
+    /// ```
+    pub fn namespace(mut self, name: impl Into<String>) -> Self {
+        self.namespace = Some(name.into());
         self
     }
 

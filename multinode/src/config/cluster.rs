@@ -1,15 +1,19 @@
 //! The `cluster` setting: the Redis server through which the machines of one
-//! program meet, and this machine's name among them. The URL may hold a
-//! password: it is shown only through [`redact`].
+//! program meet, the program's namespace there, and this machine's name among
+//! them; and the names of everything multinode keeps in that Redis. The URL may
+//! hold a password: it is shown only through [`redact`].
 
 use std::fmt;
 
 use super::error::ConfigError;
+pub(crate) use super::redis_url::redact;
+use super::redis_url::{target, Target};
 
 pub(crate) const ENV_CLUSTER: &str = "MULTINODE_CLUSTER";
 pub(crate) const ENV_MACHINE: &str = "MULTINODE_MACHINE";
+pub(crate) const ENV_NAMESPACE: &str = "MULTINODE_NAMESPACE";
 
-/// The longest machine name.
+/// The longest machine or namespace name.
 const MAX_NAME: usize = 64;
 
 /// Where the machines meet, and who this one is; every node gets it from the
@@ -18,22 +22,60 @@ const MAX_NAME: usize = 64;
 pub(crate) struct Cluster {
     /// The Redis URL, password and all: never logged as it is.
     pub url: String,
+    /// The program's name in that Redis: every key and channel carries it.
+    pub namespace: String,
     pub machine: String,
+}
+
+/// The names of what the machines of one namespace keep in Redis.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+impl Cluster {
+    /// `machine`'s claim on its name: the token of the master that holds it.
+    pub fn claim_key(&self, machine: &str) -> String {
+        format!("multinode:{}:machine:{machine}", self.namespace)
+    }
+
+    /// The live machines: a sorted set whose scores are when each claim
+    /// lapses (Redis's clock, in ms).
+    pub fn machines_key(&self) -> String {
+        format!("multinode:{}:machines", self.namespace)
+    }
+
+    /// The live nodes, `MACHINE:ID`, scored as the machines are.
+    pub fn nodes_key(&self) -> String {
+        format!("multinode:{}:nodes", self.namespace)
+    }
+
+    /// The channel of every node of `machine` (broadcasts).
+    pub fn machine_channel(&self, machine: &str) -> String {
+        format!("multinode:{}:to:{machine}", self.namespace)
+    }
+
+    /// The channel of node `id` of `machine`.
+    pub fn node_channel(&self, machine: &str, id: usize) -> String {
+        format!("multinode:{}:to:{machine}:{id}", self.namespace)
+    }
+
+    /// Whether the URL names the sentinels of a primary, not one server.
+    pub fn target(&self) -> Target {
+        target(&self.url).unwrap_or(Target::Server)
+    }
 }
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster")
             .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
             .field("machine", &self.machine)
             .finish()
     }
 }
 
-/// The cluster settings from the `cluster` key and the environment;
-/// `MULTINODE_CLUSTER` set empty turns a `cluster` key off.
+/// The cluster settings from the `cluster` and `namespace` keys and the
+/// environment; `MULTINODE_CLUSTER` set empty turns a `cluster` key off.
 pub(crate) fn resolve(
-    key: Option<&str>,
+    (key, namespace): (Option<&str>, Option<&str>),
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Cluster>, ConfigError> {
     let from_env = env(ENV_CLUSTER);
@@ -50,24 +92,47 @@ pub(crate) fn resolve(
     }
     let machine = match env(ENV_MACHINE) {
         Some(name) if valid_name(&name) => name,
-        Some(name) => {
-            let why = format!(
-                "expected 1 to {MAX_NAME} letters, digits, '.', '-' or '_' naming this machine"
-            );
-            return Err(ConfigError::env(ENV_MACHINE, &name, &why));
-        }
+        Some(name) => return Err(ConfigError::env(ENV_MACHINE, &name, &name_rule("machine"))),
         None => default_name(),
     };
-    Ok(Some(Cluster { url, machine }))
+    let namespace = match (env(ENV_NAMESPACE), namespace) {
+        (Some(name), _) if valid_name(&name) => name,
+        (Some(name), _) => {
+            return Err(ConfigError::env(
+                ENV_NAMESPACE,
+                &name,
+                &name_rule("program"),
+            ))
+        }
+        (None, Some(name)) if valid_name(name) => name.to_owned(),
+        (None, Some(name)) => {
+            let why = format!("{name:?}: {}", name_rule("program"));
+            return Err(ConfigError::key("namespace", &why));
+        }
+        (None, None) => default_namespace(),
+    };
+    Ok(Some(Cluster {
+        url,
+        namespace,
+        machine,
+    }))
+}
+
+fn name_rule(what: &str) -> String {
+    format!("expected 1 to {MAX_NAME} letters, digits, '.', '-' or '_' naming this {what}")
 }
 
 #[cfg(feature = "cluster")]
 fn check_url(url: &str) -> Result<(), String> {
+    if let Target::Sentinel(_) = target(url)? {
+        return Ok(());
+    }
     match redis::Client::open(url) {
         Ok(_) => Ok(()),
         // The client's message may quote the URL: only its kind is shown.
         Err(error) => Err(format!(
-            "not a Redis URL (redis://, rediss:// for TLS, redis+unix://): {:?}",
+            "not a Redis URL (redis://, rediss:// for TLS, redis+unix://, \
+             redis+sentinel://): {:?}",
             error.kind()
         )),
     }
@@ -76,21 +141,6 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(not(feature = "cluster"))]
 fn check_url(_url: &str) -> Result<(), String> {
     Err("needs multinode's `cluster` feature".to_owned())
-}
-
-/// `url` with its password, if any, replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_owned(),
-    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -118,6 +168,29 @@ fn default_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The program's file name (what `ps` shows), in the characters a name may
+/// hold: the same in every process and across upgrades of one program.
+fn default_namespace() -> String {
+    let exe = std::env::current_exe().ok();
+    let name = exe
+        .as_ref()
+        .and_then(|path| path.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A binary replaced on disk reads as "name (deleted)".
+    let name = name.trim_end_matches(" (deleted)");
+    let name: String = name
+        .chars()
+        .map(|c| if valid_name(&c.to_string()) { c } else { '_' })
+        .take(MAX_NAME)
+        .collect();
+    if name.is_empty() {
+        "program".into()
+    } else {
+        name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,58 +205,83 @@ mod tests {
 
     #[test]
     fn passwords_are_never_shown() {
-        assert_eq!(
-            redact("redis://:secret@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(
-            redact("rediss://user:secret@host"),
-            "rediss://user:***@host"
-        );
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            redact("redis+unix:///tmp/r.sock"),
-            "redis+unix:///tmp/r.sock"
-        );
-        let bad = resolve(Some("redis://:secret@[::1"), &env(&[])).unwrap_err();
+        let bad = resolve((Some("redis://:secret@[::1"), None), &env(&[])).unwrap_err();
         assert!(!bad.to_string().contains("secret"), "{bad}");
         assert!(bad.to_string().starts_with("`cluster` = "), "{bad}");
         let cluster = Cluster {
             url: "redis://:secret@host".into(),
+            namespace: "app".into(),
             machine: "a".into(),
         };
         assert!(!format!("{cluster:?}").contains("secret"));
     }
 
     #[test]
+    fn every_key_and_channel_carries_the_namespace() {
+        let cluster = Cluster {
+            url: "redis://h".into(),
+            namespace: "shop".into(),
+            machine: "a".into(),
+        };
+        for name in [
+            cluster.claim_key("b"),
+            cluster.machines_key(),
+            cluster.nodes_key(),
+            cluster.machine_channel("b"),
+            cluster.node_channel("b", 3),
+        ] {
+            assert!(name.starts_with("multinode:shop:"), "{name}");
+        }
+        assert_eq!(cluster.node_channel("b", 3), "multinode:shop:to:b:3");
+    }
+
+    #[test]
     fn the_environment_sets_or_clears_the_cluster_and_names_the_machine() {
-        assert!(resolve(None, &env(&[])).unwrap().is_none());
-        let off = resolve(Some("redis://h"), &env(&[(ENV_CLUSTER, "")])).unwrap();
+        assert!(resolve((None, None), &env(&[])).unwrap().is_none());
+        let off = resolve((Some("redis://h"), None), &env(&[(ENV_CLUSTER, "")])).unwrap();
         assert!(off.is_none(), "MULTINODE_CLUSTER=\"\" turns it off");
         let bad_name = [(ENV_CLUSTER, "redis://h"), (ENV_MACHINE, "a b")];
         #[cfg(feature = "cluster")]
         {
             let named = [(ENV_CLUSTER, "redis://h"), (ENV_MACHINE, "eu-1")];
-            let cluster = resolve(None, &env(&named)).unwrap().unwrap();
+            let cluster = resolve((None, None), &env(&named)).unwrap().unwrap();
             assert_eq!(
                 (cluster.url.as_str(), cluster.machine.as_str()),
                 ("redis://h", "eu-1")
             );
-            let err = resolve(None, &env(&bad_name)).unwrap_err().to_string();
+            let err = resolve((None, None), &env(&bad_name))
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("MULTINODE_MACHINE=\"a b\""), "{err}");
-            let default = resolve(Some("redis://h"), &env(&[])).unwrap().unwrap();
+            let default = resolve((Some("redis://h"), None), &env(&[]))
+                .unwrap()
+                .unwrap();
             assert!(valid_name(&default.machine), "{}", default.machine);
+            assert!(valid_name(&default.namespace), "{}", default.namespace);
+            let keyed = resolve((Some("redis://h"), Some("shop")), &env(&[])).unwrap();
+            assert_eq!(keyed.unwrap().namespace, "shop");
+            let from_env = [(ENV_CLUSTER, "redis://h"), (ENV_NAMESPACE, "staging")];
+            let cluster = resolve((None, Some("shop")), &env(&from_env)).unwrap();
+            assert_eq!(cluster.unwrap().namespace, "staging", "the variable wins");
+            let bad = [(ENV_CLUSTER, "redis://h"), (ENV_NAMESPACE, "a:b")];
+            let err = resolve((None, None), &env(&bad)).unwrap_err().to_string();
+            assert!(err.starts_with("MULTINODE_NAMESPACE=\"a:b\""), "{err}");
+            let err = resolve((Some("redis://h"), Some("")), &env(&[])).unwrap_err();
+            assert!(err.to_string().starts_with("`namespace` = "), "{err}");
             for url in [
                 "rediss://:pw@h:6380",
                 "redis+unix:///tmp/r.sock",
                 "redis://h/3",
+                "redis+sentinel://s1:26379,s2:26379/main",
             ] {
-                assert!(resolve(Some(url), &env(&[])).is_ok(), "{url}");
+                assert!(resolve((Some(url), None), &env(&[])).is_ok(), "{url}");
             }
         }
         #[cfg(not(feature = "cluster"))]
         {
-            let err = resolve(None, &env(&bad_name)).unwrap_err().to_string();
+            let err = resolve((None, None), &env(&bad_name))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("`cluster` feature"), "{err}");
         }
     }

@@ -6,9 +6,13 @@ mod builder;
 mod cluster;
 mod error;
 pub mod ranges;
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+mod redis_url;
 mod resolve;
 
 pub(crate) use builder::ENV_NODES;
 pub use builder::{Balance, Builder, Flavor, Logging};
-pub(crate) use cluster::{Cluster, ENV_MACHINE};
+pub(crate) use cluster::{Cluster, ENV_CLUSTER, ENV_MACHINE};
+#[cfg(feature = "cluster")]
+pub(crate) use redis_url::{Sentinels, Target};
 pub(crate) use resolve::Config;

@@ -136,7 +136,7 @@ impl Builder {
             }
             None => self.max_connections,
         };
-        let cluster = cluster::resolve(self.cluster.as_deref(), &env)?;
+        let cluster = cluster::resolve((self.cluster.as_deref(), self.namespace.as_deref()), &env)?;
         let admin = match env(ENV_ADMIN) {
             Some(value) if value.trim().is_empty() => None,
             Some(value) => Some(admin_addr(&value).ok_or_else(|| {

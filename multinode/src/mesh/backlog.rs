@@ -64,6 +64,25 @@ impl Filler {
     }
 }
 
+/// The kind of the mark that says a reading of the cluster is done.
+const MARK: &str = "multinode-reading";
+
+impl Filler {
+    /// Queues a mark (`is_mark`), whatever the bound: it is next to nothing.
+    pub fn mark(&self) {
+        let mark = PushInfo {
+            kind: redis::PushKind::Other(MARK.into()),
+            data: Vec::new(),
+        };
+        let _ = self.queue.send((mark, 0));
+    }
+}
+
+/// Whether `push` is a mark queued by [`Filler::mark`], not Redis's.
+pub(super) fn is_mark(push: &PushInfo) -> bool {
+    matches!(&push.kind, redis::PushKind::Other(kind) if kind == MARK)
+}
+
 impl Backlog {
     /// The next push, in order; `None` once the client is gone.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<PushInfo>> {

@@ -1,38 +1,56 @@
 //! The route to the nodes of other machines (the `cluster` feature): Redis
 //! pub/sub. Each node publishes, from one connection and one bounded queue (so
 //! that its messages keep their order; what waits in the queue goes out in one
-//! pipeline), to `multinode:to:MACHINE` of each other machine for a broadcast
-//! (so that no machine is sent its own) and to `multinode:to:MACHINE:ID` for
-//! one node; it subscribes to its machine's and its own on a second
-//! connection. A message is its sender's machine and id and the message's
-//! postcard bytes (the frame's body), postcard-encoded. Pub/sub delivers at most
-//! once: what a node misses while its connection is down is not replayed.
+//! pipeline), to `multinode:NAMESPACE:to:MACHINE` of each other machine for a
+//! broadcast (so that no machine is sent its own) and to
+//! `multinode:NAMESPACE:to:MACHINE:ID` for one node; it subscribes to its
+//! machine's and its own on a second connection. A message is its sender's
+//! machine and id, the fingerprint of its type, and the message's postcard
+//! bytes (the frame's body), postcard-encoded. Pub/sub delivers at most once:
+//! what a node misses while its connection is down is not replayed.
 //!
-//! Each node also keeps a key of its own, `multinode:node:MACHINE:ID`, that
-//! lives `cluster::TTL` unless renewed, and reads every second which machines
-//! (their claims, see `cluster.rs`) and nodes are in the cluster: a send to a
-//! machine that left fails with `Gone`.
+//! Each node also renews itself every second in the namespace's sorted set of
+//! live nodes, and reads that set and the one of live machines (their claims,
+//! see `cluster/mod.rs`): never a scan of the keyspace. A send to a machine
+//! that left fails with `Gone`.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::RedisWrite;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, Instrument};
 
 use super::envelope::Envelope;
+use super::machines::Machines;
 use super::node_id::NodeId;
 use super::outage::Outage;
 use super::send_error::SendError;
 use super::subscription::Subscription;
+use super::trust::Trust;
+use crate::cluster::Endpoint;
 use crate::config::Cluster;
 
 /// How often the machines in the cluster are read.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How soon after a reading a message from an unknown machine may cause another.
+const LOOK_AGAIN: Duration = Duration::from_millis(200);
 /// The most messages published in one round trip.
 const BATCH: usize = 256;
+
+/// Renews this node (ARGV[1], `MACHINE:ID`) in the sorted set of live nodes
+/// (KEYS[1]) until ARGV[2] ms from now, drops the lapsed nodes and machines
+/// (KEYS[2]), and returns the live machines and nodes: O(machines + nodes),
+/// whatever else the Redis holds. The clock is Redis's, one for every machine.
+const LOOK: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+return {redis.call('ZRANGE', KEYS[2], 0, -1), redis.call('ZRANGE', KEYS[1], 0, -1)}";
 
 /// One message to publish: its `PUBLISH` command, built by the sender (one
 /// buffer holds the channel and the envelope, encoded in place).
@@ -40,8 +58,10 @@ type Publish = redis::Cmd;
 
 /// The sending side, shared by the `Sender`s.
 pub(super) struct Remote {
-    machine: String,
+    cluster: Cluster,
     me: u32,
+    /// The fingerprint of the message type, in every envelope.
+    kind: u32,
     queue: mpsc::Sender<Publish>,
     /// Whether the publishing connection is up: sends fail fast while it is not.
     up: Arc<AtomicBool>,
@@ -50,47 +70,45 @@ pub(super) struct Remote {
     others: tokio::sync::watch::Receiver<Vec<String>>,
 }
 
-#[derive(Default)]
-struct Machines {
-    live: BTreeSet<String>,
-    /// The channels of the other live machines, for broadcasts.
-    channels: Arc<[String]>,
-    /// The nodes of the other live machines.
-    nodes: Vec<NodeId>,
-    /// Every machine seen in the cluster since this node started.
-    seen: BTreeSet<String>,
-}
-
 /// Starts the bridge for node `me` of `cluster.machine`: the route out (at
 /// most `queue` messages waiting), and the subscription to what the other
-/// machines publish for it.
+/// machines publish for it, which takes only what `trust` lets in. Both end
+/// when `leave` fires (the node drains).
 pub(super) fn start(
     cluster: &Cluster,
-    me: usize,
-    queue: usize,
-    leave: tokio_util::sync::CancellationToken,
+    (me, queue): (usize, usize),
+    leave: CancellationToken,
+    trust: Trust,
 ) -> Result<(Remote, Subscription), String> {
-    crate::cluster::install_crypto();
-    let client = redis::Client::open(cluster.url.as_str())
-        .map_err(|e| format!("cluster: {:?}", e.kind()))?;
+    let endpoint = Endpoint::open(cluster, redis::ProtocolVersion::RESP2)?;
+    // The subscription's pushes come to a callback, in RESP3 only.
+    let resp3 = Endpoint::open(cluster, redis::ProtocolVersion::RESP3)?;
     let (publish_tx, publish_rx) = mpsc::channel(queue);
     let up = Arc::new(AtomicBool::new(false));
     let machines = Arc::new(RwLock::new(Machines::default()));
     let (others_tx, others) = tokio::sync::watch::channel(Vec::new());
+    let look_now = Arc::new(Notify::new());
     let span = tracing::Span::current();
-    tokio::spawn(publish(client.clone(), publish_rx, up.clone()).instrument(span.clone()));
-    let machine = cluster.machine.clone();
-    // The subscription's pushes come to a callback, in RESP3 only.
-    let mut resp3 = client.get_connection_info().clone();
-    resp3.redis.protocol = redis::ProtocolVersion::RESP3;
-    let resp3 = redis::Client::open(resp3).map_err(|e| format!("cluster: {:?}", e.kind()))?;
-    let subscription = Subscription::start(resp3, machine.clone(), me, leave);
-    let me_at = (cluster.machine.clone(), me);
-    let watch = watch_machines(client, machines.clone(), me_at, others_tx);
+    tokio::spawn(publish(endpoint.clone(), publish_rx, up.clone()).instrument(span.clone()));
+    let kind = trust.kind;
+    let subscription = Subscription::start(
+        resp3,
+        (cluster, me),
+        leave.clone(),
+        (machines.clone(), look_now.clone()),
+        trust,
+    );
+    let watch = watch_machines(
+        (endpoint, cluster.clone(), me),
+        (machines.clone(), Box::new(subscription.readings())),
+        others_tx,
+        (look_now, leave),
+    );
     tokio::spawn(watch.instrument(span));
     let remote = Remote {
-        machine,
+        cluster: cluster.clone(),
         me: me as u32,
+        kind,
         queue: publish_tx,
         up,
         machines,
@@ -102,15 +120,16 @@ pub(super) fn start(
 impl Remote {
     /// Whether `machine` is this node's own.
     pub fn is_own(&self, machine: &str) -> bool {
-        machine == self.machine
+        machine == self.cluster.machine
     }
 
     /// The command that publishes `body` (a message's postcard bytes) from
     /// this node on `channel`.
     fn publish(&self, channel: &str, body: &[u8]) -> Publish {
         let envelope = Envelope {
-            machine: &self.machine,
+            machine: &self.cluster.machine,
             node: self.me,
+            kind: self.kind,
             body,
         };
         publish_command(channel, &envelope)
@@ -118,18 +137,13 @@ impl Remote {
 
     /// Where a message to `to` goes: its channel, or why it cannot.
     fn channel(&self, to: &NodeId) -> Result<String, SendError> {
-        let machine = to.machine().unwrap_or_default();
         if !self.up.load(Ordering::Relaxed) {
             return Err(SendError::Disconnected(to.clone()));
         }
         let machines = self.machines.read().unwrap_or_else(|e| e.into_inner());
-        if machines.live.contains(machine) && machine != self.machine {
-            Ok(format!("multinode:to:{machine}:{}", to.id()))
-        } else if machines.seen.contains(machine) {
-            Err(SendError::Gone(to.clone()))
-        } else {
-            Err(SendError::UnknownNode(to.clone()))
-        }
+        machines.route(&self.cluster.machine, to)?;
+        let machine = to.machine().unwrap_or_default();
+        Ok(self.cluster.node_channel(machine, to.id()))
     }
 
     /// Queues `body` for node `to` of another machine, waiting while the queue
@@ -191,8 +205,8 @@ impl Remote {
 /// `PUBLISH channel envelope`, allocated once at its size, the envelope
 /// encoded in place.
 fn publish_command(channel: &str, envelope: &Envelope) -> Publish {
-    // Three varints of at most 5 bytes, the name, the body.
-    let size = 15 + envelope.machine.len() + envelope.body.len();
+    // Four varints of at most 5 bytes, the name, the body.
+    let size = 20 + envelope.machine.len() + envelope.body.len();
     let mut cmd = redis::Cmd::with_capacity(3, "PUBLISH".len() + channel.len() + size);
     cmd.arg("PUBLISH").arg(channel);
     // Into a Vec, writing cannot fail.
@@ -203,7 +217,7 @@ fn publish_command(channel: &str, envelope: &Envelope) -> Publish {
 /// Publishes the queue in order, from one connection; a message that cannot be
 /// published is dropped (at most once), and the connection made again with
 /// backoff. One line when an outage starts, one when it ends.
-async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: Arc<AtomicBool>) {
+async fn publish(endpoint: Endpoint, mut queue: mpsc::Receiver<Publish>, up: Arc<AtomicBool>) {
     let mut outage = Outage::new("publishing", "messages to other machines fail");
     let config = crate::cluster::connection_config();
     let mut connection = None;
@@ -211,10 +225,7 @@ async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: 
     let mut pipeline = redis::Pipeline::with_capacity(BATCH);
     loop {
         if connection.is_none() {
-            match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+            match endpoint.connect(&config).await {
                 Ok(live) => {
                     connection = Some(live);
                     up.store(true, Ordering::Relaxed);
@@ -254,100 +265,72 @@ async fn publish(client: redis::Client, mut queue: mpsc::Receiver<Publish>, up: 
     }
 }
 
-/// Renews this node's key and reads the machines' claims and the nodes' keys
-/// every second; logs each machine that joins or leaves, and tells those who
-/// watch (`others`: all but this machine).
+/// Renews this node in the cluster and reads the live machines and nodes
+/// every second (sooner when `look_now` is told, by a message from a machine
+/// not known yet), then tells the subscription (`reading_done`); logs each
+/// machine that joins or leaves, and tells those who watch (`others`: all but
+/// this machine). Once `leave` fires, the node is
+/// taken out of the cluster's nodes.
 async fn watch_machines(
-    client: redis::Client,
-    machines: Arc<RwLock<Machines>>,
-    (me, node): (String, usize),
+    (endpoint, cluster, node): (Endpoint, Cluster, usize),
+    (machines, reading_done): (Arc<RwLock<Machines>>, Box<dyn Fn() + Send + Sync>),
     others: tokio::sync::watch::Sender<Vec<String>>,
+    (look_now, leave): (Arc<Notify>, CancellationToken),
 ) {
-    let own_key = format!("multinode:node:{me}:{node}");
+    let me = cluster.machine.clone();
+    let member = format!("{me}:{node}");
+    let (nodes_key, machines_key) = (cluster.nodes_key(), cluster.machines_key());
+    let look = redis::Script::new(LOOK);
     let ttl = crate::cluster::TTL.as_millis() as u64;
     let config = crate::cluster::connection_config();
     let mut connection = None;
     let mut every = tokio::time::interval(LOOK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = look_now.notified() => {}
+            _ = leave.cancelled() => break,
+        }
         if connection.is_none() {
-            connection = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .ok();
+            connection = endpoint.connect(&config).await.ok();
         }
         let Some(live) = connection.as_mut() else {
             continue;
         };
-        let mut renew = redis::cmd("SET");
-        renew.arg(&own_key).arg(1).arg("PX").arg(ttl);
-        let renewed: redis::RedisResult<()> = renew.query_async(live).await;
-        let claims = keys(live, "multinode:machine:*").await;
-        let node_keys = keys(live, "multinode:node:*").await;
-        match (renewed, claims, node_keys) {
-            (Ok(()), Ok(claims), Ok(node_keys)) => {
-                let live: BTreeSet<String> = claims
-                    .iter()
-                    .filter_map(|k| k.strip_prefix("multinode:machine:"))
-                    .map(str::to_owned)
-                    .collect();
-                let mut nodes: Vec<NodeId> = node_keys
-                    .iter()
-                    .filter_map(|k| node_of(k))
-                    .filter(|n| n.machine().is_some_and(|m| m != me && live.contains(m)))
-                    .collect();
-                nodes.sort();
-                let mut machines = machines.write().unwrap_or_else(|e| e.into_inner());
-                for joined in live.difference(&machines.live).filter(|m| **m != me) {
-                    info!(machine = %joined, "cluster: machine {joined} joined");
-                }
-                for left in machines.live.difference(&live).filter(|m| **m != me) {
-                    info!(machine = %left, "cluster: machine {left} left");
-                }
-                machines.seen.extend(live.iter().cloned());
-                let now: Vec<String> = live.iter().filter(|m| **m != me).cloned().collect();
-                machines.channels = now.iter().map(|m| format!("multinode:to:{m}")).collect();
-                others.send_if_modified(|was| {
-                    let changed = *was != now;
-                    *was = now;
-                    changed
-                });
-                machines.live = live;
-                machines.nodes = nodes;
-            }
-            _ => connection = None,
+        let read: redis::RedisResult<(Vec<String>, Vec<String>)> = look
+            .key(&nodes_key)
+            .key(&machines_key)
+            .arg(&member)
+            .arg(ttl)
+            .invoke_async(live)
+            .await;
+        let Ok((live, nodes)) = read else {
+            connection = None;
+            continue;
+        };
+        let change = {
+            let mut machines = machines.write().unwrap_or_else(|e| e.into_inner());
+            machines.update(&me, live, &nodes, |m| cluster.machine_channel(m))
+        };
+        reading_done();
+        for joined in &change.joined {
+            info!(machine = %joined, "cluster: machine {joined} joined");
         }
+        for left in &change.left {
+            info!(machine = %left, "cluster: machine {left} left");
+        }
+        others.send_if_modified(|was| {
+            let changed = *was != change.others;
+            *was = change.others;
+            changed
+        });
+        // A burst of strangers asks for one reading, not one each.
+        tokio::time::sleep(LOOK_AGAIN).await;
     }
-}
-
-/// The node a key `multinode:node:MACHINE:ID` stands for.
-fn node_of(key: &str) -> Option<NodeId> {
-    let (machine, id) = key.strip_prefix("multinode:node:")?.rsplit_once(':')?;
-    Some(NodeId::remote(machine, id.parse().ok()?))
-}
-
-/// The keys that match `pattern`, by `SCAN` (never `KEYS`, which would block a
-/// Redis that holds many keys).
-async fn keys(
-    live: &mut redis::aio::MultiplexedConnection,
-    pattern: &str,
-) -> redis::RedisResult<Vec<String>> {
-    let (mut cursor, mut keys) = (0u64, Vec::new());
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(live)
-            .await?;
-        keys.extend(batch);
-        cursor = next;
-        if cursor == 0 {
-            return Ok(keys);
-        }
+    if let Some(mut live) = connection {
+        let gone = redis::cmd("ZREM").arg(&nodes_key).arg(&member).to_owned();
+        let _ = tokio::time::timeout(LOOK_AGAIN, gone.query_async::<()>(&mut live)).await;
     }
 }
 
@@ -361,6 +344,7 @@ mod tests {
         let envelope = Envelope {
             machine: "a-long-machine-name",
             node: 70_000,
+            kind: u32::MAX,
             body: &body,
         };
         let expected = redis::cmd("PUBLISH")

@@ -7,5 +7,7 @@ use serde::{Deserialize, Serialize};
 pub(super) struct Envelope<'a> {
     pub machine: &'a str,
     pub node: u32,
+    /// The fingerprint of the message's type (`fingerprint.rs`).
+    pub kind: u32,
     pub body: &'a [u8],
 }

@@ -265,6 +265,8 @@ pub struct Receiver<M> {
     inbox: Inbox,
     /// Messages from the other machines of the cluster.
     remote: Option<Subscription>,
+    /// Whose turn it is to be asked first: the other machines' or this one's.
+    remote_first: bool,
     /// Malformed messages from other machines are logged at most once a second.
     malformed: crate::throttle::Throttle,
     /// Where to ask for a stream closed for a bad frame to be meshed again.
@@ -320,17 +322,41 @@ impl<M: DeserializeOwned> Receiver<M> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    /// The local streams and the other machines take turns: after a message
+    /// from one, the other is asked first, so that a flood from either never
+    /// holds back the other.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(NodeId, M)>> {
-        while let Some(Poll::Ready(Some(arrival))) =
-            self.remote.as_mut().map(|remote| remote.poll_recv(cx))
-        {
+        if self.remote_first {
+            if let Poll::Ready(message) = self.poll_remote(cx) {
+                self.remote_first = false;
+                return Poll::Ready(Some(message));
+            }
+            return self.poll_local(cx);
+        }
+        match self.poll_local(cx) {
+            Poll::Ready(Some(message)) => {
+                self.remote_first = self.remote.is_some();
+                Poll::Ready(Some(message))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => self.poll_remote(cx).map(Some),
+        }
+    }
+
+    /// The next message from another machine (one that does not decode as
+    /// `M` is dropped, and logged at most once a second).
+    fn poll_remote(&mut self, cx: &mut Context<'_>) -> Poll<(NodeId, M)> {
+        let Some(remote) = self.remote.as_mut() else {
+            return Poll::Pending;
+        };
+        while let Poll::Ready(Some(arrival)) = remote.poll_recv(cx) {
             let decoded = postcard::from_bytes::<M>(arrival.body());
             let bytes = arrival.body().len();
             let from = arrival.from;
             match decoded {
                 Ok(message) => {
                     self.tally.received(bytes);
-                    return Poll::Ready(Some((from, message)));
+                    return Poll::Ready((from, message));
                 }
                 Err(error) => {
                     if let Some(held) = self.malformed.admit(std::time::Instant::now()) {
@@ -344,6 +370,11 @@ impl<M: DeserializeOwned> Receiver<M> {
                 }
             }
         }
+        Poll::Pending
+    }
+
+    /// The next message from a node of this machine; `None` once none will come.
+    fn poll_local(&mut self, cx: &mut Context<'_>) -> Poll<Option<(NodeId, M)>> {
         loop {
             let Some(event) = std::task::ready!(self.inbox.poll_next(cx)) else {
                 return Poll::Ready(None);
@@ -399,7 +430,14 @@ where
     M: Serialize + DeserializeOwned + Send + 'static,
 {
     let tally = super::tally::Tally::new(shm, me);
-    let (remote_route, remote) = match cluster.map(|c| remote::start(c, me, options.queue, leave)) {
+    let trust = remote::Trust {
+        kind: super::fingerprint::of::<M>(),
+        type_name: std::any::type_name::<M>(),
+        max_len: options.max_frame_len,
+        tally: tally.clone(),
+    };
+    let started = cluster.map(|c| remote::start(c, (me, options.queue), leave, trust));
+    let (remote_route, remote) = match started {
         Some(Ok((route, arrivals))) => (Some(route), Some(arrivals)),
         Some(Err(error)) => {
             tracing::error!("{error}: messages stay on this machine");
@@ -453,6 +491,7 @@ where
         tally,
         inbox: Inbox::new(arrivals),
         remote,
+        remote_first: false,
         malformed: crate::throttle::Throttle::default(),
         remesh,
         span: tracing::Span::current(),

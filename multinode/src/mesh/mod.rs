@@ -22,14 +22,20 @@
 //! ```
 
 #[cfg(feature = "cluster")]
+mod arrival;
+#[cfg(feature = "cluster")]
 mod backlog;
 #[cfg(feature = "cluster")]
 mod bridge;
 #[cfg(feature = "cluster")]
 mod envelope;
+#[doc(hidden)]
+pub mod fingerprint;
 mod halves;
 mod handshake;
 mod inbox;
+#[cfg(feature = "cluster")]
+mod machines;
 mod messages;
 mod node_id;
 #[cfg(feature = "cluster")]
@@ -39,10 +45,13 @@ pub(crate) mod peer;
 mod remote;
 mod router;
 mod send_error;
+#[cfg(feature = "cluster")]
+mod strangers;
 mod stream_id;
 #[cfg(feature = "cluster")]
 mod subscription;
 mod tally;
+mod trust;
 mod wire;
 
 /// Raw bytes as a message: `nodes.take_messages::<multinode::mesh::Bytes>()`.

@@ -6,6 +6,8 @@ pub(super) use super::bridge::{start, Remote};
 #[cfg(feature = "cluster")]
 pub(super) use super::subscription::Subscription;
 
+pub(crate) use super::trust::Trust;
+
 #[cfg(not(feature = "cluster"))]
 mod absent {
     use std::task::{Context, Poll};
@@ -62,9 +64,9 @@ mod absent {
 
     pub(in crate::mesh) fn start(
         _: &Cluster,
-        _: usize,
-        _: usize,
+        _: (usize, usize),
         _: tokio_util::sync::CancellationToken,
+        _: super::super::trust::Trust,
     ) -> Result<(Remote, Subscription), String> {
         Err("the cluster needs multinode's `cluster` feature".into())
     }

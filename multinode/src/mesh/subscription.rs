@@ -2,9 +2,11 @@
 //! RESP3 connection (Redis 6 or later) whose pushes go to the node's bounded
 //! [`Backlog`], read by its `Receiver`. A task of its own keeps the
 //! subscription up (made again after a lost connection, with backoff), whether
-//! or not the node receives.
+//! or not the node receives. Redis is not trusted: a message is taken only
+//! from a live machine of the namespace, of this node's message type, and
+//! within `max_frame_len`; the others are dropped, counted and logged.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{ready, Context, Poll};
 
 use redis::{PushInfo, PushKind, Value};
@@ -12,25 +14,18 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+pub(crate) use super::arrival::Arrival;
 use super::backlog::{self, Backlog, Filler};
 use super::envelope::Envelope;
+use super::machines::Machines;
 use super::node_id::NodeId;
 use super::outage::Outage;
-
-/// A message from another machine: its payload as Redis delivered it (not
-/// copied), and where its body lies in it.
-pub(crate) struct Arrival {
-    pub from: NodeId,
-    payload: Vec<u8>,
-    body: std::ops::Range<usize>,
-}
-
-impl Arrival {
-    /// The message's postcard bytes.
-    pub fn body(&self) -> &[u8] {
-        &self.payload[self.body.clone()]
-    }
-}
+use super::strangers::{Strangers, Verdict};
+use super::tally::Refusal;
+use super::trust::Trust;
+use crate::cluster::Endpoint;
+use crate::config::Cluster;
+use crate::throttle::Throttle;
 
 /// One node's subscription to its machine's channel and its own.
 pub(crate) struct Subscription {
@@ -40,8 +35,20 @@ pub(crate) struct Subscription {
     keeper: JoinHandle<()>,
     /// This node's machine: its own broadcasts are not for it.
     machine: String,
-    garbage: crate::throttle::Throttle,
-    dropped: crate::throttle::Throttle,
+    namespace: String,
+    trust: Trust,
+    /// The live machines (senders are checked against them), and how to ask
+    /// for a new reading when a sender is not among them.
+    machines: Arc<RwLock<Machines>>,
+    look_now: Arc<Notify>,
+    /// Messages from machines not in the last reading, until the next ones.
+    strangers: Strangers,
+    /// Where the readings are told to come (in order with the messages).
+    filler: Arc<Filler>,
+    garbage: Throttle,
+    dropped: Throttle,
+    /// One throttle for each kind of refusal.
+    refused: [Throttle; 3],
     /// Messages dropped and not logged yet.
     unsaid: u64,
     /// The last sender's machine, not allocated again for each of its messages.
@@ -55,20 +62,24 @@ impl Subscription {
     /// a node that drains (its tree handed over to an upgrade's, say) takes no
     /// more messages from other machines, so that none arrives twice.
     pub fn start(
-        client: redis::Client,
-        machine: String,
-        me: usize,
+        endpoint: Endpoint,
+        (cluster, me): (&Cluster, usize),
         leave: tokio_util::sync::CancellationToken,
+        (machines, look_now): (Arc<RwLock<Machines>>, Arc<Notify>),
+        trust: Trust,
     ) -> Self {
+        let machine = cluster.machine.clone();
         let channels = [
-            format!("multinode:to:{machine}"),
-            format!("multinode:to:{machine}:{me}"),
+            cluster.machine_channel(&machine),
+            cluster.node_channel(&machine, me),
         ];
         let (filler, backlog) = backlog::new(backlog::LIMIT);
+        let filler = Arc::new(filler);
         let span = tracing::Span::current();
+        let kept_filler = filler.clone();
         let kept = async move {
             tokio::select! {
-                () = keep(client, channels, Arc::new(filler)) => {}
+                () = keep(endpoint, channels, kept_filler) => {}
                 () = leave.cancelled() => {
                     info!("cluster: this node drains; it takes no more messages from other machines");
                 }
@@ -79,27 +90,71 @@ impl Subscription {
             backlog,
             keeper,
             machine,
-            garbage: crate::throttle::Throttle::default(),
-            dropped: crate::throttle::Throttle::default(),
+            namespace: cluster.namespace.clone(),
+            trust,
+            machines,
+            look_now,
+            strangers: Strangers::default(),
+            filler,
+            garbage: Throttle::default(),
+            dropped: Throttle::default(),
+            refused: Default::default(),
             unsaid: 0,
             last: Arc::from(""),
             span,
         }
     }
 
+    /// Tells the subscription that a reading of the cluster is done: it comes
+    /// after the messages that came before, and decides the strangers'.
+    pub fn readings(&self) -> impl Fn() + Send + Sync + 'static {
+        let filler = self.filler.clone();
+        move || filler.mark()
+    }
+
     /// The next message from another machine; never the end (once the keeper
     /// left, nothing more comes).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arrival>> {
-        while let Some(push) = ready!(self.backlog.poll_next(cx)) {
+        let machines = self.machines.clone();
+        let is_live = |m: &str| {
+            machines
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_live(m)
+        };
+        loop {
+            match self.strangers.next(is_live) {
+                Some(Verdict::Deliver(arrival)) => return Poll::Ready(Some(arrival)),
+                Some(Verdict::Drop(arrival)) => {
+                    self.refuse(Refusal::Stranger, &arrival.from, arrival.body().len());
+                    continue;
+                }
+                None => {}
+            }
+            let Some(push) = ready!(self.backlog.poll_next(cx)) else {
+                return Poll::Pending;
+            };
             self.unsaid += self.backlog.take_dropped();
             if self.unsaid > 0 {
                 self.say_dropped();
             }
-            if let Some(arrival) = self.arrival(push) {
+            if backlog::is_mark(&push) {
+                self.strangers.reading_done();
+                continue;
+            }
+            let Some(arrival) = self.arrival(push) else {
+                continue;
+            };
+            let machine = arrival.from.machine().unwrap_or_default();
+            if !self.strangers.holds(machine) && is_live(machine) {
                 return Poll::Ready(Some(arrival));
             }
+            // Not in the last reading: held until the next, asked for now.
+            self.look_now.notify_one();
+            if let Err(arrival) = self.strangers.hold(arrival) {
+                self.refuse(Refusal::Stranger, &arrival.from, arrival.body().len());
+            }
         }
-        Poll::Pending
     }
 
     /// Says (at most once a second) how many messages were dropped.
@@ -146,13 +201,47 @@ impl Subscription {
             self.last = Arc::from(envelope.machine);
         }
         let from = NodeId::of_machine(self.last.clone(), envelope.node as usize);
+        let refusal = if envelope.kind != self.trust.kind {
+            Some(Refusal::OtherType)
+        } else if envelope.body.len() > self.trust.max_len {
+            Some(Refusal::Oversized)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.refuse(refusal, &from, envelope.body.len());
+            return None;
+        }
         let start = envelope.body.as_ptr() as usize - payload.as_ptr() as usize;
         let body = start..start + envelope.body.len();
-        Some(Arrival {
-            from,
-            payload,
-            body,
-        })
+        Some(Arrival::new(from, payload, body))
+    }
+}
+
+impl Subscription {
+    /// Counts a refused message and says why, at most once a second for each
+    /// kind of refusal.
+    fn refuse(&mut self, refusal: Refusal, from: &NodeId, len: usize) {
+        self.trust.tally.refused(refusal);
+        let Some(held) = self.refused[refusal as usize].admit(std::time::Instant::now()) else {
+            return;
+        };
+        let (machine, node) = (from.machine().unwrap_or_default(), from.id());
+        let (namespace, ours, max) = (&self.namespace, self.trust.type_name, self.trust.max_len);
+        self.span.in_scope(|| match refusal {
+            Refusal::Stranger => warn!(
+                held_back = held,
+                "cluster: dropped a message from {machine:?}, not a live machine of namespace {namespace:?}"
+            ),
+            Refusal::OtherType => warn!(
+                held_back = held,
+                "cluster: dropped a message from node {machine}/{node}: its message type is not this node's `{ours}` (a deploy with another message type?)"
+            ),
+            Refusal::Oversized => warn!(
+                held_back = held,
+                "cluster: dropped a message of {len} bytes from node {machine}/{node}: over max_frame_len ({max})"
+            ),
+        });
     }
 }
 
@@ -166,7 +255,7 @@ impl Drop for Subscription {
 /// the connection is lost does both again, with backoff while Redis does not
 /// answer. One line when an outage starts, one when it ends. What comes goes
 /// to `filler`: messages only.
-async fn keep(client: redis::Client, channels: [String; 2], filler: Arc<Filler>) {
+async fn keep(endpoint: Endpoint, channels: [String; 2], filler: Arc<Filler>) {
     let mut outage = Outage::new("subscription", "messages from other machines do not arrive");
     loop {
         let lost = Arc::new(Notify::new());
@@ -182,9 +271,7 @@ async fn keep(client: redis::Client, channels: [String; 2], filler: Arc<Filler>)
             }
         });
         let subscribed = async {
-            let mut connection = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+            let mut connection = endpoint.connect(&config).await?;
             connection.subscribe(&channels).await?;
             redis::RedisResult::Ok(connection)
         };

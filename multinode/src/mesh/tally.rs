@@ -9,6 +9,18 @@ use std::sync::Arc;
 use super::send_error::SendError;
 use crate::shm::segment::Segment;
 
+/// Why a message from another machine was dropped.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Refusal {
+    /// Its sender is not a live machine of the namespace.
+    Stranger = 0,
+    /// It carries another message type.
+    OtherType = 1,
+    /// Its body is over `max_frame_len`.
+    Oversized = 2,
+}
+
 #[derive(Clone, Default)]
 pub(crate) struct Tally {
     board: Option<(Arc<Segment>, usize)>,
@@ -53,6 +65,19 @@ impl Tally {
         if let Some(line) = self.line() {
             line.received.fetch_add(1, Relaxed);
             line.received_bytes.fetch_add(bytes as u64, Relaxed);
+        }
+    }
+
+    /// A message from another machine dropped, for `refusal`.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn refused(&self, refusal: Refusal) {
+        if let Some(line) = self.line() {
+            let counter = match refusal {
+                Refusal::Stranger => &line.dropped_stranger,
+                Refusal::OtherType => &line.dropped_other_type,
+                Refusal::Oversized => &line.dropped_oversized,
+            };
+            counter.fetch_add(1, Relaxed);
         }
     }
 

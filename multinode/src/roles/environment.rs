@@ -54,30 +54,39 @@ pub(super) struct MasterEnv {
     pub admin: Option<std::net::TcpListener>,
     pub systemd: crate::notify::Systemd,
     pub old_master: Option<crate::upgrade::OldMaster>,
+    /// `MULTINODE_CLUSTER`, which may hold a password: taken out of the
+    /// environment, so that no child process of a body inherits it.
+    pub cluster: Option<String>,
 }
 
 pub(super) fn take_master_env() -> Result<MasterEnv, StartError> {
     let inherited = crate::upgrade::take().map_err(StartError::Config)?;
     let activated = crate::activation::take().map_err(StartError::Config)?;
     let systemd = crate::notify::Systemd::take();
+    let cluster = std::env::var_os(crate::config::ENV_CLUSTER);
+    std::env::remove_var(crate::config::ENV_CLUSTER);
+    let cluster = cluster.map(|url| url.to_string_lossy().into_owned());
     Ok(match (inherited, activated) {
         (Some(inherited), _) => MasterEnv {
             passed: Passed::Inherited(inherited.sockets),
             admin: inherited.admin,
             systemd,
             old_master: Some(inherited.old_master),
+            cluster,
         },
         (None, Some(socket)) => MasterEnv {
             passed: Passed::Activated(socket),
             admin: None,
             systemd,
             old_master: None,
+            cluster,
         },
         (None, None) => MasterEnv {
             passed: Passed::Nothing,
             admin: None,
             systemd,
             old_master: None,
+            cluster,
         },
     })
 }

@@ -34,7 +34,10 @@ where
     Fut::Output: MainResult,
 {
     let mut config = builder
-        .resolve(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
+        .resolve(|var| match var {
+            crate::config::ENV_CLUSTER => taken.cluster.clone(),
+            _ => std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()),
+        })
         .map_err(|error| StartError::Config(error.to_string()))?;
     #[cfg(feature = "cluster")]
     let _joined = match &config.cluster {
@@ -133,5 +136,9 @@ where
     );
     let _ = body_done_tx.send(code);
     let supervised = supervisor.join().unwrap_or(1);
+    #[cfg(feature = "cluster")]
+    if _joined.as_ref().is_some_and(|joined| joined.conflicted()) {
+        return Ok(2); // its name was taken: a start's error, found late
+    }
     Ok(if code != 0 { code } else { supervised })
 }

@@ -94,6 +94,11 @@ pub(crate) struct MeshLine {
     pub received_bytes: AtomicU64,
     pub refused_full: AtomicU64,
     pub refused_gone: AtomicU64,
+    /// Messages from other machines dropped: from a machine not live in the
+    /// namespace, of another message type, over `max_frame_len`.
+    pub dropped_stranger: AtomicU64,
+    pub dropped_other_type: AtomicU64,
+    pub dropped_oversized: AtomicU64,
     /// Messages waiting in its outgoing queues now.
     pub queued: AtomicU64,
 }

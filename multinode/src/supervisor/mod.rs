@@ -416,6 +416,10 @@ impl Supervisor {
         env.push((crate::config::ENV_NODES, nodes.into()));
         // The same machine in the cluster, its default name included (the old
         // master's host and pid): the new master takes over its claim.
+        // And the cluster itself, which no longer is in this master's
+        // environment: empty for none (a `cluster` key turned off stays off).
+        let url = self.config.cluster.as_ref().map(|c| c.url.as_str());
+        env.push((crate::config::ENV_CLUSTER, url.unwrap_or("").into()));
         if let Some(cluster) = &self.config.cluster {
             env.push((crate::config::ENV_MACHINE, cluster.machine.clone().into()));
         }

@@ -18,6 +18,7 @@
     boot_failures = 3,
     max_connections = 1000,
     cluster = "",
+    namespace = "shop",
     admin = "127.0.0.1:0",
     logging = own_logs
 )]
