@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::machines::{connected, deaf_machine, mesh_machine, mesh_machine_with};
+use common::machines::{
+    connected, deaf_machine, mesh_machine, mesh_machine_with, seen_by_every_node,
+};
 use common::redis::{free_port, Redis};
 use common::{get, poll, Program};
 use nix::sys::signal::Signal;
@@ -97,6 +99,7 @@ fn a_message_from_redis_over_max_frame_len_is_dropped_and_counted() {
     );
     b.ready();
     connected(&a, &b, "a");
+    seen_by_every_node(&a, 2, r#"["b"]"#); // whichever answers sends to b
     get(a.ready(), "/broadcast?tag=big&pad=10000").unwrap();
     b.wait_for("bytes from node a/", 1, WAIT);
     b.wait_for("over max_frame_len (4096)", 1, WAIT);
@@ -178,6 +181,7 @@ fn a_flood_from_other_machines_does_not_hold_back_a_local_message() {
     let a = mesh_machine(&redis, "a", "2");
     let b = deaf_machine(&redis, "2", 1);
     connected(&a, &b, "a");
+    seen_by_every_node(&a, 2, r#"["b"]"#); // whichever answers sends to b
     let flooded = get(a.ready(), "/flood?to=b/1&count=100000").unwrap().1;
     assert!(flooded.contains("flooded 100000"), "{flooded}");
     let client = redis::Client::open(redis.url()).unwrap();

@@ -49,3 +49,9 @@ pub fn connected(from: &Program, to: &Program, name_from: &str) {
     });
     assert!(heard.is_some(), "no broadcast crossed: {:?}", to.log());
 }
+
+/// Waits until each of the `nodes` nodes of `program` has seen the other
+/// machines be `machines` (as `mesh_probe` logs them: `["b"]`).
+pub fn seen_by_every_node(program: &Program, nodes: usize, machines: &str) {
+    program.wait_for(&format!("sees machines {machines}"), nodes, WAIT);
+}
