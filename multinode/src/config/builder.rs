@@ -352,7 +352,8 @@ impl Builder {
 
     /// The Redis server through which this program's machines meet
     /// (`redis://host:port/db`, `redis://:password@host`, `rediss://…` for TLS,
-    /// `redis+unix:///path`); none by default. Needs multinode's `cluster`
+    /// `redis+unix:///path`, or `redis+sentinel://host:port,host:port/master`
+    /// for the primary Redis Sentinel names); none by default. Needs multinode's `cluster`
     /// feature: without it, a `cluster` setting stops the program with exit
     /// code 2. Overridden by `MULTINODE_CLUSTER` (empty: no cluster);
     /// `MULTINODE_MACHINE` names this machine (default: the host name and the
