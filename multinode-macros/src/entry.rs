@@ -25,6 +25,8 @@ const KEYS: &[&str] = &[
     "max_connections",
     "cluster",
     "namespace",
+    "tls_cert",
+    "tls_key",
     "admin",
     "logging",
 ];
@@ -164,6 +166,14 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
                     "a Redis URL such as \"redis://127.0.0.1:6379\"",
                 )?;
                 quote_spanned!(span=> .cluster(#url))
+            }
+            "tls_cert" => {
+                let path = string(value, &name, "a PEM file's path such as \"/etc/ssl/site.pem\"")?;
+                quote_spanned!(span=> .tls_cert(#path))
+            }
+            "tls_key" => {
+                let path = string(value, &name, "a PEM file's path such as \"/etc/ssl/site.key\"")?;
+                quote_spanned!(span=> .tls_key(#path))
             }
             "namespace" => {
                 let name = string(value, &name, "a name such as \"shop\"")?;

@@ -32,6 +32,7 @@ use identity::Identity;
 pub(crate) mod descriptor;
 pub(crate) mod identity;
 pub(crate) mod incarnation;
+pub(crate) mod tickets;
 
 /// Private variables that mark a process as worker `k` and name its inherited
 /// control socket. Removed from the environment before user code runs.
@@ -53,7 +54,7 @@ pub(crate) trait Packet: Serialize + DeserializeOwned + std::fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum ToWorker {
     /// First: who this incarnation is.
-    Hello(Identity),
+    Hello(Box<Identity>),
     /// Carries the listening socket of the worker's slot.
     Listener,
     /// Carries the shared load table (a sealed memfd).
@@ -72,6 +73,8 @@ pub(crate) enum ToWorker {
     /// Carries a connection the master accepted from a node that was not
     /// accepting (`reuse_port`): serve it.
     Connection,
+    /// The session-ticket keys after a rotation.
+    TicketKeys(tickets::TicketKeys),
 }
 
 impl Packet for ToWorker {

@@ -45,6 +45,45 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The default limit on a request's headers, in bytes.
 const MAX_HEADER_SIZE: usize = 64 * 1024;
+/// The longest TLS handshake (axum-server's): a client that opens a
+/// connection and never says hello, or stalls in the middle, is cut.
+#[cfg(feature = "tls")]
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Makes the TLS handshake on `io` (at most [`HANDSHAKE_TIMEOUT`], and not
+/// once the node stops), then serves the connection as a plain one is. A
+/// connection whose handshake fails is closed, logged at debug.
+#[cfg(feature = "tls")]
+async fn secure<S, B>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    io: CountedIo,
+    builder: auto::Builder<TokioExecutor>,
+    (service, state, limits): (Counted<S>, Arc<PerConnection>, Limits),
+) where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
+    let stream = tokio::select! {
+        shaken = handshake => shaken,
+        () = limits.stop.cancelled() => return,
+    };
+    let stream = match stream {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return tracing::debug!("a TLS handshake failed: {error}"),
+        Err(_) => {
+            return tracing::debug!("a TLS handshake took over {HANDSHAKE_TIMEOUT:?}: closing it")
+        }
+    };
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    drive(connection, state, limits).await
+}
 
 /// Serves `service` on this node's listener until its shutdown fires, then stops
 /// accepting and lets in-flight requests finish within `shutdown_timeout`: requests
@@ -300,6 +339,8 @@ impl<S> Server<S> {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.max_header_size).unwrap_or(u32::MAX));
         let shutdown = nodes.shutdown_token();
+        #[cfg(feature = "tls")]
+        let tls = nodes.tls().cloned();
         // The token, read per request, would take its lock three times: this
         // flag is set by whichever task sees the stop first.
         let stopping = Arc::new(AtomicBool::new(false));
@@ -327,15 +368,22 @@ impl<S> Server<S> {
                             connection: state.clone(),
                             body_read_timeout: self.body_read_timeout,
                         };
-                        let connection = builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
-                            .into_owned();
                         let limits = Limits {
                             stop: shutdown.clone(),
                             idle: self.header_read_timeout,
                             idle_http2: self.http2_idle_timeout,
                             send: self.send_timeout,
                         };
+                        #[cfg(feature = "tls")]
+                        if let Some(tls) = &tls {
+                            let (acceptor, builder) = (tls.acceptor(), builder.clone());
+                            let secured = secure(acceptor, io, builder, (service, state, limits));
+                            connections.spawn(secured);
+                            continue;
+                        }
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned();
                         connections.spawn(drive(connection, state, limits));
                     }
                     Err(error) => {

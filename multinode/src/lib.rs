@@ -56,6 +56,8 @@ mod roles;
 mod shm;
 mod supervisor;
 mod throttle;
+#[cfg(feature = "tls")]
+mod tls;
 mod upgrade;
 
 /// Turns `async fn main(nodes: Nodes)` into a multi-process server.

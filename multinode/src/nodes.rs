@@ -40,6 +40,9 @@ pub struct Nodes {
     shm: Arc<Segment>,
     /// This node's mesh streams, until taken raw or by the message layer.
     peers: Option<Arc<PeerQueue>>,
+    /// HTTPS, when the program has a certificate.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 impl Nodes {
@@ -56,7 +59,22 @@ impl Nodes {
             shutdown,
             shm,
             peers: Some(peers),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// This node speaks HTTPS with `tls`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_tls(mut self, tls: Option<crate::tls::Tls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// What `http::serve` speaks TLS with, if anything.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Option<&crate::tls::Tls> {
+        self.tls.as_ref()
     }
 
     /// Whether this is the process the user started (node 0), which also supervises

@@ -119,6 +119,8 @@ pub struct Builder {
     pub(crate) max_connections: Option<usize>,
     pub(crate) cluster: Option<String>,
     pub(crate) namespace: Option<String>,
+    pub(crate) tls_cert: Option<String>,
+    pub(crate) tls_key: Option<String>,
     pub(crate) admin: Option<String>,
     pub(crate) logging: Logging,
 }
@@ -163,6 +165,8 @@ impl Default for Builder {
             max_connections: None,
             cluster: None,
             namespace: None,
+            tls_cert: None,
+            tls_key: None,
             admin: None,
             logging: Logging::Multinode,
         }
@@ -383,6 +387,43 @@ impl Builder {
     /// ```
     pub fn namespace(mut self, name: impl Into<String>) -> Self {
         self.namespace = Some(name.into());
+        self
+    }
+
+    /// HTTPS: the certificate chain (leaf first), a PEM file that every node
+    /// reads as it starts, so that a reload (SIGHUP) or an upgrade (SIGUSR2)
+    /// serves it as it is then; with [`tls_key`](Self::tls_key).
+    /// `http::serve` then speaks TLS (rustls; ALPN `h2` and `http/1.1`) with
+    /// every limit it has over TCP, and every node resumes the sessions of
+    /// every other (the master makes the ticket keys, rotates them every 6
+    /// hours, and hands them over the control sockets). Files that do not
+    /// load stop the program at start (exit code 2) and refuse a reload. Needs
+    /// multinode's `tls` feature. Overridden by `MULTINODE_TLS_CERT` (empty:
+    /// none); `MULTINODE_TLS_TICKETS=node` gives each node its own ticket keys.
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new()
+    ///     .tls_cert("/etc/ssl/site.pem")
+    ///     .tls_key("/etc/ssl/site.key");
+    /// # let _ = builder;
+    /// ```
+    pub fn tls_cert(mut self, path: impl Into<String>) -> Self {
+        self.tls_cert = Some(path.into());
+        self
+    }
+
+    /// HTTPS: the certificate's private key, a PEM file (PKCS#8, PKCS#1 or
+    /// SEC1); see [`tls_cert`](Self::tls_cert). Overridden by
+    /// `MULTINODE_TLS_KEY` (empty: none).
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new()
+    ///     .tls_cert("/etc/ssl/site.pem")
+    ///     .tls_key("/etc/ssl/site.key");
+    /// # let _ = builder;
+    /// ```
+    pub fn tls_key(mut self, path: impl Into<String>) -> Self {
+        self.tls_key = Some(path.into());
         self
     }
 

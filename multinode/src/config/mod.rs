@@ -9,6 +9,7 @@ pub mod ranges;
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 mod redis_url;
 mod resolve;
+mod tls;
 
 pub(crate) use builder::ENV_NODES;
 pub use builder::{Balance, Builder, Flavor, Logging};
@@ -16,3 +17,4 @@ pub(crate) use cluster::{Cluster, ENV_CLUSTER, ENV_MACHINE};
 #[cfg(feature = "cluster")]
 pub(crate) use redis_url::{Sentinels, Target};
 pub(crate) use resolve::Config;
+pub(crate) use tls::{Tickets, TlsFiles};

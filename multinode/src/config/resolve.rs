@@ -136,6 +136,7 @@ impl Builder {
             }
             None => self.max_connections,
         };
+        let tls = super::tls::resolve((self.tls_cert.as_deref(), self.tls_key.as_deref()), &env)?;
         let cluster = cluster::resolve((self.cluster.as_deref(), self.namespace.as_deref()), &env)?;
         let admin = match env(ENV_ADMIN) {
             Some(value) if value.trim().is_empty() => None,
@@ -169,6 +170,7 @@ impl Builder {
             boot_failures: self.boot_failures,
             max_connections,
             cluster,
+            tls,
             admin,
         })
     }
@@ -209,6 +211,8 @@ pub(crate) struct Config {
     /// The machines' meeting point, with the `cluster` feature.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub cluster: Option<cluster::Cluster>,
+    /// HTTPS's certificate and key, with the `tls` feature.
+    pub tls: Option<super::TlsFiles>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
 }

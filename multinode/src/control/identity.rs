@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::incarnation::Incarnation;
-use crate::config::{Balance, Cluster, Config};
+use super::tickets::TicketKeys;
+use crate::config::{Balance, Cluster, Config, TlsFiles};
 
 /// Who a node is: what the master tells each incarnation before its body starts,
 /// in one shape from the master's supervisor to [`Nodes`].
@@ -26,6 +27,11 @@ pub(crate) struct Identity {
     pub max_connections: Option<usize>,
     /// The cluster this node's machine is in, if any.
     pub cluster: Option<Cluster>,
+    /// HTTPS's files, if any.
+    pub tls: Option<TlsFiles>,
+    /// The session-ticket keys every node shares (with `tls`, unless each
+    /// node keeps its own): set by the master, which holds them.
+    pub ticket_keys: Option<TicketKeys>,
 }
 
 impl Identity {
@@ -56,6 +62,8 @@ impl Identity {
             members,
             max_connections: config.max_connections,
             cluster: config.cluster.clone(),
+            tls: config.tls.clone(),
+            ticket_keys: None,
         }
     }
 }

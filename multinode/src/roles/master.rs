@@ -51,6 +51,16 @@ where
         }
         None => None,
     };
+    // The certificate loads, or nothing starts; the ticket keys.
+    #[cfg(feature = "tls")]
+    let https = config
+        .tls
+        .as_ref()
+        .map(crate::supervisor::https::Https::start)
+        .transpose()
+        .map_err(StartError::Config)?;
+    #[cfg(feature = "tls")]
+    let master_tls = https.as_ref().map(|https| https.master());
     let listeners = Listeners::open(taken.passed, &config)
         .map_err(|e| StartError::system(&format!("cannot listen on {}", config.addr), e))?;
     let fitting = listeners.fitting(config.balance);
@@ -119,6 +129,8 @@ where
     )
     .with_systemd(taken.systemd, taken.old_master)
     .with_admin(admin);
+    #[cfg(feature = "tls")]
+    let supervisor = supervisor.with_https(https);
     let supervisor = std::thread::Builder::new()
         .name("multinode-supervisor".into())
         .spawn(move || supervisor.run(ready_rx, body_done_rx, remesh_rx))
@@ -128,6 +140,8 @@ where
         async move {
             let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
             let nodes = Nodes::new(identity, master_listener, shm, shutdown, peers);
+            #[cfg(feature = "tls")]
+            let nodes = nodes.with_tls(master_tls);
             // A node is ready once its body runs, listener or not.
             let _ = ready_tx.send(());
             body(nodes).await.exit_code()

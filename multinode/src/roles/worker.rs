@@ -67,6 +67,13 @@ where
                         }
                     };
                 tracing::Span::current().record("generation", identity.generation);
+                // The certificate as it is now: a reload's replacements read the new one.
+                #[cfg(feature = "tls")]
+                let tls = identity
+                    .tls
+                    .as_ref()
+                    .map(|files| crate::tls::Tls::start(files, identity.ticket_keys.as_ref()))
+                    .transpose()?;
                 let shutdown = CancellationToken::new();
                 let (ready_tx, ready_rx) = oneshot::channel();
                 let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -86,6 +93,8 @@ where
                     Routes {
                         mesh: mesh_tx,
                         handed: handed_tx,
+                        #[cfg(feature = "tls")]
+                        tls: tls.clone(),
                     },
                     heartbeat,
                 );
@@ -93,6 +102,8 @@ where
                 tokio::spawn(relay_remesh(control.clone(), remesh_rx).in_current_span());
                 tokio::spawn(on_signals(shutdown.clone(), control).in_current_span());
                 let nodes = Nodes::new(identity, listener, shm, shutdown, peers);
+                #[cfg(feature = "tls")]
+                let nodes = nodes.with_tls(tls);
                 // A node is ready once its body runs, listener or not.
                 let _ = ready_tx.send(());
                 Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
@@ -115,7 +126,7 @@ async fn greeting(
 ) -> std::io::Result<(Identity, Option<std::net::TcpListener>, Arc<Segment>)> {
     let unexpected = |what: &str| std::io::Error::other(format!("expected {what} from the master"));
     let identity = match control.recv().await? {
-        Some((ToWorker::Hello(identity), None)) if identity.id == slot => identity,
+        Some((ToWorker::Hello(identity), None)) if identity.id == slot => *identity,
         _ => return Err(unexpected(&format!("a greeting for node {slot}"))),
     };
     let listener = match control.recv().await? {
@@ -135,6 +146,9 @@ struct Routes {
     mesh: tokio::sync::mpsc::UnboundedSender<Inbound>,
     /// Connections taken from a node that was not accepting, to the accept loop.
     handed: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+    /// The ticket keys of each rotation, to HTTPS.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 /// A worker's side of the control socket once its body runs: reports ready, obeys
@@ -196,6 +210,12 @@ async fn follow_master(
                 // Dropped (closed) if this node no longer accepts.
                 if stream.set_nonblocking(true).is_ok() {
                     let _ = routes.handed.send(stream);
+                }
+            }
+            #[cfg(feature = "tls")]
+            Ok(Some((ToWorker::TicketKeys(keys), _))) => {
+                if let Some(tls) = &routes.tls {
+                    tls.set_keys(&keys);
                 }
             }
             Ok(Some((message, _))) => tracing::warn!("unexpected control message {message:?}"),

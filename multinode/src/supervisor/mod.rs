@@ -24,6 +24,8 @@ use crate::listener::Listeners;
 use crate::mesh::peer::{Inbound, Remesh};
 use crate::shm::segment::Segment;
 
+#[cfg(feature = "tls")]
+pub(crate) mod https;
 mod journal;
 mod machine;
 mod meshing;
@@ -37,7 +39,7 @@ pub(crate) mod signals;
 mod slot;
 mod status;
 
-use machine::{Action, Input, Machine, Settings, SpawnFailure};
+use machine::{Action, Command, Input, Machine, Settings, SpawnFailure};
 use process::{Event, Report, Reserve, Worker};
 use rescue::Rescue;
 use signals::{Received, Signals};
@@ -81,6 +83,9 @@ pub(crate) struct Supervisor {
     admin: Option<std::net::TcpListener>,
     /// Its descriptor, for a new master (an upgrade).
     admin_fd: Option<std::os::fd::RawFd>,
+    /// HTTPS's ticket keys and certificate check, with `tls`.
+    #[cfg(feature = "tls")]
+    https: Option<https::Https>,
 }
 
 impl Supervisor {
@@ -132,7 +137,16 @@ impl Supervisor {
             journal: crate::admin::Journal::default(),
             admin: None,
             admin_fd: None,
+            #[cfg(feature = "tls")]
+            https: None,
         }
+    }
+
+    /// Hands `https`'s keys to every worker, and rotates them.
+    #[cfg(feature = "tls")]
+    pub(crate) fn with_https(mut self, https: Option<https::Https>) -> Self {
+        self.https = https;
+        self
     }
 
     /// Serves `listener` as the admin listener (metrics, status page).
@@ -204,6 +218,13 @@ impl Supervisor {
         let mut rescued = self.watch_queues();
         // Fed from this loop, so that a hung loop starves it.
         let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
+        #[cfg(feature = "tls")]
+        let mut rotation = self.https.as_ref().map(|_| {
+            let first = tokio::time::Instant::now() + https::ROTATE_EVERY;
+            tokio::time::interval_at(first, https::ROTATE_EVERY)
+        });
+        #[cfg(not(feature = "tls"))]
+        let mut rotation: Option<tokio::time::Interval> = None;
         let (mut ready_pending, mut body_pending) = (true, true);
         let mut inputs = VecDeque::from([Input::Start]);
         loop {
@@ -218,7 +239,7 @@ impl Supervisor {
             let deadline = self.machine.next_deadline();
             let input = tokio::select! {
                 received = signals.recv() => match received {
-                    Received::Command(command) => Some(Input::Signal(command)),
+                    Received::Command(command) => self.admit(command).map(Input::Signal),
                     Received::AddNode => self.open_slot().map(|slot| Input::AddNode { slot }),
                     Received::Status => {
                         let (nodes, doing) = (self.machine.nodes(), self.machine.doing());
@@ -256,9 +277,42 @@ impl Supervisor {
                     self.systemd.watchdog();
                     None
                 }
+                _ = tick(&mut rotation) => {
+                    self.rotate_tickets();
+                    None
+                }
                 _ = sleep_until(deadline) => Some(Input::Tick),
             };
             inputs.extend(input);
+        }
+    }
+
+    /// `command`, unless it is a reload that would start nodes on a
+    /// certificate that does not load: then the nodes serve on.
+    fn admit(&mut self, command: Command) -> Option<Command> {
+        #[cfg(feature = "tls")]
+        if let (Command::Reload, Some(https)) = (command, &self.https) {
+            if let Err(why) = https.reload() {
+                error!("SIGHUP: not reloading, the nodes serve on: {why}");
+                return None;
+            }
+        }
+        Some(command)
+    }
+
+    /// New session-ticket keys, for every node (the master's has them).
+    fn rotate_tickets(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(https) = &mut self.https {
+            match https.rotate() {
+                Ok(Some(keys)) => {
+                    for worker in self.workers.values() {
+                        worker.send(ToWorker::TicketKeys(keys.clone()), None);
+                    }
+                }
+                Ok(None) => {}
+                Err(why) => warn!("TLS: the ticket keys were not rotated: {why}"),
+            }
         }
     }
 
@@ -468,14 +522,19 @@ impl Supervisor {
         let listener: OwnedFd = self.listeners.for_slot(slot)?.try_clone()?.into();
         let shm = self.shm.fd().try_clone_to_owned()?;
         let heartbeat = self.machine.heartbeat_every().unwrap_or(Duration::ZERO);
-        let identity = Identity::new(
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut identity = Identity::new(
             &self.config,
             Incarnation::new(slot, generation),
             members,
             heartbeat,
         );
+        #[cfg(feature = "tls")]
+        if let Some(https) = &self.https {
+            https.greet(&mut identity);
+        }
         let greeting = vec![
-            (ToWorker::Hello(identity), None),
+            (ToWorker::Hello(Box::new(identity)), None),
             (ToWorker::Listener, Some(listener)),
             (ToWorker::Segment, Some(shm)),
         ];
