@@ -17,4 +17,6 @@ pub(crate) use cluster::{Cluster, ENV_CLUSTER, ENV_MACHINE};
 #[cfg(feature = "cluster")]
 pub(crate) use redis_url::{Sentinels, Target};
 pub(crate) use resolve::Config;
-pub(crate) use tls::{Tickets, TlsFiles};
+#[cfg(feature = "tls")]
+pub(crate) use tls::Tickets;
+pub(crate) use tls::TlsFiles;

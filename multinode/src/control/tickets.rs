@@ -21,6 +21,7 @@ pub(crate) struct TicketKeys {
 
 impl TicketKeys {
     /// The keys after `next` replaces the current one.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub fn rotated(&self, next: TicketKey) -> TicketKeys {
         TicketKeys {
             current: next,
