@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("activation", 1),
     ("limits", 1),
     ("throttle", 1),
+    ("tls", 1),
     ("nodes", 1),
     ("load", 1),
     ("config", 0),

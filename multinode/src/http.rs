@@ -50,9 +50,9 @@ const MAX_HEADER_SIZE: usize = 64 * 1024;
 #[cfg(feature = "tls")]
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Makes the TLS handshake on `io` (at most [`HANDSHAKE_TIMEOUT`], and not
-/// once the node stops), then serves the connection as a plain one is. A
-/// connection whose handshake fails is closed, logged at debug.
+/// Makes the TLS handshake on `io` (at most [`HANDSHAKE_TIMEOUT`]), then
+/// serves the connection as a plain one is. A connection whose handshake
+/// fails is closed, logged at debug.
 #[cfg(feature = "tls")]
 async fn secure<S, B>(
     acceptor: tokio_rustls::TlsAcceptor,
@@ -67,12 +67,10 @@ async fn secure<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    // Finished even once the node stops: the client is starting a request,
+    // which is then answered with `Connection: close`.
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io));
-    let stream = tokio::select! {
-        shaken = handshake => shaken,
-        () = limits.stop.cancelled() => return,
-    };
-    let stream = match stream {
+    let stream = match handshake.await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return tracing::debug!("a TLS handshake failed: {error}"),
         Err(_) => {

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod browser;
+pub mod certs;
 pub mod machines;
 pub mod redis;
 
@@ -224,16 +225,17 @@ impl Program {
             .unwrap()
     }
 
-    /// The address from the master's `listening on http://ADDR` line.
+    /// The address from the master's `listening on http://ADDR` line (or
+    /// `https://`).
     pub fn addr(&self) -> SocketAddr {
-        self.wait_for("listening on http://", 1, Duration::from_secs(10));
+        self.wait_for("listening on http", 1, Duration::from_secs(10));
         let log = self.log();
         let line = log
             .iter()
-            .find(|l| l.contains("listening on http://"))
+            .find(|l| l.contains("listening on http"))
             .unwrap();
-        let rest =
-            &line[line.find("listening on http://").unwrap() + "listening on http://".len()..];
+        let rest = &line[line.find("listening on http").unwrap()..];
+        let rest = &rest[rest.find("://").unwrap() + 3..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     }
 

@@ -212,7 +212,7 @@ pub(crate) struct Config {
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub cluster: Option<cluster::Cluster>,
     /// HTTPS's certificate and key, with the `tls` feature.
-    pub tls: Option<super::TlsFiles>,
+    pub tls: Option<super::tls::TlsFiles>,
     /// The admin listener's address, if any.
     pub admin: Option<SocketAddr>,
 }

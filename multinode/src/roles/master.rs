@@ -103,11 +103,15 @@ where
         }),
         false => None,
     };
+    let scheme = match config.tls {
+        Some(_) => "https",
+        None => "http",
+    };
     tracing::info!(
         pid = std::process::id(),
         nodes = config.nodes,
         balance = ?config.balance,
-        "listening on http://{}",
+        "listening on {scheme}://{}",
         listeners.addr
     );
     // The master's node is not watched: no heartbeat.

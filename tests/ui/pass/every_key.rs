@@ -1,7 +1,8 @@
 // Every key, and `-> ()` written out; but `worker_threads`, which goes with
 // `flavor = "multi_thread"`, which needs multinode's `multi-thread` feature (the
 // macro's unit tests and multinode's `--features multi-thread` tests cover them);
-// `cluster` empty, which is no cluster (a URL needs the `cluster` feature).
+// `cluster` empty, which is no cluster (a URL needs the `cluster` feature), and
+// `tls_cert`, `tls_key` empty, which is no TLS (files need the `tls` feature).
 // `logging` names a function that installs the program's own subscriber.
 #[multinode::main(
     port = 0,
@@ -19,6 +20,8 @@
     max_connections = 1000,
     cluster = "",
     namespace = "shop",
+    tls_cert = "",
+    tls_key = "",
     admin = "127.0.0.1:0",
     logging = own_logs
 )]
