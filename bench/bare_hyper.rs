@@ -2,6 +2,10 @@
 //! runtime, one process, the same handler (copied from `examples/hello.rs`, as
 //! node 0) and so the same response bytes as `hello`.
 //! `PORT=0 cargo run --release --example bare_hyper`
+//!
+//! With the `tls` feature and `TLS_CERT`, `TLS_KEY` (PEM files): HTTPS through
+//! tokio-rustls with ring and rustls's own per-process ticketer, ALPN `h2` and
+//! `http/1.1`, as a Rust server would do it by hand (`bench/tls.sh`).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -26,10 +30,25 @@ fn main() -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         eprintln!("listening on http://{}", listener.local_addr()?);
         let builder = auto::Builder::new(TokioExecutor::new());
+        #[cfg(feature = "tls")]
+        let tls = tls::acceptor();
         loop {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             let builder = builder.clone();
+            #[cfg(feature = "tls")]
+            if let Some(acceptor) = tls.clone() {
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req| hello(0, req));
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                continue;
+            }
             tokio::spawn(async move {
                 let service = service_fn(move |req| hello(0, req));
                 let _ = builder
@@ -68,4 +87,34 @@ fn query_ms(query: Option<&str>) -> Option<u64> {
         .find_map(|pair| pair.strip_prefix("ms="))?
         .parse()
         .ok()
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, ServerConfig};
+
+    /// The acceptor for `TLS_CERT` and `TLS_KEY`, if set.
+    pub fn acceptor() -> Option<tokio_rustls::TlsAcceptor> {
+        let cert = std::env::var("TLS_CERT").ok()?;
+        let key = std::env::var("TLS_KEY").ok()?;
+        let chain = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = rustls::crypto::ring::Ticketer::new().unwrap();
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }

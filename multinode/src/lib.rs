@@ -91,6 +91,8 @@ pub mod guide {
     pub mod deploying {}
     #[doc = include_str!("../docs/across-machines.md")]
     pub mod across_machines {}
+    #[doc = include_str!("../docs/https.md")]
+    pub mod https {}
     #[doc = include_str!("../docs/how-it-works.md")]
     pub mod how_it_works {}
 }
