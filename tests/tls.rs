@@ -52,19 +52,20 @@ fn curl(dir: &Path, addr: SocketAddr, path: &str, http: &str) -> Result<(String,
     Ok((body.to_owned(), version.to_owned()))
 }
 
+/// `openssl s_client` to `addr` as `localhost`, trusting `dir`'s CA.
+fn s_client_to(dir: &Path, addr: SocketAddr) -> Command {
+    let mut command = Command::new("openssl");
+    command
+        .args(["s_client", "-connect", &addr.to_string()])
+        .args(["-servername", "localhost", "-CAfile"])
+        .arg(dir.join("ca.pem"));
+    command
+}
+
 /// One request through `openssl s_client` (`-sess_out` or `-sess_in FILE`):
 /// whether the session was resumed, and what the node answered.
 fn s_client(dir: &Path, addr: SocketAddr, session: (&str, &Path)) -> (bool, String) {
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            "localhost",
-        ])
-        .arg("-CAfile")
-        .arg(dir.join("ca.pem"))
+    let mut child = s_client_to(dir, addr)
         .arg(session.0)
         .arg(session.1)
         .arg("-ign_eof")
@@ -249,16 +250,7 @@ fn plain_http_and_garbage_on_the_tls_port_close_that_connection_only() {
 
 /// `s_client`'s view of the certificate served: its subject line.
 fn served_subject(dir: &Path, addr: SocketAddr) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            "localhost",
-        ])
-        .arg("-CAfile")
-        .arg(dir.join("ca.pem"))
+    let out = s_client_to(dir, addr)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()

@@ -193,15 +193,8 @@ fn default_namespace() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_env::env;
     use super::*;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
 
     #[test]
     fn passwords_are_never_shown() {

@@ -9,6 +9,8 @@ pub mod ranges;
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 mod redis_url;
 mod resolve;
+#[cfg(test)]
+mod test_env;
 mod tls;
 
 pub(crate) use builder::ENV_NODES;

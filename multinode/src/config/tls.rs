@@ -75,15 +75,8 @@ pub(crate) fn resolve(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_env::env;
     use super::*;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
-    }
 
     #[test]
     fn a_certificate_and_its_key_come_together_and_the_environment_wins() {
