@@ -31,7 +31,7 @@ const KEYS: &[&str] = &[
     "logging",
 ];
 
-const BALANCES: &str = "\"least_conn\", \"reuse_port\" or \"shared\"";
+const BALANCES: &str = "\"least_conn\", \"reuse_port\", \"shared\" or \"sticky\"";
 
 /// Expands the attribute; `multi_thread` says whether `multinode` was built with its
 /// `multi-thread` feature, without which `flavor = "multi_thread"` is an error.
@@ -231,6 +231,7 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
                     "reuse_port" => quote!(ReusePort),
                     "shared" => quote!(Shared),
                     "least_conn" => quote!(LeastConn),
+                    "sticky" => quote!(Sticky),
                     other => {
                         return Err(syn::Error::new(
                             span,

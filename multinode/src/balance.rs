@@ -96,7 +96,7 @@ impl Acceptor {
         // SAFETY: the listener owns its descriptor for as long as the AsyncFd lives.
         let listener = unsafe { AsyncFd::register(listener) }?;
         let open = Arc::<Open>::default();
-        let pulse = (balance == Balance::ReusePort).then(|| {
+        let pulse = balance.per_slot().then(|| {
             let (shm, open, slot) = (shm.clone(), open.clone(), slot);
             let limit = limit.max(1);
             let pulse = async move {

@@ -56,7 +56,7 @@ impl Listeners {
             .ok_or_else(|| io::Error::other("bound address is not an IP address"))?;
         let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
         let sockets = match config.balance {
-            Balance::ReusePort => {
+            Balance::ReusePort | Balance::Sticky => {
                 drop(probe);
                 let sockets = config
                     .serving_slots()
@@ -83,7 +83,8 @@ impl Listeners {
     /// round (`reuse_port`).
     pub fn fitting(&self, wanted: Balance) -> Balance {
         match (&self.sockets, wanted) {
-            (Sockets::Shared(_), Balance::ReusePort) => Balance::LeastConn,
+            (Sockets::Shared(_), Balance::ReusePort | Balance::Sticky) => Balance::LeastConn,
+            (Sockets::PerSlot(..), Balance::Sticky) => Balance::Sticky,
             (Sockets::PerSlot(..), _) => Balance::ReusePort,
             (Sockets::Shared(_), other) => other,
         }
@@ -174,11 +175,16 @@ impl Listeners {
 
     /// With `ReusePort`: new connections go to the sockets of the slots not in
     /// `avoid` only (all of them again when `avoid` is empty).
-    pub fn steer_away(&self, avoid: &[usize]) -> io::Result<()> {
+    /// With `Sticky`: each client address to its own slot, or, if that slot is
+    /// in `avoid`, to another.
+    pub fn steer_away(&self, avoid: &[usize], balance: Balance) -> io::Result<()> {
         use std::os::fd::AsFd;
         if let Sockets::PerSlot(sockets, group) = &self.sockets {
             if let Some(socket) = sockets.values().next() {
-                steering::steer(socket.as_fd(), &group.indices_but(avoid), group.len())?;
+                match balance {
+                    Balance::Sticky => steering::stick(socket.as_fd(), group, avoid)?,
+                    _ => steering::steer(socket.as_fd(), &group.indices_but(avoid), group.len())?,
+                }
             }
         }
         Ok(())

@@ -54,15 +54,29 @@ pub enum Balance {
     /// the others.
     #[default]
     LeastConn,
+    /// One `SO_REUSEPORT` listener per slot, as `ReusePort`, and the same client
+    /// address always reaches the same slot (nginx's `ip_hash`), chosen in the
+    /// kernel by a hash of the address: a session kept in one node's memory
+    /// finds its client again. Keyed by slot, so a reload or an upgrade keeps
+    /// the mapping; while a node is stopped or restarting, its clients go to
+    /// the others, and come back once it serves. Clients behind one NAT share
+    /// an address, and so a node.
+    Sticky,
 }
 
 impl Balance {
+    /// Whether each slot has a listening socket of its own (`SO_REUSEPORT`).
+    pub(crate) fn per_slot(self) -> bool {
+        matches!(self, Balance::ReusePort | Balance::Sticky)
+    }
+
     /// The mode named as in the attribute and `MULTINODE_BALANCE`.
     pub(super) fn from_name(name: &str) -> Option<Self> {
         match name {
             "least_conn" => Some(Balance::LeastConn),
             "reuse_port" => Some(Balance::ReusePort),
             "shared" => Some(Balance::Shared),
+            "sticky" => Some(Balance::Sticky),
             _ => None,
         }
     }

@@ -61,7 +61,7 @@ impl Builder {
                 ConfigError::env(
                     ENV_BALANCE,
                     &value,
-                    "expected least_conn, reuse_port or shared",
+                    "expected least_conn, reuse_port, shared or sticky",
                 )
             })?,
             None => self.balance,

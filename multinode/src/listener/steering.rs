@@ -123,6 +123,83 @@ fn program(indices: &[u32]) -> Vec<sock_filter> {
     p
 }
 
+/// Makes the group of `socket` send each client address to one slot, the
+/// same for as long as it serves (`sticky`): a hash of the address picks one of
+/// the group's slots in the order of their numbers, so that the mapping is the
+/// same in every master and after every reload; a client whose slot is in
+/// `avoid` goes to one of the others, by the same hash.
+pub(super) fn stick(socket: BorrowedFd<'_>, group: &Group, avoid: &[usize]) -> io::Result<()> {
+    let mut slots: Vec<usize> = group.order().to_vec();
+    slots.sort_unstable();
+    let index = |slot: usize| {
+        group
+            .order()
+            .iter()
+            .position(|s| *s == slot)
+            .map(|i| i as u32)
+    };
+    let buckets: Vec<Option<u32>> = slots
+        .iter()
+        .map(|slot| index(*slot).filter(|_| !avoid.contains(slot)))
+        .collect();
+    let mut others = group.indices_but(avoid);
+    if others.is_empty() {
+        others = group.indices_but(&[]);
+    }
+    let program = sticky_program(&buckets, &others);
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut sock_filter,
+    };
+    setsockopt(socket, SO_ATTACH_REUSEPORT_CBPF, &fprog)
+}
+
+/// The program of [`stick`]: `h`, a hash of the client's address (IPv4, or the
+/// last 32 bits of IPv6), picks bucket `h % buckets`; a bucket's socket index,
+/// or, for a bucket without one, `others[h / buckets % others]`.
+fn sticky_program(buckets: &[Option<u32>], others: &[u32]) -> Vec<sock_filter> {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_B, BPF_DIV, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_MEM,
+        BPF_MOD, BPF_MUL, BPF_RET, BPF_RSH, BPF_ST, BPF_W,
+    };
+    let net = libc::SKF_NET_OFF as u32;
+    let n = buckets.len() as u32;
+    let mut p = vec![
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, net), // the IP header's first byte
+        op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4),  // its version
+        op(BPF_JMP | BPF_JEQ | BPF_K, 2, 0, 6),
+        op(BPF_LD | BPF_W | BPF_ABS, 0, 0, net + 12), // IPv4: the source address
+        op(BPF_JMP | BPF_JA, 0, 0, 1),
+        op(BPF_LD | BPF_W | BPF_ABS, 0, 0, net + 20), // IPv6: its last 32 bits
+        op(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0x9E37_79B1),
+        op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 16),
+        op(BPF_ST, 0, 0, 0), // h
+        op(BPF_ALU | BPF_MOD | BPF_K, 0, 0, n),
+    ];
+    // Each bucket: two instructions; then the others' table.
+    let fallback = p.len() + 2 * buckets.len();
+    for (b, index) in buckets.iter().enumerate() {
+        p.push(op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, b as u32));
+        match index {
+            Some(index) => p.push(op(BPF_RET | BPF_K, 0, 0, *index)),
+            None => {
+                let here = p.len() + 1;
+                p.push(op(BPF_JMP | BPF_JA, 0, 0, (fallback - here) as u32));
+            }
+        }
+    }
+    p.push(op(BPF_LD | BPF_MEM, 0, 0, 0));
+    p.push(op(BPF_ALU | BPF_DIV | BPF_K, 0, 0, n));
+    p.push(op(BPF_ALU | BPF_MOD | BPF_K, 0, 0, others.len() as u32));
+    let (last, rest) = others.split_last().expect("at least one socket");
+    for (k, index) in rest.iter().enumerate() {
+        p.push(op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, k as u32));
+        p.push(op(BPF_RET | BPF_K, 0, 0, *index));
+    }
+    p.push(op(BPF_RET | BPF_K, 0, 0, *last));
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +246,68 @@ mod tests {
         let counts: Vec<_> = sockets.iter().map(queued).collect();
         assert!(counts.iter().all(|c| *c > 0), "{counts:?}");
         drop((clients, more));
+    }
+
+    /// A client bound to `source`, connected to `addr`.
+    fn from(source: &str, addr: std::net::SocketAddr) -> TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+        socket.bind(&source.into()).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        socket.into()
+    }
+
+    /// Which socket of `sockets` each connection of `clients` waits in.
+    fn landed(sockets: &[TcpListener]) -> Vec<(usize, std::net::IpAddr)> {
+        let mut landed = Vec::new();
+        for (i, socket) in sockets.iter().enumerate() {
+            while let Ok((_, peer)) = socket.accept() {
+                landed.push((i, peer.ip()));
+            }
+        }
+        landed
+    }
+
+    #[test]
+    fn each_address_sticks_to_one_socket_and_an_avoided_ones_go_elsewhere() {
+        let (sockets, addr) = group(4);
+        sockets
+            .iter()
+            .for_each(|s| s.set_nonblocking(true).unwrap());
+        let mut order = Group::default();
+        (0..4).for_each(|slot| order.joined(slot));
+        stick(sockets[0].as_fd(), &order, &[]).unwrap();
+        let sources: Vec<String> = (2..34).map(|i| format!("127.0.0.{i}")).collect();
+        let clients: Vec<_> = sources
+            .iter()
+            .flat_map(|s| (0..3).map(move |_| s.clone()))
+            .map(|s| from(&s, addr))
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let first = landed(&sockets);
+        assert_eq!(first.len(), clients.len());
+        let mut home = std::collections::BTreeMap::new();
+        for (i, ip) in &first {
+            assert_eq!(
+                *home.entry(*ip).or_insert(*i),
+                *i,
+                "{ip} went to two sockets"
+            );
+        }
+        let used: std::collections::BTreeSet<_> = home.values().collect();
+        assert_eq!(used.len(), 4, "{home:?}");
+        // Socket 1 avoided: its clients go to the others; the others stay.
+        stick(sockets[0].as_fd(), &order, &[1]).unwrap();
+        let again: Vec<_> = sources.iter().map(|s| from(s, addr)).collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for (i, ip) in landed(&sockets) {
+            assert_ne!(i, 1);
+            if home[&ip] != 1 {
+                assert_eq!(home[&ip], i, "{ip} moved");
+            }
+        }
+        drop((clients, again));
     }
 
     #[test]

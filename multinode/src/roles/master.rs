@@ -13,7 +13,7 @@ use super::environment::MasterEnv;
 use super::main_result::MainResult;
 use super::start_error::StartError;
 use crate::balance::Listening;
-use crate::config::{Balance, Builder};
+use crate::config::Builder;
 use crate::control::identity::Identity;
 use crate::control::incarnation::Incarnation;
 use crate::listener::Listeners;
@@ -92,7 +92,7 @@ where
     // With reuse_port, the supervisor hands the master's node connections from
     // a node that is not accepting.
     let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
-    let handed = (config.balance == Balance::ReusePort).then_some(handed);
+    let handed = config.balance.per_slot().then_some(handed);
     let master_listener = match config.master_listen {
         true => Some(Listening {
             socket: listeners

@@ -14,7 +14,7 @@ use tracing::Instrument;
 use super::main_result::{report_failure, MainResult, CONTROL};
 use super::start_error::StartError;
 use crate::balance::Listening;
-use crate::config::{Balance, Builder};
+use crate::config::Builder;
 use crate::control::identity::Identity;
 use crate::control::{ControlSocket, ToMaster, ToWorker};
 use crate::listener;
@@ -82,7 +82,7 @@ where
                 let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
                 let listener = listener.map(|socket| Listening {
                     socket,
-                    handed: (identity.balance == Balance::ReusePort).then_some(handed),
+                    handed: identity.balance.per_slot().then_some(handed),
                 });
                 // Their lines carry the node's span too.
                 let heartbeat = identity.heartbeat;

@@ -9,6 +9,7 @@ use tracing::warn;
 use super::rescue::{Report, Rescue};
 use super::slot::Slot;
 use super::Supervisor;
+use crate::config::Balance;
 use crate::control::incarnation::Incarnation;
 use crate::control::ToWorker;
 
@@ -17,13 +18,16 @@ impl Supervisor {
     /// come on the channel returned.
     pub(super) fn watch_queues(&mut self) -> mpsc::UnboundedReceiver<Report> {
         let (reports, received) = mpsc::unbounded_channel();
-        if self.config.balance == crate::config::Balance::ReusePort {
+        if self.config.balance.per_slot() {
             let first = self.config.serving_slots().start;
             let mut rescue = Rescue::new(self.shm.clone(), first, reports);
             for (slot, socket) in self.listeners.per_slot() {
                 rescue.watch(slot, socket);
             }
             self.rescue = Some(rescue);
+            if self.config.balance == Balance::Sticky {
+                self.steer(); // each address to its slot, from the start
+            }
         }
         received
     }
@@ -62,9 +66,11 @@ impl Supervisor {
         self.steer();
     }
 
-    /// The group changed: while steering, steer anew (the sockets' places moved).
+    /// The group changed: while steering, steer anew (the sockets' places
+    /// moved); `Sticky` always steers.
     fn steer_again(&self) {
-        if self.rescue.as_ref().is_some_and(|r| !r.silent.is_empty()) {
+        let sticky = self.config.balance == Balance::Sticky;
+        if sticky || self.rescue.as_ref().is_some_and(|r| !r.silent.is_empty()) {
             self.steer();
         }
     }
@@ -74,7 +80,10 @@ impl Supervisor {
         let Some(rescue) = &self.rescue else {
             return;
         };
-        if let Err(error) = self.listeners.steer_away(&rescue.silent) {
+        if let Err(error) = self
+            .listeners
+            .steer_away(&rescue.silent, self.config.balance)
+        {
             warn!(
                 "cannot steer connections away from nodes {:?}: {error}",
                 rescue.silent
