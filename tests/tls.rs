@@ -361,3 +361,20 @@ fn a_certificate_that_does_not_load_is_refused_at_start_and_at_reload() {
     let (body, _) = curl(&dir, addr, "/", "--http2").unwrap();
     assert!(body.starts_with("node "), "{body}");
 }
+
+#[test]
+fn every_node_takes_the_rotated_ticket_keys() {
+    let dir = certs::folder("tls-rotate");
+    certs::site(&dir, "one");
+    let program = https(&dir, &[("MULTINODE_TLS_ROTATE_SECS", "2")]);
+    let addr = program.ready();
+    // Two rotations later, a node's tickets open on every node only if every
+    // node has the keys the master made since.
+    std::thread::sleep(Duration::from_millis(4500));
+    let tries = resumptions(&dir, addr, 12);
+    let elsewhere = tries.iter().filter(|(_, issuer)| !issuer).count();
+    let resumed = tries.iter().filter(|(reused, _)| *reused).count();
+    eprintln!("after two rotations: {resumed} of 12 resumed, {elsewhere} on another node");
+    assert!(elsewhere > 0, "some connections reached other nodes");
+    assert_eq!(resumed, 12, "every node has the new keys");
+}

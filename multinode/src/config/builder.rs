@@ -413,7 +413,8 @@ impl Builder {
     /// hours, and hands them over the control sockets). Files that do not
     /// load stop the program at start (exit code 2) and refuse a reload. Needs
     /// multinode's `tls` feature. Overridden by `MULTINODE_TLS_CERT` (empty:
-    /// none); `MULTINODE_TLS_TICKETS=node` gives each node its own ticket keys.
+    /// none); `MULTINODE_TLS_TICKETS=node` gives each node its own ticket keys,
+    /// `MULTINODE_TLS_ROTATE_SECS` sets how often they change.
     ///
     /// ```
     /// let builder = multinode::Builder::new()

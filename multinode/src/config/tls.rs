@@ -9,6 +9,10 @@ use super::error::ConfigError;
 pub(crate) const ENV_TLS_CERT: &str = "MULTINODE_TLS_CERT";
 pub(crate) const ENV_TLS_KEY: &str = "MULTINODE_TLS_KEY";
 pub(crate) const ENV_TLS_TICKETS: &str = "MULTINODE_TLS_TICKETS";
+pub(crate) const ENV_TLS_ROTATE: &str = "MULTINODE_TLS_ROTATE_SECS";
+
+/// How often the shared ticket keys change by default (Caddy: 12 h).
+const ROTATE_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 60 * 60);
 
 /// Where a node reads its certificate, each time it starts (so a reload or an
 /// upgrade serves the files as they are then).
@@ -19,6 +23,9 @@ pub(crate) struct TlsFiles {
     /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
     pub tickets: Tickets,
+    /// How often the master makes new ticket keys; the previous ones open
+    /// tickets one period more.
+    pub rotate: std::time::Duration,
 }
 
 /// Whose keys encrypt the session tickets.
@@ -66,10 +73,23 @@ pub(crate) fn resolve(
             return Err(ConfigError::env(ENV_TLS_TICKETS, other, why));
         }
     };
+    let rotate = match env(ENV_TLS_ROTATE) {
+        None => ROTATE_EVERY,
+        Some(value) => match value.trim().parse::<u64>() {
+            Ok(seconds) if (1..=7 * 24 * 3600).contains(&seconds) => {
+                std::time::Duration::from_secs(seconds)
+            }
+            _ => {
+                let why = "expected a whole number of seconds, 1 to a week";
+                return Err(ConfigError::env(ENV_TLS_ROTATE, &value, why));
+            }
+        },
+    };
     Ok(Some(TlsFiles {
         cert: cert.into(),
         key: key.into(),
         tickets,
+        rotate,
     }))
 }
 
@@ -97,6 +117,15 @@ mod tests {
                 (Some("e"), Some("k"))
             );
             assert_eq!(files.tickets, Tickets::Shared);
+            assert_eq!(files.rotate, ROTATE_EVERY);
+            let fast = [(ENV_TLS_ROTATE, "60")];
+            let files = resolve((Some("c"), Some("k")), &env(&fast)).unwrap();
+            assert_eq!(files.unwrap().rotate.as_secs(), 60);
+            let zero = [(ENV_TLS_ROTATE, "0")];
+            let err = resolve((Some("c"), Some("k")), &env(&zero)).unwrap_err();
+            assert!(err
+                .to_string()
+                .starts_with("MULTINODE_TLS_ROTATE_SECS=\"0\""));
             let per_node = [(ENV_TLS_TICKETS, "node")];
             let files = resolve((Some("c"), Some("k")), &env(&per_node)).unwrap();
             assert_eq!(files.unwrap().tickets, Tickets::PerNode);

@@ -9,10 +9,6 @@ use crate::control::identity::Identity;
 use crate::control::tickets::TicketKeys;
 use crate::tls::Tls;
 
-/// How often the ticket keys change; the previous key opens tickets one more
-/// period, so a ticket is good for one to two periods.
-pub(crate) const ROTATE_EVERY: Duration = Duration::from_secs(6 * 60 * 60);
-
 pub(crate) struct Https {
     files: TlsFiles,
     /// The keys every node shares; `None`: each node makes its own.
@@ -32,6 +28,13 @@ impl Https {
             keys,
             master,
         })
+    }
+
+    /// How often the ticket keys change (`MULTINODE_TLS_ROTATE_SECS`); the
+    /// previous key opens tickets one more period, so a ticket is good for one
+    /// to two periods.
+    pub fn rotate_every(&self) -> Duration {
+        self.files.rotate
     }
 
     /// The master's own node's TLS.

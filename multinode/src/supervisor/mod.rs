@@ -219,9 +219,9 @@ impl Supervisor {
         // Fed from this loop, so that a hung loop starves it.
         let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
         #[cfg(feature = "tls")]
-        let mut rotation = self.https.as_ref().map(|_| {
-            let first = tokio::time::Instant::now() + https::ROTATE_EVERY;
-            tokio::time::interval_at(first, https::ROTATE_EVERY)
+        let mut rotation = self.https.as_ref().map(|https| {
+            let every = https.rotate_every();
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every)
         });
         #[cfg(not(feature = "tls"))]
         let mut rotation: Option<tokio::time::Interval> = None;

@@ -29,7 +29,7 @@ impl Tls {
     /// (none: this node makes its own).
     pub fn start(files: &TlsFiles, keys: Option<&TicketKeys>) -> Result<Tls, String> {
         let ticketer = match (files.tickets, keys) {
-            (Tickets::Shared, Some(keys)) => Some(Ticketer::new(keys)),
+            (Tickets::Shared, Some(keys)) => Some(Ticketer::new(keys, files.rotate)),
             _ => None,
         };
         let config = server_config(files, ticketer.as_ref())?;

@@ -12,10 +12,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::control::tickets::{TicketKey, TicketKeys};
 
-/// How long a ticket is good for, as the client is told: at least as long as
-/// its key is kept (current, then previous).
-pub(crate) const LIFETIME_SECS: u32 = 6 * 60 * 60;
-
 /// A new key, random, with a random id.
 pub(crate) fn new_key() -> Result<TicketKey, String> {
     let random = SystemRandom::new();
@@ -35,6 +31,9 @@ pub(crate) fn new_key() -> Result<TicketKey, String> {
 #[derive(Clone)]
 pub(crate) struct Ticketer {
     keys: Arc<RwLock<Sealers>>,
+    /// How long a ticket is good for, as the client is told: as long as its
+    /// key is kept at least (one rotation period).
+    lifetime: u32,
 }
 
 /// The keys, ready to seal and open.
@@ -58,9 +57,10 @@ impl Sealers {
 }
 
 impl Ticketer {
-    pub fn new(keys: &TicketKeys) -> Self {
+    pub fn new(keys: &TicketKeys, lifetime: std::time::Duration) -> Self {
         Ticketer {
             keys: Arc::new(RwLock::new(Sealers::of(keys))),
+            lifetime: u32::try_from(lifetime.as_secs()).unwrap_or(u32::MAX),
         }
     }
 
@@ -82,7 +82,7 @@ impl rustls::server::ProducesTickets for Ticketer {
     }
 
     fn lifetime(&self) -> u32 {
-        LIFETIME_SECS
+        self.lifetime
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
@@ -131,7 +131,8 @@ mod tests {
             current: new_key().unwrap(),
             previous: None,
         };
-        let (one, two) = (Ticketer::new(&keys), Ticketer::new(&keys));
+        let hour = std::time::Duration::from_secs(3600);
+        let (one, two) = (Ticketer::new(&keys, hour), Ticketer::new(&keys, hour));
         let ticket = one.encrypt(b"session state").unwrap();
         assert_eq!(two.decrypt(&ticket).as_deref(), Some(&b"session state"[..]));
         let rotated = keys.rotated(new_key().unwrap());
@@ -149,10 +150,13 @@ mod tests {
         *forged.last_mut().unwrap() ^= 1;
         assert!(one.decrypt(&forged).is_none());
         assert!(one.decrypt(&ticket[..10]).is_none());
-        let other = Ticketer::new(&TicketKeys {
-            current: new_key().unwrap(),
-            previous: None,
-        });
+        let other = Ticketer::new(
+            &TicketKeys {
+                current: new_key().unwrap(),
+                previous: None,
+            },
+            hour,
+        );
         assert!(other.decrypt(&ticket).is_none());
     }
 }
