@@ -23,6 +23,7 @@ const KEYS: &[&str] = &[
     "upgrade_timeout",
     "boot_failures",
     "max_connections",
+    "ready_nodes",
     "cluster",
     "namespace",
     "tls_cert",
@@ -154,6 +155,10 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
             "boot_failures" => {
                 let failures: u32 = positive(value, &name, "a number of failed starts")?;
                 quote_spanned!(span=> .boot_failures(#failures))
+            }
+            "ready_nodes" => {
+                let nodes: usize = positive(value, &name, "a number of nodes")?;
+                quote_spanned!(span=> .ready_nodes(#nodes))
             }
             "max_connections" => {
                 let connections: usize = positive(value, &name, "a number of connections")?;

@@ -1,5 +1,6 @@
 //! The admin listener (`admin = "127.0.0.1:9100"`): `GET /metrics` in the
-//! Prometheus text format and `GET /` a status page, served by a thread of the
+//! Prometheus text format, `GET /` a status page, and `GET /livez` and `GET
+//! /readyz` for load balancers and orchestrators, served by a thread of the
 //! master's own, so that it answers while every worker is busy or restarting,
 //! and a storm of scrapes never delays supervision: at most a few connections
 //! at once (the rest wait in the kernel's backlog), and each text rendered at
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use crate::shm::load_table::TABLE_SLOTS;
 use crate::shm::segment::Segment;
 
+mod health;
 mod page;
 
 /// How many lifecycle events the status page shows.
@@ -163,6 +165,8 @@ fn answer(
             "text/plain; version=0.0.4; charset=utf-8",
             cached(&mut rendered.metrics, || crate::metrics::text(shm)),
         ),
+        (&hyper::Method::GET, "/livez") => health::live(shm),
+        (&hyper::Method::GET, "/readyz") => health::ready(shm),
         (&hyper::Method::GET, "/") => {
             let html = cached(&mut rendered.page, || {
                 let rates = rates.lock().unwrap_or_else(|e| e.into_inner());
@@ -173,7 +177,7 @@ fn answer(
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            Bytes::from_static(b"not found: GET /metrics or GET /\n"),
+            Bytes::from_static(b"not found: GET /metrics, /livez, /readyz or /\n"),
         ),
     };
     let mut response = Response::new(Full::new(body));

@@ -90,6 +90,7 @@ pub(crate) const ENV_BALANCE: &str = "MULTINODE_BALANCE";
 pub(crate) const ENV_MAX_CONNECTIONS: &str = "MULTINODE_MAX_CONNECTIONS";
 pub(crate) const ENV_ADMIN: &str = "MULTINODE_ADMIN";
 pub(crate) const ENV_UPGRADE_TIMEOUT: &str = "MULTINODE_UPGRADE_TIMEOUT";
+pub(crate) const ENV_READY_NODES: &str = "MULTINODE_READY_NODES";
 
 /// Why `flavor = "multi_thread"` is refused when this crate is built without
 /// its `multi-thread` feature.
@@ -133,6 +134,7 @@ pub struct Builder {
     pub(crate) max_connections: Option<usize>,
     pub(crate) cluster: Option<String>,
     pub(crate) namespace: Option<String>,
+    pub(crate) ready_nodes: usize,
     pub(crate) tls_cert: Option<String>,
     pub(crate) tls_key: Option<String>,
     pub(crate) admin: Option<String>,
@@ -179,6 +181,7 @@ impl Default for Builder {
             max_connections: None,
             cluster: None,
             namespace: None,
+            ready_nodes: 1,
             tls_cert: None,
             tls_key: None,
             admin: None,
@@ -439,6 +442,20 @@ impl Builder {
     /// ```
     pub fn tls_key(mut self, path: impl Into<String>) -> Self {
         self.tls_key = Some(path.into());
+        self
+    }
+
+    /// How many nodes must serve for the admin listener's `GET /readyz` to
+    /// answer 200 (1 by default); it answers 503 from the moment a stop
+    /// begins, whatever the count, so that a load balancer takes this machine
+    /// out before the drain. Overridden by `MULTINODE_READY_NODES`.
+    ///
+    /// ```
+    /// let builder = multinode::Builder::new().nodes(4).ready_nodes(3);
+    /// # let _ = builder;
+    /// ```
+    pub fn ready_nodes(mut self, nodes: usize) -> Self {
+        self.ready_nodes = nodes;
         self
     }
 

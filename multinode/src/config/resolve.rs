@@ -117,6 +117,19 @@ impl Builder {
             }
             None => self.upgrade_timeout,
         };
+        let ready_nodes = match env(ENV_READY_NODES) {
+            Some(value) => match value.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    let why = "expected a whole number of nodes, at least 1";
+                    return Err(ConfigError::env(ENV_READY_NODES, &value, why));
+                }
+            },
+            None if self.ready_nodes == 0 => {
+                return Err(ConfigError::key("ready_nodes", "0: expected at least 1"))
+            }
+            None => self.ready_nodes,
+        };
         let max_connections = match env(ENV_MAX_CONNECTIONS) {
             Some(value) => match value.trim().parse::<usize>() {
                 Ok(n) if n >= 1 => Some(n),
@@ -169,6 +182,7 @@ impl Builder {
             upgrade_timeout,
             boot_failures: self.boot_failures,
             max_connections,
+            ready_nodes,
             cluster,
             tls,
             admin,
@@ -208,6 +222,8 @@ pub(crate) struct Config {
     pub upgrade_timeout: Duration,
     pub boot_failures: u32,
     pub max_connections: Option<usize>,
+    /// How many nodes must serve for `/readyz` to answer 200.
+    pub ready_nodes: usize,
     /// The machines' meeting point, with the `cluster` feature.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub cluster: Option<cluster::Cluster>,

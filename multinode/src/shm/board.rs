@@ -82,6 +82,12 @@ pub(crate) struct SupervisorLine {
     pub watchdog_kills: AtomicU64,
     /// When the master started (ms of `CLOCK_MONOTONIC`).
     pub started_ms: AtomicU64,
+    /// When the supervision loop last turned (ms of `CLOCK_MONOTONIC`): `/livez`.
+    pub turned_ms: AtomicU64,
+    /// 1 from the moment a stop begins: `/readyz` answers 503.
+    pub stopping: AtomicU64,
+    /// How many nodes must serve for `/readyz` to answer 200 (`ready_nodes`).
+    pub ready_nodes: AtomicU64,
 }
 
 /// A node's message layer, over every incarnation.

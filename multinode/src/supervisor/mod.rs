@@ -218,6 +218,8 @@ impl Supervisor {
         let mut rescued = self.watch_queues();
         // Fed from this loop, so that a hung loop starves it.
         let mut watchdog = self.systemd.watchdog_every().map(tokio::time::interval);
+        // The loop turns at least this often, for `/livez`.
+        let mut turning = Some(tokio::time::interval(Duration::from_secs(1)));
         #[cfg(feature = "tls")]
         let mut rotation = self.https.as_ref().map(|https| {
             let every = https.rotate_every();
@@ -277,6 +279,7 @@ impl Supervisor {
                     self.systemd.watchdog();
                     None
                 }
+                _ = tick(&mut turning) => None,
                 _ = tick(&mut rotation) => {
                     self.rotate_tickets();
                     None

@@ -51,6 +51,17 @@ impl Supervisor {
         }
         let counters = self.machine.counters;
         let totals = board.supervisor();
+        totals
+            .turned_ms
+            .store(crate::shm::load_table::now_ms(), Relaxed);
+        let stopping = matches!(
+            self.machine.phase,
+            super::machine::Phase::Stopping { .. } | super::machine::Phase::Done
+        );
+        totals.stopping.store(u64::from(stopping), Relaxed);
+        totals
+            .ready_nodes
+            .store(self.config.ready_nodes as u64, Relaxed);
         totals.reloads.store(counters.reloads, Relaxed);
         totals.boot_failures.store(counters.boot_failures, Relaxed);
         totals

@@ -18,6 +18,7 @@
     upgrade_timeout = 60,
     boot_failures = 3,
     max_connections = 1000,
+    ready_nodes = 1,
     cluster = "",
     namespace = "shop",
     tls_cert = "",
