@@ -106,6 +106,17 @@ fn metrics_count_every_request_of_every_node() {
             "node {node} served some"
         );
         assert!(value(&metrics, "multinode_node_resident_memory_bytes", node) > 1e5);
+        // The process metrics of Prometheus's clients, labelled by node.
+        assert!(value(&metrics, "process_resident_memory_bytes", node) > 1e5);
+        assert!(value(&metrics, "process_cpu_seconds_total", node) >= 0.0);
+        let fds = value(&metrics, "process_open_fds", node);
+        assert!(fds >= 3.0 && fds < value(&metrics, "process_max_fds", node));
+        let now = std::time::UNIX_EPOCH.elapsed().unwrap().as_secs_f64();
+        let started = value(&metrics, "process_start_time_seconds", node);
+        assert!(
+            started <= now + 1.0 && started > now - 600.0,
+            "{started} {now}"
+        );
         assert!(value(&metrics, "multinode_node_uptime_seconds", node) >= 0.0);
     }
     assert_eq!(value(&metrics, "multinode_reloads_total", ""), 0.0);

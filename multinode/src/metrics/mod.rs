@@ -14,6 +14,8 @@
 //! restarts finds its counters where its predecessor left them, so no
 //! counter goes back while the master runs.
 
+mod process;
+
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -262,12 +264,54 @@ fn render(shm: &Segment, slots: std::ops::Range<usize>) -> String {
             (started != 0).then(|| now.saturating_sub(started) as f64 / 1000.0)
         },
     );
+    // The process metrics, read once for each node.
+    let stats: std::collections::BTreeMap<usize, process::Stats> = shown
+        .iter()
+        .filter_map(|s| Some((*s, process::read(process(*s).pid.load(Relaxed))?)))
+        .collect();
+    let stat = |s: usize| stats.get(&s);
     family(
         "multinode_node_resident_memory_bytes",
         "gauge",
         "The node's process's resident memory",
-        &|s| rss_bytes(process(s).pid.load(Relaxed)).map(|b| b as f64),
+        &|s| stat(s).map(|p| p.resident_bytes as f64),
     );
+    type Figure = fn(&process::Stats) -> Option<f64>;
+    let figures: [(&str, &str, &str, Figure); 5] = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds",
+            |p| Some(p.cpu_seconds),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors",
+            |p| Some(p.open_fds as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors",
+            |p| p.max_fds.map(|m| m as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds",
+            |p| Some(p.start_time_seconds),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes",
+            |p| Some(p.resident_bytes as f64),
+        ),
+    ];
+    for (name, kind, help, figure) in figures {
+        family(name, kind, help, &|s| stat(s).and_then(figure));
+    }
     type Field = fn(&crate::shm::board::MeshLine) -> &std::sync::atomic::AtomicU64;
     let mesh: [(&str, &str, &str, Field); 10] = [
         (
@@ -402,12 +446,7 @@ fn render_users(out: &mut String, board: &crate::shm::board::Board, shown: &[usi
 
 /// A process's resident memory, from `/proc/PID/statm`.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    if pid == 0 {
-        return None;
-    }
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    process::read(pid).map(|stats| stats.resident_bytes)
 }
 
 #[cfg(test)]
