@@ -66,61 +66,7 @@ impl Redis {
     /// One that speaks TLS only, with a certificate for `localhost` signed by a
     /// CA of its own (made with `openssl` in `dir`).
     pub fn start_tls(dir: &Path) -> Option<Redis> {
-        let openssl = |args: &[&str]| {
-            let done = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("openssl (apt-get install openssl)");
-            assert!(done.success(), "openssl {args:?}");
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=test CA",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "req.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "req.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ]);
+        super::certs::site(dir, "redis");
         let port = free_port();
         let mut command = Command::new("redis-server");
         command
