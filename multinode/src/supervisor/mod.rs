@@ -471,12 +471,12 @@ impl Supervisor {
         // every socket handed over has its acceptor.
         let nodes = self.machine.nodes().to_string();
         env.push((crate::config::ENV_NODES, nodes.into()));
-        // The same machine in the cluster, its default name included (the old
-        // master's host and pid): the new master takes over its claim.
-        // And the cluster itself, which no longer is in this master's
-        // environment: empty for none (a `cluster` key turned off stays off).
+        // The cluster, which no longer is in this master's environment: empty
+        // for none (a `cluster` key turned off stays off).
         let url = self.config.cluster.as_ref().map(|c| c.url.as_str());
         env.push((crate::config::ENV_CLUSTER, url.unwrap_or("").into()));
+        // The same machine in the cluster, its default name included (the old
+        // master's host and pid): the new master takes over its claim.
         if let Some(cluster) = &self.config.cluster {
             env.push((crate::config::ENV_MACHINE, cluster.machine.clone().into()));
         }
