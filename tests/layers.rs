@@ -32,6 +32,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("throttle", 1),
     ("tls", 1),
     ("nodes", 1),
+    ("map", 1),
+    ("readiness", 1),
     ("load", 1),
     ("config", 0),
     ("control", 0),

@@ -10,8 +10,10 @@ use tokio_util::sync::CancellationToken;
 use crate::balance::{Acceptor, Listening};
 use crate::control::identity::Identity;
 use crate::load::Load;
+use crate::map;
 use crate::mesh;
 use crate::mesh::peer::{PeerQueue, Peers};
+use crate::readiness::Readiness;
 use crate::shm::segment::Segment;
 
 /// Who this process is among the nodes, its listener, and when it must stop.
@@ -40,6 +42,8 @@ pub struct Nodes {
     shm: Arc<Segment>,
     /// This node's mesh streams, until taken raw or by the message layer.
     peers: Option<Arc<PeerQueue>>,
+    /// What holds this node back from reporting ready.
+    readiness: Readiness,
     /// HTTPS, when the program has a certificate.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Tls>,
@@ -59,9 +63,15 @@ impl Nodes {
             shutdown,
             shm,
             peers: Some(peers),
+            readiness: Readiness::new(),
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// What the role waits on before it reports this node ready.
+    pub(crate) fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// This node speaks HTTPS with `tls`.
@@ -365,5 +375,46 @@ impl Nodes {
             (cluster, Some(self.shm.clone())),
             self.shutdown.clone(),
         ))
+    }
+
+    /// Takes the message layer for a [`Map`](crate::map::Map): a map every node
+    /// holds in memory, read here, written everywhere. Resolves once this
+    /// node's copy holds a snapshot from the others (or they are all starting
+    /// too); until then the node does not report ready, so a rolling reload
+    /// waits for it. `None` when the peers, or the messages, were taken already:
+    /// a program uses one of [`take_peers`](Self::take_peers),
+    /// [`take_messages`](Self::take_messages) and `take_map`.
+    ///
+    /// ```no_run
+    /// #[multinode::main(nodes = 4)]
+    /// async fn main(mut nodes: multinode::Nodes) {
+    ///     let options = multinode::map::Options::new().ttl(std::time::Duration::from_secs(1800));
+    ///     let sessions = nodes
+    ///         .take_map::<String, String>(options)
+    ///         .await
+    ///         .expect("taken once");
+    ///     println!("{} sessions already", sessions.len());
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the body of `main` is inside one).
+    pub fn take_map<K: map::Key, V: map::Value>(
+        &mut self,
+        options: map::Options,
+    ) -> impl Future<Output = Option<map::Map<K, V>>> + Send + 'static {
+        // Held from the call: a node whose body awaits this is not ready early.
+        let hold = self.readiness.hold();
+        let me = self.identity.id;
+        let map = self
+            .take_messages_with::<map::Wire<K, V>>(options.mesh_options())
+            .map(|layer| map::start(me, layer, options));
+        async move {
+            let map = map?;
+            map.synced().await;
+            drop(hold);
+            Some(map)
+        }
     }
 }

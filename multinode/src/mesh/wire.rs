@@ -52,6 +52,11 @@ impl Options {
         Self::default()
     }
 
+    /// The largest frame body, for whoever cuts its messages to fit.
+    pub(crate) fn frame_limit(&self) -> usize {
+        self.max_frame_len
+    }
+
     /// The largest encoded message, in bytes (default 1 MiB; at most 4 GiB − 1,
     /// the length prefix having 4 bytes). A larger one is a
     /// [`SendError::TooLarge`] for the sender; a frame announcing more closes the

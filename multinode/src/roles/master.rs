@@ -19,6 +19,7 @@ use crate::control::incarnation::Incarnation;
 use crate::listener::Listeners;
 use crate::mesh::peer;
 use crate::nodes::Nodes;
+use crate::readiness;
 use crate::shm::segment::Segment;
 use crate::supervisor::Supervisor;
 
@@ -146,9 +147,12 @@ where
             let nodes = Nodes::new(identity, master_listener, shm, shutdown, peers);
             #[cfg(feature = "tls")]
             let nodes = nodes.with_tls(master_tls);
-            // A node is ready once its body runs, listener or not.
-            let _ = ready_tx.send(());
-            body(nodes).await.exit_code()
+            // A node is ready once its body runs, listener or not, and
+            // nothing it started holds it back (a map's snapshot).
+            let readiness = nodes.readiness();
+            readiness::run(body(nodes), readiness, ready_tx)
+                .await
+                .exit_code()
         }
         .instrument(span),
     );

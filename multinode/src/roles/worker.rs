@@ -20,6 +20,7 @@ use crate::control::{ControlSocket, ToMaster, ToWorker};
 use crate::listener;
 use crate::mesh::peer::{self, Inbound, Remesh};
 use crate::nodes::Nodes;
+use crate::readiness;
 use crate::shm::segment::Segment;
 
 /// How long a new worker waits for its identity and listener from the master.
@@ -104,9 +105,11 @@ where
                 let nodes = Nodes::new(identity, listener, shm, shutdown, peers);
                 #[cfg(feature = "tls")]
                 let nodes = nodes.with_tls(tls);
-                // A node is ready once its body runs, listener or not.
-                let _ = ready_tx.send(());
-                Ok::<_, Box<dyn std::error::Error>>(body(nodes).await.exit_code())
+                // A node is ready once its body runs, listener or not, and
+                // nothing it started holds it back (a map's snapshot).
+                let readiness = nodes.readiness();
+                let code = readiness::run(body(nodes), readiness, ready_tx).await;
+                Ok::<_, Box<dyn std::error::Error>>(code.exit_code())
             }
             .instrument(span.clone()),
         )
