@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::shared::{Key, Shared, Value};
 use super::sync::{Answer, Sync};
 use super::version::now_micros;
 use super::wire::{Kind, Wire};
-use super::{Key, Shared, Value};
 use crate::mesh::{NodeId, Receiver, Sender};
 
 /// How often what expired is forgotten.

@@ -36,6 +36,7 @@
 
 mod copy;
 mod entry;
+mod shared;
 mod sync;
 mod table;
 mod version;
@@ -45,14 +46,15 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, RwLock};
+
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::mesh::{self, SendError};
 use entry::Entry;
+use shared::Shared;
+pub use shared::{Key, Value};
 use table::Table;
 use version::{now_micros, Clock};
 pub(crate) use wire::Wire;
@@ -60,14 +62,6 @@ pub(crate) use wire::Wire;
 /// How long a removal is remembered, so that an older write still on its way
 /// cannot bring the key back.
 const REMOVAL_KEPT: Duration = Duration::from_secs(60);
-
-/// A key of a [`Map`]: what a `HashMap` key is, and serde.
-pub trait Key: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static {}
-impl<T: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static> Key for T {}
-
-/// A value of a [`Map`]: serde, and `Clone` for [`Map::get`].
-pub trait Value: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
-impl<T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static> Value for T {}
 
 /// The settings of a [`Map`].
 ///
@@ -194,12 +188,6 @@ pub enum MapError {
     /// The entry could not be encoded.
     #[error("cannot encode the entry: {0}")]
     Encode(String),
-}
-
-/// What the handles and the copy's task share.
-struct Shared<K, V> {
-    table: RwLock<Table<K, V>>,
-    clock: Mutex<Clock>,
 }
 
 /// A map held by every node, read here, written everywhere; cheap to clone
