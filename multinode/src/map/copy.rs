@@ -22,6 +22,8 @@ pub(super) struct Copy<K, V> {
     /// The mesh's `max_frame_len`: a snapshot is cut in parts below it.
     pub frame_limit: usize,
     pub synced: watch::Sender<bool>,
+    /// Counts the batches merged, for `Map::changes`.
+    pub changes: watch::Sender<u64>,
 }
 
 impl<K: Key, V: Value> Copy<K, V> {
@@ -70,6 +72,7 @@ impl<K: Key, V: Value> Copy<K, V> {
                     table.merge(key, entry);
                 }
                 drop((table, clock));
+                self.changes.send_modify(|n| *n += 1);
                 if kind == Kind::Last
                     && from.is_local()
                     && sync.answered(from.id(), Answer::Complete)

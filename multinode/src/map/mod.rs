@@ -56,7 +56,7 @@ use entry::Entry;
 use shared::Shared;
 pub use shared::{Key, Value};
 use table::Table;
-use version::{now_micros, Clock};
+use version::{coarse_now_micros, now_micros, Clock};
 pub(crate) use wire::Wire;
 
 /// How long a removal is remembered, so that an older write still on its way
@@ -205,6 +205,7 @@ pub struct Map<K, V> {
     tx: mesh::Sender<Wire<K, V>>,
     options: Arc<Options>,
     synced: watch::Receiver<bool>,
+    changes: watch::Receiver<u64>,
 }
 
 impl<K, V> Clone for Map<K, V> {
@@ -214,6 +215,7 @@ impl<K, V> Clone for Map<K, V> {
             tx: self.tx.clone(),
             options: self.options.clone(),
             synced: self.synced.clone(),
+            changes: self.changes.clone(),
         }
     }
 }
@@ -244,7 +246,7 @@ impl<K: Key, V: Value> Map<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let table = self.shared.table.read().unwrap_or_else(|e| e.into_inner());
-        table.get(key, now_micros()).cloned()
+        table.get(key, coarse_now_micros).cloned()
     }
 
     /// How many keys hold a value here (those expired in the last second
@@ -285,6 +287,22 @@ impl<K: Key, V: Value> Map<K, V> {
             .live(now_micros())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// How many batches of writes from other nodes this copy has merged:
+    /// `changed().await` on it wakes when the next comes (to drop what a
+    /// program derived from the map, say). A node's own writes do not count.
+    ///
+    /// ```no_run
+    /// # async fn f(map: multinode::map::Map<String, u64>) {
+    /// let mut changes = map.changes();
+    /// while changes.changed().await.is_ok() {
+    ///     println!("another node wrote: {} keys now", map.len());
+    /// }
+    /// # }
+    /// ```
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 
     /// Writes `key` = `value` here and on every other node, to live for
@@ -392,7 +410,9 @@ pub(crate) fn start<K: Key, V: Value>(
         clock: Mutex::new(Clock::new(me)),
     });
     let (synced_tx, synced) = watch::channel(false);
+    let (changes_tx, changes) = watch::channel(0);
     let copy = copy::Copy {
+        changes: changes_tx,
         shared: shared.clone(),
         tx: tx.clone(),
         frame_limit: options.mesh.frame_limit(),
@@ -405,5 +425,6 @@ pub(crate) fn start<K: Key, V: Value>(
         tx,
         options: Arc::new(options),
         synced,
+        changes,
     }
 }
