@@ -40,7 +40,8 @@
 //! - `GET /slow?ms=N` answers after N ms; `GET /block?ms=N` blocks the node's
 //!   runtime for N ms (a handler stuck in a blocking loop); `GET /stream?ms=N`
 //!   sends the first line of its body at once and the last after N ms;
-//! - `POST /echo` answers the request's body, or 408 when reading it failed.
+//! - `POST /echo` answers the request's body, or 408 when reading it failed;
+//! - `GET /leak?kb=N` leaks N KiB for good, written to (a leaky handler).
 //!
 //! It uses `multinode::Builder` directly, which is what the attribute expands to.
 
@@ -211,6 +212,16 @@ async fn body(nodes: Nodes) -> Result<(), String> {
                         format!("blocked node {id}\n")
                     }
                     "/metrics" => load.metrics(),
+                    "/leak" => {
+                        let kb = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("kb="))
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .unwrap_or(64);
+                        Vec::leak(vec![1u8; kb << 10]);
+                        format!("node {id} leaked {kb} KiB\n")
+                    }
                     "/nodes" => format!("node {id} of {}\n", load.nodes()),
                     // More than a client's and the kernel's buffers hold.
                     "/big" => "x".repeat(64 << 20),

@@ -24,6 +24,11 @@ const KEYS: &[&str] = &[
     "boot_failures",
     "max_connections",
     "ready_nodes",
+    "max_requests",
+    "max_requests_jitter",
+    "max_memory",
+    "max_memory_window",
+    "max_memory_hard",
     "cluster",
     "namespace",
     "tls_cert",
@@ -159,6 +164,23 @@ fn builder_calls(keys: &[MetaNameValue], multi_thread: bool) -> syn::Result<Vec<
             "ready_nodes" => {
                 let nodes: usize = positive(value, &name, "a number of nodes")?;
                 quote_spanned!(span=> .ready_nodes(#nodes))
+            }
+            "max_requests" => {
+                let requests: u64 = positive(value, &name, "a number of requests")?;
+                quote_spanned!(span=> .max_requests(#requests))
+            }
+            "max_requests_jitter" => {
+                let requests: u64 = int(value, &name, "a number of requests")?;
+                quote_spanned!(span=> .max_requests_jitter(#requests))
+            }
+            "max_memory" | "max_memory_hard" => {
+                let method = format_ident!("{}", name);
+                let bytes = size(span, value, &name)?;
+                quote_spanned!(span=> .#method(#bytes))
+            }
+            "max_memory_window" => {
+                let millis = seconds_as_millis(value, &name)?;
+                quote_spanned!(span=> .max_memory_window(::std::time::Duration::from_millis(#millis)))
             }
             "max_connections" => {
                 let connections: usize = positive(value, &name, "a number of connections")?;
@@ -354,6 +376,27 @@ fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
 }
 
 /// `shutdown_timeout`, `watchdog_timeout` and `upgrade_timeout` are in seconds, whole (`30`) or not (`0.5`).
+/// A size in bytes: an integer, or a string such as `"512M"` checked at
+/// compile time by the rule the runtime uses.
+fn size(span: proc_macro2::Span, value: &Expr, key: &str) -> syn::Result<TokenStream> {
+    let expected = "a size in bytes, such as 536870912 or \"512M\"";
+    match literal(value, key, expected)? {
+        Lit::Int(_) => {
+            let bytes: u64 = positive(value, key, expected)?;
+            Ok(quote!(#bytes))
+        }
+        Lit::Str(text) => {
+            let error = format!("{}_ERROR", key.to_uppercase());
+            let bytes = quote!(::multinode::__private::ranges::bytes_or_zero(#text));
+            Ok(in_range(span, quote!(size(#text)), &error, bytes))
+        }
+        lit => Err(syn::Error::new_spanned(
+            lit,
+            format!("`{key}` expects {expected}, found {}", found(lit)),
+        )),
+    }
+}
+
 fn seconds_as_millis(value: &Expr, key: &str) -> syn::Result<u64> {
     let expected = "a number of seconds, such as 30 or 0.5";
     let seconds = match literal(value, key, expected)? {

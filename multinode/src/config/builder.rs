@@ -139,6 +139,7 @@ pub struct Builder {
     pub(crate) tls_key: Option<String>,
     pub(crate) admin: Option<String>,
     pub(crate) logging: Logging,
+    pub(crate) recycling: super::recycling::Keys,
 }
 
 /// Who installs the `tracing` subscriber that prints the log.
@@ -186,6 +187,7 @@ impl Default for Builder {
             tls_key: None,
             admin: None,
             logging: Logging::Multinode,
+            recycling: Default::default(),
         }
     }
 }

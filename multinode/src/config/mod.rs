@@ -7,6 +7,7 @@ mod cluster;
 mod error;
 pub mod ranges;
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+mod recycling;
 mod redis_url;
 mod resolve;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod tls;
 pub(crate) use builder::ENV_NODES;
 pub use builder::{Balance, Builder, Flavor, Logging};
 pub(crate) use cluster::{Cluster, ENV_CLUSTER, ENV_MACHINE};
+pub(crate) use recycling::Recycling;
 #[cfg(feature = "cluster")]
 pub(crate) use redis_url::{Sentinels, Target};
 pub(crate) use resolve::Config;

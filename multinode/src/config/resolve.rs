@@ -149,6 +149,7 @@ impl Builder {
             }
             None => self.max_connections,
         };
+        let recycling = super::recycling::resolve(&self.recycling, &env)?;
         let tls = super::tls::resolve((self.tls_cert.as_deref(), self.tls_key.as_deref()), &env)?;
         let cluster = cluster::resolve((self.cluster.as_deref(), self.namespace.as_deref()), &env)?;
         let admin = match env(ENV_ADMIN) {
@@ -186,6 +187,7 @@ impl Builder {
             cluster,
             tls,
             admin,
+            recycling,
         })
     }
 }
@@ -224,6 +226,8 @@ pub(crate) struct Config {
     pub max_connections: Option<usize>,
     /// How many nodes must serve for `/readyz` to answer 200.
     pub ready_nodes: usize,
+    /// When a worker is replaced for what it has become.
+    pub recycling: super::Recycling,
     /// The machines' meeting point, with the `cluster` feature.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub cluster: Option<cluster::Cluster>,

@@ -14,7 +14,7 @@
 //! restarts finds its counters where its predecessor left them, so no
 //! counter goes back while the master runs.
 
-mod process;
+pub(crate) mod process;
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -397,6 +397,11 @@ fn render(shm: &Segment, slots: std::ops::Range<usize>) -> String {
             "Processes killed for sending no heartbeat",
             &supervisor.watchdog_kills,
         ),
+        (
+            "multinode_memory_kills_total",
+            "Workers killed over max_memory_hard",
+            &supervisor.memory_kills,
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -404,6 +409,15 @@ fn render(shm: &Segment, slots: std::ops::Range<usize>) -> String {
             value.load(Relaxed)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP multinode_recycles_total Workers replaced the rolling way for what they became\n\
+         # TYPE multinode_recycles_total counter\n\
+         multinode_recycles_total{{reason=\"max_requests\"}} {}\n\
+         multinode_recycles_total{{reason=\"max_memory\"}} {}",
+        supervisor.recycled_requests.load(Relaxed),
+        supervisor.recycled_memory.load(Relaxed)
+    );
     render_users(&mut out, board, &shown);
     out
 }

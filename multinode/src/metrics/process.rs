@@ -51,6 +51,14 @@ pub(crate) fn read(pid: u32) -> Option<Stats> {
     })
 }
 
+/// Process `pid`'s resident bytes, from `/proc/PID/statm` (its second field,
+/// in pages): the one figure recycling reads every second.
+pub(crate) fn resident(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
 /// User and system ticks, the start in ticks after boot, and resident pages,
 /// from `/proc/PID/stat` (fields 14, 15, 22 and 24; the name, field 2, may
 /// hold spaces and parentheses: the fields count from its last `)`).
@@ -98,6 +106,8 @@ mod tests {
         assert_eq!(parse_max_fds(limits), Some(1024));
         let me = read(std::process::id()).unwrap();
         assert!(me.open_fds >= 3 && me.resident_bytes > 0, "{me:?}");
+        let resident = resident(std::process::id()).unwrap();
+        assert!(resident > 0 && resident.abs_diff(me.resident_bytes) < 64 << 20);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

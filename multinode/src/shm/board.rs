@@ -88,6 +88,11 @@ pub(crate) struct SupervisorLine {
     pub stopping: AtomicU64,
     /// How many nodes must serve for `/readyz` to answer 200 (`ready_nodes`).
     pub ready_nodes: AtomicU64,
+    /// Workers recycled for `max_requests`, for `max_memory`, and killed over
+    /// `max_memory_hard`.
+    pub recycled_requests: AtomicU64,
+    pub recycled_memory: AtomicU64,
+    pub memory_kills: AtomicU64,
 }
 
 /// A node's message layer, over every incarnation.

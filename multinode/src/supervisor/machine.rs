@@ -14,8 +14,12 @@ use super::slot::{Current, Generation, Process, Slot, SlotState};
 
 mod commands;
 mod lifecycle;
+mod recycle;
 mod timers;
 mod upgrade;
+
+use super::recycler::Verdict;
+use recycle::Recycles;
 
 /// How long a worker must have run for its exit not to count as a crash loop.
 pub(crate) const STABLE_UPTIME: Duration = Duration::from_secs(2);
@@ -121,6 +125,8 @@ pub(crate) enum Input {
     },
     /// Time passed: deadlines due at `now` are acted on.
     Tick,
+    /// The recycler's verdict on a worker.
+    Verdict(Verdict),
     /// The new master of upgrade `attempt` is ready.
     UpgradeReady {
         attempt: u32,
@@ -253,6 +259,8 @@ pub(crate) struct Machine {
     upgrades: u32,
     /// What happened since the start, for the metrics.
     pub(crate) counters: Counters,
+    /// The workers due for recycling.
+    pub(super) recycles: Recycles,
 }
 
 /// The supervisor's totals since the start.
@@ -261,6 +269,11 @@ pub(crate) struct Counters {
     pub reloads: u64,
     pub boot_failures: u64,
     pub watchdog_kills: u64,
+    /// Workers recycled for `max_requests`, for `max_memory`, and killed
+    /// over `max_memory_hard`.
+    pub recycled_requests: u64,
+    pub recycled_memory: u64,
+    pub memory_kills: u64,
 }
 
 impl Machine {
@@ -276,6 +289,7 @@ impl Machine {
             upgrade: Upgrade::Idle,
             upgrades: 0,
             counters: Counters::default(),
+            recycles: Recycles::default(),
         }
     }
 
@@ -357,8 +371,10 @@ impl Machine {
             Input::Signal(Command::Upgrade) => self.upgrade(now, &mut out),
             Input::UpgradeReady { attempt, pid } => self.upgraded(attempt, pid, now, &mut out),
             Input::UpgradeFailed { attempt, why } => self.upgrade_failed(attempt, &why, &mut out),
+            Input::Verdict(verdict) => self.on_verdict(verdict, &mut out),
         }
         self.advance_reload(now, &mut out);
+        self.advance_recycling(now, &mut out);
         self.finish(&mut out);
         out
     }

@@ -33,6 +33,8 @@ mod meshing;
 mod model_test;
 pub(crate) mod notice;
 mod process;
+mod recycler;
+mod recycling;
 mod rescue;
 mod rescuing;
 pub(crate) mod signals;
@@ -86,6 +88,8 @@ pub(crate) struct Supervisor {
     /// HTTPS's ticket keys and certificate check, with `tls`.
     #[cfg(feature = "tls")]
     https: Option<https::Https>,
+    /// With `max_requests` or `max_memory`: who judges the workers.
+    recycler: Option<recycler::Recycler>,
 }
 
 impl Supervisor {
@@ -114,7 +118,11 @@ impl Supervisor {
             upgrade_timeout: config.upgrade_timeout,
         };
         let (events, _) = mpsc::unbounded_channel();
+        let recycling = config.recycling.clone();
         Supervisor {
+            recycler: recycling
+                .is_on()
+                .then(|| recycler::Recycler::new(recycling)),
             reserve: Reserve::new(reserve_size(config.nodes)),
             config,
             listeners,
@@ -279,7 +287,10 @@ impl Supervisor {
                     self.systemd.watchdog();
                     None
                 }
-                _ = tick(&mut turning) => None,
+                _ = tick(&mut turning) => {
+                    inputs.extend(self.recycling_inputs());
+                    None
+                }
                 _ = tick(&mut rotation) => {
                     self.rotate_tickets();
                     None

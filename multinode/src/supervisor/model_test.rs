@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::machine::{Action, Command, Input, Machine, Phase, Settings, SpawnFailure, Upgrade};
+use super::recycler::{Verdict, Why};
 use super::slot::{Current, Deadline, Generation, Slot};
 
 /// One random event.
@@ -52,6 +53,11 @@ enum Op {
         pick: usize,
         exits: bool,
     },
+    /// The recycler finds a worker due, or over the hard ceiling.
+    Verdict {
+        pick: usize,
+        kill: bool,
+    },
 }
 
 /// A new master, as the world has it.
@@ -76,7 +82,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (pick.clone(), any::<bool>()).prop_map(|(pick, success)| Op::Exit { pick, success }),
         6 => pick.clone().prop_map(|pick| Op::Ready { pick }),
         2 => pick.clone().prop_map(|pick| Op::Heartbeat { pick }),
-        1 => pick.prop_map(|pick| Op::DrainsItself { pick }),
+        1 => pick.clone().prop_map(|pick| Op::DrainsItself { pick }),
         2 => Just(Op::Signal(Command::Reload)),
         2 => Just(Op::Signal(Command::RemoveNode)),
         1 => Just(Op::Signal(Command::Terminate)),
@@ -90,6 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Signal(Command::Upgrade)),
         2 => (0..3usize).prop_map(|pick| Op::UpgradeReady { pick }),
         1 => (0..3usize, any::<bool>()).prop_map(|(pick, exits)| Op::UpgradeFails { pick, exits }),
+        3 => (pick, any::<bool>()).prop_map(|(pick, kill)| Op::Verdict { pick, kill }),
     ]
 }
 
@@ -360,6 +367,13 @@ impl World {
                 );
             }
         }
+        let replacing = self
+            .machine
+            .slots
+            .values()
+            .filter(|s| matches!(s.current, Current::Replacing { .. }))
+            .count();
+        assert!(replacing <= 1, "{replacing} slots replaced at once");
         if let Phase::Reloading {
             replacing: Some(slot),
             ..
@@ -436,6 +450,27 @@ impl World {
             Op::UpgradeReady { pick } => {
                 if let Some(attempt) = self.pick_tree(pick) {
                     self.upgrade_ready(attempt);
+                }
+            }
+            Op::Verdict { pick, kill } => {
+                if let Some((slot, generation)) = self.pick(pick) {
+                    let verdict = match kill {
+                        true => Verdict::Kill {
+                            slot,
+                            generation,
+                            resident: 2,
+                            ceiling: 1,
+                        },
+                        false => Verdict::Recycle {
+                            slot,
+                            generation,
+                            why: Why::Requests {
+                                served: 1,
+                                limit: 1,
+                            },
+                        },
+                    };
+                    self.feed(Input::Verdict(verdict));
                 }
             }
             Op::UpgradeFails { pick, exits } => {

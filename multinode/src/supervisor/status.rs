@@ -67,6 +67,13 @@ impl Supervisor {
         totals
             .watchdog_kills
             .store(counters.watchdog_kills, Relaxed);
+        totals
+            .recycled_requests
+            .store(counters.recycled_requests, Relaxed);
+        totals
+            .recycled_memory
+            .store(counters.recycled_memory, Relaxed);
+        totals.memory_kills.store(counters.memory_kills, Relaxed);
     }
 
     /// A process of `slot` exited with `status`.

@@ -36,6 +36,9 @@ impl Machine {
     /// Moves the rolling restart on: the next slot is replaced once the last one
     /// serves from its new incarnation and its old one is gone (or killed).
     pub(super) fn advance_reload(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.recycles.busy() {
+            return; // one node replaced at a time: the reload goes on after it
+        }
         loop {
             let members = self.members();
             let Phase::Reloading {
@@ -70,17 +73,22 @@ impl Machine {
             // A slot not serving now starts again from the same path by itself.
             if let Some(Current::Serving(_)) = self.slots.get(&slot).map(|s| &s.current) {
                 *replacing = Some(slot);
-                let new = self.new_process(slot, now);
-                let state = self.slots.get_mut(&slot).expect("exists");
-                let Current::Serving(old) = std::mem::replace(&mut state.current, Current::Ended)
-                else {
-                    unreachable!("matched above")
-                };
-                state.current = Current::Replacing { old, new };
-                self.spawn(slot, out);
+                self.replace(slot, now, out);
                 return;
             }
         }
+    }
+
+    /// Starts the replacement of serving `slot`: the old incarnation serves
+    /// until the new one is ready.
+    pub(super) fn replace(&mut self, slot: Slot, now: Instant, out: &mut Vec<Action>) {
+        let new = self.new_process(slot, now);
+        let state = self.slots.get_mut(&slot).expect("exists");
+        let Current::Serving(old) = std::mem::replace(&mut state.current, Current::Ended) else {
+            unreachable!("only a serving slot is replaced")
+        };
+        state.current = Current::Replacing { old, new };
+        self.spawn(slot, out);
     }
 
     pub(super) fn add_node(&mut self, slot: Slot, now: Instant, out: &mut Vec<Action>) {
