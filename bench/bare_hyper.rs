@@ -3,6 +3,10 @@
 //! node 0) and so the same response bytes as `hello`.
 //! `PORT=0 cargo run --release --example bare_hyper`
 //!
+//! With `THREADS=N`: thread per core, N threads in one process, each with its
+//! own current_thread runtime and `SO_REUSEPORT` listener (TechEmpower's hyper
+//! setup): what processes are measured against in `bench/run.sh`.
+//!
 //! With the `tls` feature and `TLS_CERT`, `TLS_KEY` (PEM files): HTTPS through
 //! tokio-rustls with ring and rustls's own per-process ticketer, ALPN `h2` and
 //! `http/1.1`, as a Rust server would do it by hand (`bench/tls.sh`).
@@ -23,12 +27,48 @@ fn main() -> std::io::Result<()> {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(8080);
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    // THREADS=N: thread per core, as TechEmpower's hyper entry runs, one
+    // current_thread runtime per thread, each with its own SO_REUSEPORT
+    // listener on the port, in one process.
+    let first = listener(port, threads > 1)?;
+    eprintln!("listening on http://{}", first.local_addr()?);
+    let port = first.local_addr()?.port();
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(listener(port, true)?);
+    }
+    let mut running: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(id, listener)| std::thread::spawn(move || serve(id, listener)))
+        .collect();
+    running.remove(0).join().expect("a serving thread panicked")
+}
+
+/// A listening socket on 127.0.0.1:`port`, in the `SO_REUSEPORT` group if `shared`.
+fn listener(port: u16, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(shared)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Serves `listener` on a current_thread runtime of this thread's own.
+fn serve(id: usize, listener: std::net::TcpListener) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        eprintln!("listening on http://{}", listener.local_addr()?);
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let builder = auto::Builder::new(TokioExecutor::new());
         #[cfg(feature = "tls")]
         let tls = tls::acceptor();
@@ -42,7 +82,7 @@ fn main() -> std::io::Result<()> {
                     let Ok(stream) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let service = service_fn(move |req| hello(0, req));
+                    let service = service_fn(move |req| hello(id, req));
                     let _ = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -50,7 +90,7 @@ fn main() -> std::io::Result<()> {
                 continue;
             }
             tokio::spawn(async move {
-                let service = service_fn(move |req| hello(0, req));
+                let service = service_fn(move |req| hello(id, req));
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
