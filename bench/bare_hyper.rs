@@ -42,12 +42,13 @@ fn main() -> std::io::Result<()> {
     for _ in 1..threads {
         listeners.push(listener(port, true)?);
     }
-    let mut running: Vec<_> = listeners
-        .into_iter()
-        .enumerate()
-        .map(|(id, listener)| std::thread::spawn(move || serve(id, listener)))
-        .collect();
-    running.remove(0).join().expect("a serving thread panicked")
+    // The first on this thread: one thread in all unless THREADS says more
+    // (a second thread alone makes glibc's malloc take its slower paths).
+    let first = listeners.remove(0);
+    for (id, listener) in listeners.into_iter().enumerate() {
+        std::thread::spawn(move || serve(id + 1, listener));
+    }
+    serve(0, first)
 }
 
 /// A listening socket on 127.0.0.1:`port`, in the `SO_REUSEPORT` group if `shared`.

@@ -36,6 +36,10 @@ SERVERS = {
     "multinode n=2": hello(2),
     "multinode n=4": hello(4),
     "bare hyper": ([os.path.join(EXAMPLES, "bare_hyper")], {"PORT": "0"}),
+    # Thread per core (TechEmpower's hyper setup): one process, a current_thread
+    # runtime and a SO_REUSEPORT listener per thread: what processes cost.
+    "bare hyper threads=2": ([os.path.join(EXAMPLES, "bare_hyper")], {"PORT": "0", "THREADS": "2"}),
+    "bare hyper threads=4": ([os.path.join(EXAMPLES, "bare_hyper")], {"PORT": "0", "THREADS": "4"}),
     "node single": (["node", os.path.join(ROOT, "bench", "node_cluster.js")], {"WORKERS": "0", "PORT": "0"}),
     "node cluster w=2": (["node", os.path.join(ROOT, "bench", "node_cluster.js")], {"WORKERS": "2", "PORT": "0"}),
     "node cluster w=4": (["node", os.path.join(ROOT, "bench", "node_cluster.js")], {"WORKERS": "4", "PORT": "0"}),
@@ -298,7 +302,15 @@ def main():
     rss_mn = rss_mib(*hello(4))
     rss_node = rss_mib(*SERVERS["node cluster w=4"])
     c = CONNECTIONS[0]
+    p99 = {}
+    for (server, conns, load), rs in group("throughput"):
+        p99[(server, conns)] = statistics.median(r["p99_ms"] for r in rs)
+    threads = [f"multinode n={n} / bare hyper threads={n} = "
+               f"{medians[(f'multinode n={n}', cc)] / medians[(f'bare hyper threads={n}', cc)]:.2f} req/s, "
+               f"{p99[(f'multinode n={n}', cc)] / p99[(f'bare hyper threads={n}', cc)]:.2f} p99 at c={cc}"
+               for n in (2, 4) for cc in CONNECTIONS]
     lines += ["", "## Other figures", "",
+              "- processes against threads (medians): " + "; ".join(threads),
               f"- exec to 4 nodes answering (median of {tries}): multinode {up_mn:.1f} ms, "
               f"node cluster {up_node:.1f} ms",
               f"- RSS per worker process (median): multinode {rss_mn[0]:.1f} MiB ({rss_mn[1]:.2f} MiB private), "

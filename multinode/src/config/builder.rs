@@ -139,7 +139,17 @@ pub struct Builder {
     pub(crate) tls_key: Option<String>,
     pub(crate) admin: Option<String>,
     pub(crate) logging: Logging,
-    pub(crate) recycling: super::recycling::Keys,
+    pub(crate) recycling: RecyclingKeys,
+}
+
+/// What the recycling keys said, before the environment (`recycling.rs`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RecyclingKeys {
+    pub(super) max_requests: Option<u64>,
+    pub(super) jitter: u64,
+    pub(super) max_memory: Option<u64>,
+    pub(super) window: Option<Duration>,
+    pub(super) hard: Option<u64>,
 }
 
 /// Who installs the `tracing` subscriber that prints the log.

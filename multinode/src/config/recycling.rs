@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use super::builder::{Builder, RecyclingKeys as Keys};
 use super::error::ConfigError;
 use super::ranges;
-use super::Builder;
 
 pub(crate) const ENV_MAX_REQUESTS: &str = "MULTINODE_MAX_REQUESTS";
 pub(crate) const ENV_MAX_REQUESTS_JITTER: &str = "MULTINODE_MAX_REQUESTS_JITTER";
@@ -17,16 +17,6 @@ pub(crate) const ENV_MAX_MEMORY_HARD: &str = "MULTINODE_MAX_MEMORY_HARD";
 
 /// How long memory must stay over `max_memory` by default: a spike is not a leak.
 const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
-
-/// What the keys said, before the environment.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Keys {
-    max_requests: Option<u64>,
-    jitter: u64,
-    max_memory: Option<u64>,
-    window: Option<Duration>,
-    hard: Option<u64>,
-}
 
 /// The recycling settings a master runs with; all off by default.
 #[derive(Clone, Debug, Default, PartialEq)]

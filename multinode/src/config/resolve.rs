@@ -227,7 +227,7 @@ pub(crate) struct Config {
     /// How many nodes must serve for `/readyz` to answer 200.
     pub ready_nodes: usize,
     /// When a worker is replaced for what it has become.
-    pub recycling: super::Recycling,
+    pub recycling: super::recycling::Recycling,
     /// The machines' meeting point, with the `cluster` feature.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub cluster: Option<cluster::Cluster>,

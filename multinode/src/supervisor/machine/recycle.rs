@@ -3,36 +3,14 @@
 //! node at a time, in the order they came due, and only while nothing else is
 //! replaced or draining: never during a reload, a stop or an upgrade.
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use tracing::{error, info};
 
 use super::{Action, Machine, Phase, Upgrade};
 use crate::supervisor::recycler::{Verdict, Why};
-use crate::supervisor::slot::{Current, Generation, Slot};
-
-/// The workers due, and the one being recycled.
-#[derive(Debug, Default)]
-pub(crate) struct Recycles {
-    queue: VecDeque<(Slot, Generation, Why)>,
-    now: Recycling,
-}
-
-#[derive(Debug, Default, PartialEq)]
-enum Recycling {
-    #[default]
-    Idle,
-    /// Until its new incarnation serves and its old one is gone.
-    Replacing(Slot),
-}
-
-impl Recycles {
-    /// Whether a recycling is under way.
-    pub fn busy(&self) -> bool {
-        self.now != Recycling::Idle
-    }
-}
+use crate::supervisor::recycles::Recycling;
+use crate::supervisor::slot::Current;
 
 impl Machine {
     pub(super) fn on_verdict(&mut self, verdict: Verdict, out: &mut Vec<Action>) {
