@@ -65,7 +65,17 @@ impl Supervisor {
         if a == b || !live(a) || !live(b) {
             return; // one exited meanwhile: its replacement is meshed anew
         }
-        let (x, y) = match std::os::unix::net::UnixStream::pair() {
+        let pair = match std::os::unix::net::UnixStream::pair() {
+            // Out of descriptors: the reserve is for this (taken again after).
+            Err(error) if super::process::is_lack_of_resources(&error) => {
+                self.reserve.release();
+                let pair = std::os::unix::net::UnixStream::pair();
+                self.reserve.refill();
+                pair
+            }
+            pair => pair,
+        };
+        let (x, y) = match pair {
             Ok(pair) => pair,
             Err(error) => {
                 error!(node = a.slot, "cannot mesh with node {}: {error}", b.slot);

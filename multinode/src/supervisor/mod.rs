@@ -385,7 +385,28 @@ impl Supervisor {
         Some(slot)
     }
 
+    /// Starts incarnation `generation` of `slot`. The descriptors held in
+    /// reserve are let go only when the start lacks some: closing and opening
+    /// them around every start cost 2 × 256 system calls a start with 256
+    /// nodes.
     fn spawn(
+        &mut self,
+        slot: Slot,
+        generation: Generation,
+        members: Vec<Slot>,
+    ) -> std::io::Result<Worker> {
+        match self.start_process(slot, generation, members.clone()) {
+            Err(error) if process::is_lack_of_resources(&error) => {
+                self.reserve.release();
+                let worker = self.start_process(slot, generation, members);
+                self.reserve.refill();
+                worker
+            }
+            started => started,
+        }
+    }
+
+    fn start_process(
         &mut self,
         slot: Slot,
         generation: Generation,
@@ -410,16 +431,13 @@ impl Supervisor {
             (ToWorker::Listener, Some(listener)),
             (ToWorker::Segment, Some(shm)),
         ];
-        self.reserve.release();
-        let worker = process::spawn(
+        process::spawn(
             &self.exe,
             &self.args,
             Incarnation::new(slot, generation),
             greeting,
             self.events.clone(),
-        );
-        self.reserve.refill();
-        worker
+        )
     }
 
     /// Kills every worker, waits (briefly) until they are reaped, and exits.
