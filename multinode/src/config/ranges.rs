@@ -169,6 +169,12 @@ pub const fn check(ok: bool, error: &'static str) {
 
 /// A `Duration`'s milliseconds for the rules above, rounded up (so that only
 /// zero is 0), saturating.
+/// A variable's seconds (`90`, `2.5`) as a duration; `None` if they are not.
+pub(crate) fn seconds(text: &str) -> Option<std::time::Duration> {
+    let seconds = text.trim().parse::<f64>().ok()?;
+    std::time::Duration::try_from_secs_f64(seconds).ok()
+}
+
 pub(crate) fn millis(duration: std::time::Duration) -> u64 {
     let rounded_up = duration.saturating_add(std::time::Duration::from_nanos(999_999));
     u64::try_from(rounded_up.as_millis()).unwrap_or(u64::MAX)

@@ -150,12 +150,8 @@ pub(crate) fn resolve(
     let max_memory = size(ENV_MAX_MEMORY, "max_memory", keys.max_memory)?;
     let hard = size(ENV_MAX_MEMORY_HARD, "max_memory_hard", keys.hard)?;
     let window = match env(ENV_MAX_MEMORY_WINDOW) {
-        Some(text) => text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
-            .filter(|d| ranges::shutdown_timeout(d.as_millis() as u64))
+        Some(text) => ranges::seconds(&text)
+            .filter(|d| ranges::shutdown_timeout(ranges::millis(*d)))
             .ok_or_else(|| {
                 let why = "expected seconds, at most a week";
                 ConfigError::env(ENV_MAX_MEMORY_WINDOW, &text, why)

@@ -97,11 +97,7 @@ impl Builder {
             return Err(ConfigError::key("watchdog_timeout", &why));
         }
         let upgrade_timeout = match env(ENV_UPGRADE_TIMEOUT) {
-            Some(value) => value
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            Some(value) => ranges::seconds(&value)
                 .filter(|d| ranges::upgrade_timeout(millis(*d)))
                 .ok_or_else(|| {
                     let why = format!("expected seconds, {}", ranges::UPGRADE_TIMEOUT);
