@@ -41,21 +41,28 @@ impl Readiness {
 }
 
 /// Runs `body`, and sends on `ready` once its first poll is over (what it
-/// holds back from the start is then held) and no hold remains.
+/// holds back from the start is then held) and no hold remains: at once when
+/// none does, even if the body has returned already.
 pub(crate) async fn run<F: Future>(
     body: F,
     readiness: Readiness,
     ready: oneshot::Sender<()>,
 ) -> F::Output {
-    let mut starting = Some(readiness.hold());
-    tokio::spawn(async move {
-        readiness.reached().await;
-        let _ = ready.send(());
-    });
+    let mut starting = Some((readiness.hold(), readiness, ready));
     let mut body = pin!(body);
     poll_fn(|cx| {
         let polled = body.as_mut().poll(cx);
-        starting = None;
+        if let Some((hold, readiness, ready)) = starting.take() {
+            drop(hold);
+            if *readiness.0.borrow() == 0 {
+                let _ = ready.send(());
+            } else {
+                tokio::spawn(async move {
+                    readiness.reached().await;
+                    let _ = ready.send(());
+                });
+            }
+        }
         polled
     })
     .await
