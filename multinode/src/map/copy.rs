@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::shared::{Key, Shared, Value};
-use super::sync::{Answer, Sync};
+use super::sync::{Answer, Syncing};
 use super::version::now_micros;
 use super::wire::{Kind, Wire};
 use crate::mesh::{NodeId, Receiver, Sender};
@@ -16,7 +16,7 @@ use crate::mesh::{NodeId, Receiver, Sender};
 /// How often what expired is forgotten.
 const SWEEP: Duration = Duration::from_secs(1);
 
-pub(super) struct Copy<K, V> {
+pub(super) struct Replica<K, V> {
     pub shared: Arc<Shared<K, V>>,
     pub tx: Sender<Wire<K, V>>,
     /// The mesh's `max_frame_len`: a snapshot is cut in parts below it.
@@ -26,14 +26,14 @@ pub(super) struct Copy<K, V> {
     pub changes: watch::Sender<u64>,
 }
 
-impl<K: Key, V: Value> Copy<K, V> {
+impl<K: Key, V: Value> Replica<K, V> {
     /// Runs for as long as the mesh does.
     pub async fn run(self, mut rx: Receiver<Wire<K, V>>, timeout: Duration) {
         let peers: Vec<usize> = self.tx.nodes().iter().map(NodeId::id).collect();
         for peer in &peers {
             let _ = self.tx.send(*peer, &Wire::Ask).await; // Err: gone meanwhile
         }
-        let mut sync = Sync::asking(peers);
+        let mut sync = Syncing::asking(peers);
         if sync.is_synced() {
             let _ = self.synced.send(true);
         }
@@ -48,7 +48,7 @@ impl<K: Key, V: Value> Copy<K, V> {
                 },
                 _ = &mut deadline, if !sync.is_synced() => {
                     tracing::warn!("map: no whole snapshot from the other nodes in {timeout:?}: going on with the {} keys that came", self.len());
-                    sync = Sync::Synced;
+                    sync = Syncing::Synced;
                     let _ = self.synced.send(true);
                 }
                 _ = sweep.tick() => {
@@ -62,7 +62,7 @@ impl<K: Key, V: Value> Copy<K, V> {
         self.shared.table.read().map_or(0, |t| t.len())
     }
 
-    fn take(&self, from: NodeId, message: Wire<K, V>, sync: &mut Sync) {
+    fn take(&self, from: NodeId, message: Wire<K, V>, sync: &mut Syncing) {
         match message {
             Wire::Entries { kind, entries } => {
                 let mut table = self.shared.table.write().unwrap_or_else(|e| e.into_inner());

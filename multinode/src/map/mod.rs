@@ -411,7 +411,7 @@ pub(crate) fn start<K: Key, V: Value>(
     });
     let (synced_tx, synced) = watch::channel(false);
     let (changes_tx, changes) = watch::channel(0);
-    let copy = copy::Copy {
+    let replica = copy::Replica {
         changes: changes_tx,
         shared: shared.clone(),
         tx: tx.clone(),
@@ -419,7 +419,9 @@ pub(crate) fn start<K: Key, V: Value>(
         synced: synced_tx,
     };
     let timeout = options.snapshot_timeout;
-    tokio::spawn(tracing::Instrument::in_current_span(copy.run(rx, timeout)));
+    tokio::spawn(tracing::Instrument::in_current_span(
+        replica.run(rx, timeout),
+    ));
     Map {
         shared,
         tx,

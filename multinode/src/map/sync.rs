@@ -14,40 +14,40 @@ pub(crate) enum Answer {
 
 /// Whether this copy still waits for a snapshot.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Sync {
+pub(crate) enum Syncing {
     /// Asked these nodes; none gave a whole snapshot yet.
     Waiting { unanswered: BTreeSet<usize> },
     /// Holds what the others hold (or nobody held anything).
     Synced,
 }
 
-impl Sync {
+impl Syncing {
     /// The wait after asking `peers`: over at once when there is no one to ask.
     pub fn asking(peers: impl IntoIterator<Item = usize>) -> Self {
         let unanswered: BTreeSet<usize> = peers.into_iter().collect();
         if unanswered.is_empty() {
-            return Sync::Synced;
+            return Syncing::Synced;
         }
-        Sync::Waiting { unanswered }
+        Syncing::Waiting { unanswered }
     }
 
     /// `from` answered; whether this answer ended the wait. One whole
     /// snapshot is enough; if every peer is starting too, the map starts
     /// empty, as they all do.
     pub fn answered(&mut self, from: usize, answer: Answer) -> bool {
-        let Sync::Waiting { unanswered } = self else {
+        let Syncing::Waiting { unanswered } = self else {
             return false;
         };
         unanswered.remove(&from);
         if answer == Answer::Complete || unanswered.is_empty() {
-            *self = Sync::Synced;
+            *self = Syncing::Synced;
             return true;
         }
         false
     }
 
     pub fn is_synced(&self) -> bool {
-        *self == Sync::Synced
+        *self == Syncing::Synced
     }
 }
 
@@ -57,12 +57,12 @@ mod tests {
 
     #[test]
     fn alone_a_copy_is_synced_at_once() {
-        assert!(Sync::asking([]).is_synced());
+        assert!(Syncing::asking([]).is_synced());
     }
 
     #[test]
     fn one_whole_snapshot_ends_the_wait() {
-        let mut sync = Sync::asking([1, 2, 3]);
+        let mut sync = Syncing::asking([1, 2, 3]);
         assert!(!sync.answered(1, Answer::NotSynced));
         assert!(sync.answered(3, Answer::Complete));
         assert!(!sync.answered(2, Answer::Complete));
@@ -71,14 +71,14 @@ mod tests {
 
     #[test]
     fn when_every_peer_is_starting_too_the_wait_ends_empty() {
-        let mut sync = Sync::asking([1, 2]);
+        let mut sync = Syncing::asking([1, 2]);
         assert!(!sync.answered(2, Answer::NotSynced));
         assert!(sync.answered(1, Answer::NotSynced));
     }
 
     #[test]
     fn answers_from_nodes_not_asked_change_nothing_else() {
-        let mut sync = Sync::asking([1]);
+        let mut sync = Syncing::asking([1]);
         assert!(!sync.answered(5, Answer::NotSynced));
         assert!(!sync.is_synced());
     }
