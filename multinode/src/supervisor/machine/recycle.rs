@@ -10,7 +10,7 @@ use tracing::{error, info};
 use super::{Action, Machine, Phase, Upgrade};
 use crate::supervisor::recycler::{Verdict, Why};
 use crate::supervisor::recycles::Recycling;
-use crate::supervisor::slot::Current;
+use crate::supervisor::slot::{Current, Deadline};
 
 impl Machine {
     pub(super) fn on_verdict(&mut self, verdict: Verdict, out: &mut Vec<Action>) {
@@ -36,8 +36,14 @@ impl Machine {
                 resident,
                 ceiling,
             } => {
-                let serving = self.slots.get(&slot).and_then(|s| s.current.serving());
-                if serving == Some(generation) {
+                // Once: a process killed already is only waited for.
+                let process = self.slots.get_mut(&slot).and_then(|s| {
+                    s.current
+                        .processes_mut()
+                        .find(|p| p.generation == generation && p.deadline != Deadline::Killed)
+                });
+                if let Some(process) = process {
+                    process.deadline = Deadline::Killed;
                     error!(
                         node = slot,
                         generation,
