@@ -2,6 +2,7 @@
 //! environment overrides at run time, and the validated [`Config`] a master runs
 //! with.
 
+mod balance;
 mod builder;
 mod cluster;
 mod error;
@@ -14,8 +15,9 @@ mod resolve;
 mod test_env;
 mod tls;
 
+pub use balance::Balance;
 pub(crate) use builder::ENV_NODES;
-pub use builder::{Balance, Builder, Flavor, Logging};
+pub use builder::{Builder, Flavor, Logging};
 pub(crate) use cluster::{Cluster, ENV_CLUSTER, ENV_MACHINE};
 pub(crate) use recycling::Recycling;
 #[cfg(feature = "cluster")]

@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::balance::Balance;
 use super::builder::*;
 use super::cluster;
 use super::error::ConfigError;
