@@ -1,74 +1,24 @@
-//! The model test: random sequences of events fed to the state machine, against a
-//! small world of processes that does what the actions say, with invariants
-//! checked after every step and liveness checked at the end.
+//! The model test's world: the processes, as the operating system would have
+//! them, doing what the state machine's actions say; the invariants checked
+//! after every step.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use proptest::prelude::*;
-
-use super::machine::{Action, Command, Input, Machine, Phase, Settings, SpawnFailure, Upgrade};
-use super::recycler::{Verdict, Why};
-use super::slot::{Current, Deadline, Generation, Slot};
-
-/// One random event.
-#[derive(Clone, Debug)]
-enum Op {
-    Exit {
-        pick: usize,
-        success: bool,
-    },
-    Ready {
-        pick: usize,
-    },
-    Heartbeat {
-        pick: usize,
-    },
-    DrainsItself {
-        pick: usize,
-    },
-    Signal(Command),
-    AddNode,
-    /// Time passes (the whole group may have been stopped meanwhile).
-    Wait {
-        ms: u64,
-    },
-    HeartbeatAll,
-    /// The next start fails, for lack of resources or not.
-    FailNextSpawn {
-        resources: bool,
-    },
-    MasterReady,
-    BodyDone {
-        code: i32,
-    },
-    /// A new master (an upgrade's) reports ready: in time, or late (after it
-    /// was told to stop or die, its word already on its way).
-    UpgradeReady {
-        pick: usize,
-    },
-    /// A new master fails before it is ready: it exits, or says something
-    /// other than "ready" and lives on.
-    UpgradeFails {
-        pick: usize,
-        exits: bool,
-    },
-    /// The recycler finds a worker due, or over the hard ceiling.
-    Verdict {
-        pick: usize,
-        kill: bool,
-    },
-}
+use super::op::Op;
+use crate::supervisor::machine::{Action, Input, Machine, Phase, Settings, SpawnFailure, Upgrade};
+use crate::supervisor::recycler::{Verdict, Why};
+use crate::supervisor::slot::{Current, Deadline, Generation, Slot};
 
 /// A new master, as the world has it.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Tree {
+pub(super) struct Tree {
     said_ready: bool,
-    fate: Fate,
+    pub fate: Fate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Fate {
+pub(super) enum Fate {
     Alive,
     /// Told to drain its tree and exit.
     Stopping,
@@ -76,49 +26,25 @@ enum Fate {
     Exited,
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    let pick = 0..8usize;
-    prop_oneof![
-        4 => (pick.clone(), any::<bool>()).prop_map(|(pick, success)| Op::Exit { pick, success }),
-        6 => pick.clone().prop_map(|pick| Op::Ready { pick }),
-        2 => pick.clone().prop_map(|pick| Op::Heartbeat { pick }),
-        1 => pick.clone().prop_map(|pick| Op::DrainsItself { pick }),
-        2 => Just(Op::Signal(Command::Reload)),
-        2 => Just(Op::Signal(Command::RemoveNode)),
-        1 => Just(Op::Signal(Command::Terminate)),
-        1 => Just(Op::Signal(Command::Interrupt)),
-        2 => Just(Op::AddNode),
-        4 => (1..40_000u64).prop_map(|ms| Op::Wait { ms }),
-        3 => Just(Op::HeartbeatAll),
-        1 => any::<bool>().prop_map(|resources| Op::FailNextSpawn { resources }),
-        1 => Just(Op::MasterReady),
-        1 => (0..2i32).prop_map(|code| Op::BodyDone { code }),
-        2 => Just(Op::Signal(Command::Upgrade)),
-        2 => (0..3usize).prop_map(|pick| Op::UpgradeReady { pick }),
-        1 => (0..3usize, any::<bool>()).prop_map(|(pick, exits)| Op::UpgradeFails { pick, exits }),
-        3 => (pick, any::<bool>()).prop_map(|(pick, kill)| Op::Verdict { pick, kill }),
-    ]
-}
-
 /// The processes, as the operating system would have them.
-struct World {
-    machine: Machine,
+pub(super) struct World {
+    pub machine: Machine,
     now: Instant,
     /// Live processes: whether told to drain, whether killed.
-    processes: BTreeMap<(Slot, Generation), (bool, bool)>,
+    pub processes: BTreeMap<(Slot, Generation), (bool, bool)>,
     fail_next_spawn: Option<SpawnFailure>,
-    exit: Option<i32>,
-    master_body_done: bool,
+    pub exit: Option<i32>,
+    pub master_body_done: bool,
     /// The new masters upgrades started, by attempt (1, 2, ...).
-    trees: BTreeMap<u32, Tree>,
+    pub trees: BTreeMap<u32, Tree>,
     /// The one the machine handed over to, if any.
-    adopted: Option<u32>,
+    pub adopted: Option<u32>,
     /// The machine began to stop before any hand-over: no tree may serve on.
     stopped_before_hand_over: bool,
 }
 
 impl World {
-    fn new(restart: bool) -> Self {
+    pub(super) fn new(restart: bool) -> Self {
         let now = Instant::now();
         let settings = Settings {
             workers: 1..4,
@@ -148,7 +74,7 @@ impl World {
     }
 
     /// Feeds `input`, carries out the actions, and checks the invariants.
-    fn feed(&mut self, input: Input) {
+    pub(super) fn feed(&mut self, input: Input) {
         if self.exit.is_some() {
             return;
         }
@@ -298,7 +224,7 @@ impl World {
 
     /// Once inputs settle: exactly one tree serves, or none after a stop, and
     /// no new master is left that nobody will stop.
-    fn check_trees(&self) {
+    pub(super) fn check_trees(&self) {
         let old_serves = self.exit.is_none()
             && !matches!(self.machine.phase, Phase::Stopping { .. } | Phase::Done);
         let alive: Vec<u32> = self
@@ -389,7 +315,7 @@ impl World {
         (n > 0).then(|| *self.processes.keys().nth(pick % n).expect("in range"))
     }
 
-    fn exit(&mut self, (slot, generation): (Slot, Generation), success: bool) {
+    pub(super) fn exit(&mut self, (slot, generation): (Slot, Generation), success: bool) {
         self.processes.remove(&(slot, generation));
         self.feed(Input::Exited {
             slot,
@@ -399,12 +325,12 @@ impl World {
         });
     }
 
-    fn wait(&mut self, by: Duration) {
+    pub(super) fn wait(&mut self, by: Duration) {
         self.now += by;
         self.feed(Input::Tick);
     }
 
-    fn apply(&mut self, op: Op) {
+    pub(super) fn apply(&mut self, op: Op) {
         match op {
             Op::Exit { pick, success } => {
                 if let Some(process) = self.pick(pick) {
@@ -500,7 +426,7 @@ impl World {
 
     /// A while of a healthy world: the processes started get ready, the killed
     /// ones exit, and those told to drain exit if `drained`; one second a round.
-    fn settle(&mut self, rounds: usize, drained: bool) {
+    pub(super) fn settle(&mut self, rounds: usize, drained: bool) {
         for _ in 0..rounds {
             for ((slot, generation), (told, killed)) in self.processes.clone() {
                 if killed || (told && drained) {
@@ -513,95 +439,4 @@ impl World {
             self.wait(Duration::from_secs(1));
         }
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
-
-    #[test]
-    fn any_sequence_of_events_keeps_the_invariants_and_ends(
-        ops in proptest::collection::vec(op(), 0..80),
-        restart in prop_oneof![4 => Just(true), 1 => Just(false)],
-        drained in any::<bool>(),
-    ) {
-        let mut world = World::new(restart);
-        for op in ops {
-            world.apply(op);
-        }
-        // Every upgrade's deadline passes; then one tree serves, or none.
-        world.wait(Duration::from_secs(31));
-        world.check_trees();
-        if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
-            // A reload always ends, and the phase comes back to running.
-            world.settle(120, drained);
-            if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
-                prop_assert!(
-                    matches!(world.machine.phase, Phase::Running),
-                    "still {:?}", world.machine.phase
-                );
-                // Every member slot serves again (none left empty for good).
-                for (slot, state) in &world.machine.slots {
-                    if state.current.is_member() {
-                        prop_assert!(
-                            matches!(state.current, Current::Serving(_)),
-                            "slot {slot}: {:?}", state.current
-                        );
-                    }
-                }
-            }
-        }
-        // A stop always ends with an exit code, whether or not the nodes drain.
-        world.feed(Input::Signal(Command::Terminate));
-        if !world.master_body_done {
-            world.master_body_done = true;
-            world.feed(Input::BodyDone { code: 0 });
-        }
-        world.settle(60, drained);
-        prop_assert!(world.exit.is_some(), "no exit; phase {:?}", world.machine.phase);
-        let alive = world.trees.iter().filter(|(_, t)| t.fate == Fate::Alive);
-        let others: Vec<_> = alive.filter(|(a, _)| Some(**a) != world.adopted).collect();
-        prop_assert!(others.is_empty(), "new masters left serving: {others:?}");
-    }
-}
-
-#[test]
-fn a_slot_removed_while_it_backs_off_is_not_started_again() {
-    let mut world = World::new(true);
-    world.settle(1, true);
-    // Three quick deaths of node 3: it backs off.
-    for _ in 0..3 {
-        let generation = world.machine.slots[&3].generation;
-        world.exit((3, generation), false);
-        world.settle(1, true);
-        world.feed(Input::MasterReady);
-    }
-    world.feed(Input::Signal(Command::RemoveNode));
-    world.settle(30, true);
-    assert!(matches!(world.machine.slots[&3].current, Current::Removed));
-    assert!(world.processes.keys().all(|(slot, _)| *slot != 3));
-}
-
-#[test]
-fn a_frozen_group_is_not_a_hung_worker_but_a_worker_stopped_alone_is() {
-    let mut world = World::new(true);
-    world.settle(2, true);
-    // Everything stopped for 20 s: the supervisor's first look comes late.
-    world.wait(Duration::from_secs(20));
-    assert!(world.processes.values().all(|(_, killed)| !killed));
-    // Node 1 alone stops sending heartbeats.
-    for _ in 0..6 {
-        for (slot, generation) in world.processes.keys().copied().collect::<Vec<_>>() {
-            if slot != 1 {
-                world.feed(Input::Heartbeat { slot, generation });
-            }
-        }
-        world.wait(Duration::from_secs(1));
-    }
-    let killed: Vec<Slot> = world
-        .processes
-        .iter()
-        .filter(|(_, (_, killed))| *killed)
-        .map(|((slot, _), _)| *slot)
-        .collect();
-    assert_eq!(killed, vec![1]);
 }
