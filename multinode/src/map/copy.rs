@@ -29,11 +29,14 @@ pub(super) struct Replica<K, V> {
 impl<K: Key, V: Value> Replica<K, V> {
     /// Runs for as long as the mesh does.
     pub async fn run(self, mut rx: Receiver<Wire<K, V>>, timeout: Duration) {
-        let peers: Vec<usize> = self.tx.nodes().iter().map(NodeId::id).collect();
-        for peer in &peers {
-            let _ = self.tx.send(*peer, &Wire::Ask).await; // Err: gone meanwhile
+        // A node gone for good meanwhile is not waited for.
+        let mut asked = Vec::new();
+        for peer in self.tx.nodes().iter().map(NodeId::id) {
+            if self.tx.send(peer, &Wire::Ask).await.is_ok() {
+                asked.push(peer);
+            }
         }
-        let mut sync = Syncing::asking(peers);
+        let mut sync = Syncing::asking(asked);
         if sync.is_synced() {
             let _ = self.synced.send(true);
         }
