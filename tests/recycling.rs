@@ -180,3 +180,20 @@ fn bad_recycling_values_name_their_variable_and_start_nothing() {
         program.assert_no_process_left();
     }
 }
+
+#[test]
+fn a_recycling_whose_replacement_fails_says_so_and_is_tried_again() {
+    // Every replacement fails at once: the worker due serves on, and is due again.
+    let (program, addr) = probe(&[
+        ("MULTINODE_MAX_REQUESTS", "20"),
+        ("PROBE_FAIL_REPLACEMENTS", "1"),
+    ]);
+    for _ in 0..100 {
+        get(addr, "/").unwrap();
+    }
+    program.wait_for("did not become ready: it serves on", 1, WAIT);
+    assert_eq!(program.count(" recycled node="), 0, "{:?}", program.log());
+    // Asked again, for the same incarnation, once the retry time has passed.
+    program.wait_for("recycling node", 2, WAIT);
+    assert_eq!(program.count("did not become ready: it serves on"), 2);
+}

@@ -395,7 +395,8 @@ impl Supervisor {
         generation: Generation,
         members: Vec<Slot>,
     ) -> std::io::Result<Worker> {
-        match self.start_process(slot, generation, members.clone()) {
+        let requests_before = self.shm.table().totals(slot).1;
+        let started = match self.start_process(slot, generation, members.clone()) {
             Err(error) if process::is_lack_of_resources(&error) => {
                 self.reserve.release();
                 let worker = self.start_process(slot, generation, members);
@@ -403,7 +404,11 @@ impl Supervisor {
                 worker
             }
             started => started,
-        }
+        };
+        started.map(|mut worker| {
+            worker.requests_before = requests_before;
+            worker
+        })
     }
 
     fn start_process(

@@ -22,6 +22,8 @@ use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, EN
 /// reaped.
 pub(crate) struct Worker {
     pub pid: u32,
+    /// Its slot's requests when it was started: recycling counts from there.
+    pub requests_before: u64,
     orders: mpsc::UnboundedSender<Order>,
 }
 
@@ -152,7 +154,11 @@ pub(crate) fn spawn(
         orders_rx,
         events,
     ));
-    Ok(Worker { pid, orders })
+    Ok(Worker {
+        pid,
+        requests_before: 0,
+        orders,
+    })
 }
 
 /// One incarnation's task: greets it, relays its messages and the supervisor's

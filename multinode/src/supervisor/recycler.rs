@@ -10,13 +10,19 @@ use std::time::{Duration, Instant};
 use super::slot::{Generation, Slot};
 use crate::config::Recycling;
 
+/// How long after asking for a worker's recycling it is asked for again if
+/// the same incarnation still serves: its replacement failed, or could not
+/// start.
+const RETRY: Duration = Duration::from_secs(10);
+
 /// One serving worker's figures now.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Reading {
     pub slot: Slot,
     pub generation: Generation,
-    /// Every request the slot served, over all its incarnations.
-    pub requests: u64,
+    /// The requests its slot served since this incarnation started (those
+    /// of the one it replaces, while that drains, included).
+    pub served: u64,
     /// Resident bytes; `None` if it could not be read.
     pub resident: Option<u64>,
 }
@@ -81,14 +87,13 @@ pub(crate) enum Verdict {
 #[derive(Debug)]
 struct Watched {
     generation: Generation,
-    /// The slot's requests when this incarnation was first read.
-    first_requests: u64,
     /// `max_requests` plus this incarnation's jitter.
     limit: Option<u64>,
     /// Since when its memory is over `max_memory`.
     over_since: Option<Instant>,
-    /// Recycling asked for already: asked once.
-    due: bool,
+    /// When recycling was last asked for: asked again only after
+    /// [`RETRY`], in case that replacement failed.
+    asked: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -131,7 +136,7 @@ impl Recycler {
                 }
             }
             if let Some(why) = watched.due(reading, settings, now) {
-                watched.due = true;
+                watched.asked = Some(now);
                 verdicts.push(Verdict::Recycle {
                     slot: reading.slot,
                     generation: reading.generation,
@@ -151,14 +156,14 @@ impl Watched {
         };
         Watched {
             generation: reading.generation,
-            first_requests: reading.requests,
             limit: settings.max_requests.map(|max| max.saturating_add(jitter)),
             over_since: None,
-            due: false,
+            asked: None,
         }
     }
 
-    /// Why this incarnation is due now, if it is and was not before.
+    /// Why this incarnation is due now, if it is and was not asked for
+    /// lately.
     fn due(&mut self, reading: &Reading, settings: &Recycling, now: Instant) -> Option<Why> {
         let over = match (reading.resident, settings.max_memory) {
             (Some(resident), Some(limit)) if resident > limit => {
@@ -169,10 +174,10 @@ impl Watched {
                 None
             }
         };
-        if self.due {
+        if self.asked.is_some_and(|at| now < at + RETRY) {
             return None;
         }
-        let served = reading.requests.saturating_sub(self.first_requests);
+        let served = reading.served;
         if let Some(limit) = self.limit.filter(|limit| served >= *limit) {
             return Some(Why::Requests { served, limit });
         }
@@ -207,25 +212,24 @@ mod tests {
         }
     }
 
-    fn reading(slot: Slot, generation: Generation, requests: u64, resident: u64) -> Reading {
+    fn reading(slot: Slot, generation: Generation, served: u64, resident: u64) -> Reading {
         Reading {
             slot,
             generation,
-            requests,
+            served,
             resident: Some(resident),
         }
     }
 
     #[test]
-    fn requests_count_from_the_incarnations_first_reading_and_ask_once() {
+    fn requests_ask_once_then_again_only_after_the_retry_time() {
         let mut recycler = Recycler::new(Recycling {
             max_requests: Some(100),
             ..settings()
         });
         let t = Instant::now();
-        assert!(recycler.look(&[reading(1, 1, 500, 0)], t).is_empty());
-        assert!(recycler.look(&[reading(1, 1, 599, 0)], t).is_empty());
-        let due = recycler.look(&[reading(1, 1, 600, 0)], t);
+        assert!(recycler.look(&[reading(1, 1, 99, 0)], t).is_empty());
+        let due = recycler.look(&[reading(1, 1, 100, 0)], t);
         assert_eq!(
             due,
             vec![Verdict::Recycle {
@@ -237,10 +241,14 @@ mod tests {
                 }
             }]
         );
-        assert!(recycler.look(&[reading(1, 1, 700, 0)], t).is_empty());
-        // The next incarnation counts from where it began.
-        assert!(recycler.look(&[reading(1, 2, 700, 0)], t).is_empty());
-        assert_eq!(recycler.look(&[reading(1, 2, 800, 0)], t).len(), 1);
+        assert!(recycler
+            .look(&[reading(1, 1, 200, 0)], t + RETRY / 2)
+            .is_empty());
+        // Still the same incarnation: its replacement failed. Asked again.
+        assert_eq!(recycler.look(&[reading(1, 1, 300, 0)], t + RETRY).len(), 1);
+        // The next incarnation is judged afresh.
+        assert!(recycler.look(&[reading(1, 2, 10, 0)], t + RETRY).is_empty());
+        assert_eq!(recycler.look(&[reading(1, 2, 100, 0)], t + RETRY).len(), 1);
     }
 
     #[test]

@@ -17,8 +17,9 @@ pub(crate) struct Recycles {
 pub(crate) enum Recycling {
     #[default]
     Idle,
-    /// Until its new incarnation serves and its old one is gone.
-    Replacing(Slot),
+    /// Incarnation `generation` of `slot`, until a new one serves and the
+    /// old one is gone, or the new one failed.
+    Replacing { slot: Slot, generation: Generation },
 }
 
 impl Recycles {

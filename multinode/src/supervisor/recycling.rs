@@ -19,7 +19,7 @@ impl Supervisor {
             .map(|(at, worker)| Reading {
                 slot: at.slot,
                 generation: at.generation,
-                requests: self.shm.table().totals(at.slot).1,
+                served: (self.shm.table().totals(at.slot).1).saturating_sub(worker.requests_before),
                 resident: crate::metrics::process::resident(worker.pid),
             })
             .collect();

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::{Action, Machine, Phase, Upgrade};
 use crate::supervisor::recycler::{Verdict, Why};
@@ -61,12 +61,20 @@ impl Machine {
     /// Moves recycling on: the next worker due is replaced once the last one
     /// is done and nothing else is replaced or draining.
     pub(super) fn advance_recycling(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if let Recycling::Replacing(slot) = self.recycles.now {
+        if let Recycling::Replacing { slot, generation } = self.recycles.now {
             let state = &self.slots[&slot];
             if matches!(state.current, Current::Replacing { .. }) || !state.draining.is_empty() {
                 return;
             }
-            info!(node = slot, "recycled");
+            match state.current.serving() == Some(generation) {
+                // Asked for again by the recycler, later.
+                true => warn!(
+                    node = slot,
+                    generation,
+                    "recycling node {slot} failed: its replacement did not become ready: it serves on"
+                ),
+                false => info!(node = slot, "recycled"),
+            }
             self.recycles.now = Recycling::Idle;
         }
         let quiet = self
@@ -87,7 +95,7 @@ impl Machine {
                 Why::Memory { .. } => self.counters.recycled_memory += 1,
             }
             self.replace(slot, now, out);
-            self.recycles.now = Recycling::Replacing(slot);
+            self.recycles.now = Recycling::Replacing { slot, generation };
             return;
         }
     }
