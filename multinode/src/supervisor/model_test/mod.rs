@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::machine::{Command, Input, Phase};
 use super::slot::{Current, Slot};
-use op::op;
+use op::{op, Op};
 use world::{Fate, World};
 
 proptest! {
@@ -23,44 +23,56 @@ proptest! {
         restart in prop_oneof![4 => Just(true), 1 => Just(false)],
         drained in any::<bool>(),
     ) {
-        let mut world = World::new(restart);
-        for op in ops {
-            world.apply(op);
-        }
-        // Every upgrade's deadline passes; then one tree serves, or none.
-        world.wait(Duration::from_secs(31));
-        world.check_trees();
+        run(ops, restart, drained)?;
+    }
+}
+
+/// One sequence of events, then time for everything to end, then a stop.
+fn run(ops: Vec<Op>, restart: bool, drained: bool) -> Result<(), TestCaseError> {
+    let mut world = World::new(restart);
+    for op in ops {
+        world.apply(op);
+    }
+    // Every upgrade's deadline passes; then one tree serves, or none.
+    world.wait(Duration::from_secs(31));
+    world.check_trees();
+    if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
+        // A reload always ends, and the phase comes back to running.
+        world.settle(120, drained);
         if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
-            // A reload always ends, and the phase comes back to running.
-            world.settle(120, drained);
-            if world.exit.is_none() && !matches!(world.machine.phase, Phase::Stopping { .. }) {
-                prop_assert!(
-                    matches!(world.machine.phase, Phase::Running),
-                    "still {:?}", world.machine.phase
-                );
-                // Every member slot serves again (none left empty for good).
-                for (slot, state) in &world.machine.slots {
-                    if state.current.is_member() {
-                        prop_assert!(
-                            matches!(state.current, Current::Serving(_)),
-                            "slot {slot}: {:?}", state.current
-                        );
-                    }
+            prop_assert!(
+                matches!(world.machine.phase, Phase::Running),
+                "still {:?}",
+                world.machine.phase
+            );
+            // Every member slot serves again (none left empty for good).
+            for (slot, state) in &world.machine.slots {
+                if state.current.is_member() {
+                    prop_assert!(
+                        matches!(state.current, Current::Serving(_)),
+                        "slot {slot}: {:?}",
+                        state.current
+                    );
                 }
             }
         }
-        // A stop always ends with an exit code, whether or not the nodes drain.
-        world.feed(Input::Signal(Command::Terminate));
-        if !world.master_body_done {
-            world.master_body_done = true;
-            world.feed(Input::BodyDone { code: 0 });
-        }
-        world.settle(60, drained);
-        prop_assert!(world.exit.is_some(), "no exit; phase {:?}", world.machine.phase);
-        let alive = world.trees.iter().filter(|(_, t)| t.fate == Fate::Alive);
-        let others: Vec<_> = alive.filter(|(a, _)| Some(**a) != world.adopted).collect();
-        prop_assert!(others.is_empty(), "new masters left serving: {others:?}");
     }
+    // A stop always ends with an exit code, whether or not the nodes drain.
+    world.feed(Input::Signal(Command::Terminate));
+    if !world.master_body_done {
+        world.master_body_done = true;
+        world.feed(Input::BodyDone { code: 0 });
+    }
+    world.settle(60, drained);
+    prop_assert!(
+        world.exit.is_some(),
+        "no exit; phase {:?}",
+        world.machine.phase
+    );
+    let alive = world.trees.iter().filter(|(_, t)| t.fate == Fate::Alive);
+    let others: Vec<_> = alive.filter(|(a, _)| Some(**a) != world.adopted).collect();
+    prop_assert!(others.is_empty(), "new masters left serving: {others:?}");
+    Ok(())
 }
 
 #[test]
@@ -103,4 +115,30 @@ fn a_frozen_group_is_not_a_hung_worker_but_a_worker_stopped_alone_is() {
         .map(|((slot, _), _)| *slot)
         .collect();
     assert_eq!(killed, vec![1]);
+}
+
+/// Found by the model test in CI: a node ready and, in the same step, taken up
+/// by the rolling restart is marked serving, and serves until its replacement
+/// is ready.
+#[test]
+fn a_node_ready_and_replaced_in_one_step_is_marked_serving() {
+    let ops = vec![
+        Op::Ready { pick: 7 },
+        Op::Verdict {
+            pick: 4,
+            kill: false,
+        },
+        Op::Ready { pick: 6 },
+        Op::Exit {
+            pick: 2,
+            success: false,
+        },
+        Op::AddNode,
+        Op::Exit {
+            pick: 2,
+            success: false,
+        },
+        Op::Signal(Command::Reload),
+    ];
+    run(ops, true, false).unwrap();
 }

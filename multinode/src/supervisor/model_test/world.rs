@@ -137,9 +137,14 @@ impl World {
                     self.exit = Some(code);
                 }
                 Action::Serving { slot } => {
+                    // By the step's end its replacement may have begun (a reload
+                    // or a recycling reached it): the ready one serves on meanwhile.
                     let state = &self.machine.slots[&slot];
                     assert!(
-                        matches!(state.current, Current::Serving(_)),
+                        matches!(
+                            state.current,
+                            Current::Serving(_) | Current::Replacing { .. }
+                        ),
                         "slot {slot} marked serving while {:?}",
                         state.current
                     );
