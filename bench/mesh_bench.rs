@@ -20,7 +20,12 @@
 //! `QUICK=1` sends fewer messages; `ONLY=64` (or `ONLY=4096`) measures that
 //! size alone (both payloads for 64), 10 rounds, and no broadcast (for a
 //! profiler); `ONLY=broadcast` measures the latencies alone (broadcast, round
-//! trip, floors). The output
+//! trip, floors). For `bench/mesh_instructions.py`, with `ONLY`: `PAYLOAD=bytes`
+//! (or `array`) one payload, `COUNT` messages a round, `ROUNDS` rounds, and
+//! `SIDE=mesh` the message layer alone, or `SIDE=bare` the bare socketpair
+//! alone, without starting the nodes; `SIDE=bare-postcard` the bare socketpair
+//! with each message encoded (`postcard::to_stdvec`) and decoded
+//! (`postcard::from_bytes`) as a program without the mesh would. The output
 //! is one CSV line per figure after a `mesh,` prefix, which `bench/run.py` reads.
 
 use std::os::fd::AsFd;
@@ -67,7 +72,104 @@ fn main() {
         }
         return;
     }
+    if matches!(Plan::from_env().side, Side::Bare | Side::BarePostcard) {
+        return bare_only();
+    }
     multinode::Builder::new().port(0).nodes(4).run(body)
+}
+
+/// What to measure, from the environment (see the top of this file).
+struct Plan {
+    quick: bool,
+    only: Option<usize>,
+    rounds: usize,
+    side: Side,
+    /// (payload size, messages a round, in a fixed array)
+    phases: Vec<(usize, usize, bool)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Both,
+    Mesh,
+    /// The bare socketpair alone: its frames encoded once, and not decoded.
+    Bare,
+    /// The bare socketpair alone, each message encoded and decoded.
+    BarePostcard,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let var = |name| std::env::var(name).ok();
+        let number = |name| var(name).map(|v: String| v.parse::<usize>().expect(name));
+        let quick = var("QUICK").as_deref() == Some("1");
+        let broadcast_only = var("ONLY").as_deref() == Some("broadcast");
+        let only: Option<usize> = var("ONLY").and_then(|s| s.parse().ok());
+        let rounds = number("ROUNDS").unwrap_or(match (quick, only) {
+            (_, Some(_)) => 10,
+            (true, None) => 1,
+            (false, None) => 3,
+        });
+        let side = match var("SIDE").as_deref() {
+            None => Side::Both,
+            Some("mesh") => Side::Mesh,
+            Some("bare") => Side::Bare,
+            Some("bare-postcard") => Side::BarePostcard,
+            Some(other) => panic!("SIDE={other}: mesh or bare"),
+        };
+        let payload = var("PAYLOAD");
+        let small = if quick { 200_000 } else { 1_000_000 };
+        let phases = [
+            (64, small, false),
+            (4096, if quick { 50_000 } else { 200_000 }, false),
+            (64, small, true),
+        ]
+        .into_iter()
+        .filter(|(size, _, _)| !broadcast_only && only.is_none_or(|o| o == *size))
+        .filter(|(_, _, array)| match payload.as_deref() {
+            None => true,
+            Some("bytes") => !array,
+            Some("array") => *array,
+            Some(other) => panic!("PAYLOAD={other}: bytes or array"),
+        })
+        .map(|(size, count, array)| (size, number("COUNT").unwrap_or(count), array))
+        .collect();
+        Plan {
+            quick,
+            only,
+            rounds,
+            side,
+            phases,
+        }
+    }
+}
+
+/// `SIDE=bare` or `bare-postcard`: the bare socketpair's rounds, with no node
+/// started.
+fn bare_only() {
+    let plan = Plan::from_env();
+    let codec = plan.side == Side::BarePostcard;
+    for (size, count, array) in plan.phases {
+        let frame = Bytes::from(postcard::to_stdvec(&data(size, array)).unwrap());
+        let times: Vec<_> = (0..plan.rounds)
+            .map(|_| match codec {
+                true => bare_postcard(data(size, array), count),
+                false => bare_socketpair(frame.clone(), count),
+            })
+            .collect();
+        let name = ["bare socketpair", "bare socketpair postcard"][usize::from(codec)];
+        report(
+            &phase_name(name, size, array),
+            count,
+            size,
+            frame.len(),
+            &times,
+        );
+    }
+}
+
+fn phase_name(path: &str, size: usize, array: bool) -> String {
+    format!("{path} {size} B{}", if array { " array" } else { "" })
 }
 
 /// Set in the environment of the floor's receiver processes.
@@ -117,35 +219,26 @@ async fn serve(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
 }
 
 async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
-    let quick = std::env::var("QUICK").as_deref() == Ok("1");
     let mut up = 0;
     while up < 3 {
         if let Some((_, Bench::Up)) = rx.recv().await {
             up += 1;
         }
     }
-    let only = std::env::var("ONLY").ok();
-    let broadcast_only = only.as_deref() == Some("broadcast");
-    let only: Option<usize> = only.and_then(|s| s.parse().ok());
-    let rounds = match (quick, only) {
-        (_, Some(_)) => 10,
-        (true, None) => 1,
-        (false, None) => 3,
-    };
-    let small = if quick { 200_000 } else { 1_000_000 };
-    let phases = [
-        (64, small, false),
-        (4096, if quick { 50_000 } else { 200_000 }, false),
-        (64, small, true),
-    ];
-    for (size, count, array) in phases
-        .into_iter()
-        .filter(|(size, _, _)| !broadcast_only && only.is_none_or(|o| o == *size))
-    {
+    let Plan {
+        quick,
+        only,
+        rounds,
+        side,
+        phases,
+    } = Plan::from_env();
+    for (size, count, array) in phases {
         let frame = Bytes::from(postcard::to_stdvec(&data(size, array)).unwrap());
         let (mut mesh, mut bare) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            bare.push(bare_socketpair(frame.clone(), count));
+            if side == Side::Both {
+                bare.push(bare_socketpair(frame.clone(), count));
+            }
             tx.send(1, &Bench::Go { size, count, array }).await.unwrap();
             let mut started = None;
             let mut received = 0;
@@ -160,9 +253,17 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
             assert_eq!(received, count);
             mesh.push(elapsed);
         }
-        let what = |path| format!("{path} {size} B{}", if array { " array" } else { "" });
-        report(&what("mesh"), count, size, frame.len(), &mesh);
-        report(&what("bare socketpair"), count, size, frame.len(), &bare);
+        report(
+            &phase_name("mesh", size, array),
+            count,
+            size,
+            frame.len(),
+            &mesh,
+        );
+        if side == Side::Both {
+            let bare_name = phase_name("bare socketpair", size, array);
+            report(&bare_name, count, size, frame.len(), &bare);
+        }
     }
     if only.is_some() {
         return;
@@ -366,6 +467,46 @@ fn bare_socketpair(frame: Bytes, count: usize) -> Duration {
             let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
             for _ in 0..count {
                 frames.next().await.unwrap().unwrap();
+            }
+        })
+    });
+    writer.join().unwrap();
+    reader.join().unwrap();
+    started.elapsed()
+}
+
+/// The bare socketpair as a program without the mesh would send these
+/// messages: each encoded into a frame of its own, and decoded on receipt.
+fn bare_postcard(message: Bench, count: usize) -> Duration {
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let stream = tokio::net::UnixStream::from_std(a).unwrap();
+            let mut sink = FramedWrite::new(stream, LengthDelimitedCodec::new());
+            for _ in 0..count {
+                let frame = Bytes::from(postcard::to_stdvec(&message).unwrap());
+                sink.feed(frame).await.unwrap();
+            }
+            SinkExt::<Bytes>::flush(&mut sink).await.unwrap();
+        })
+    });
+    let reader = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let stream = tokio::net::UnixStream::from_std(b).unwrap();
+            let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
+            for _ in 0..count {
+                let frame = frames.next().await.unwrap().unwrap();
+                let message: Bench = postcard::from_bytes(&frame).unwrap();
+                std::hint::black_box(message);
             }
         })
     });

@@ -1,7 +1,7 @@
 //! This node's incoming streams, one per incarnation of every other node, read
 //! by the task that calls `Receiver::recv` itself: no reader task and no queue
-//! between a stream and the receiver. Frames are cut with tokio-util's codec
-//! straight from each stream's read buffer, one when the receiver asks for one;
+//! between a stream and the receiver. Frames are cut and decoded in place in
+//! each stream's read buffer, one when the receiver asks for one;
 //! what the receiver has not asked for stays in the socket, whose buffer is the
 //! back-pressure on the sender.
 //!
@@ -11,14 +11,13 @@
 
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::sync::mpsc;
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use super::halves::ReadHalf;
 use super::outbox::Stream;
 use super::stream_id::StreamId;
-use super::wire::KEEP_CAPACITY;
+use super::wire::{frame_len, KEEP_CAPACITY, LENGTH};
 
 /// How much one read takes from a stream at most (frames may be longer). Small
 /// enough that the frames are still in the L1 cache when they are decoded
@@ -30,28 +29,33 @@ pub(crate) struct Incoming {
     id: usize,
     link: StreamId,
     half: ReadHalf,
-    codec: LengthDelimitedCodec,
+    /// The longest frame body it may announce.
+    max: usize,
+    /// What was read from it; the frames not yet given start at `start` (the
+    /// buffer moves once a read, not once a frame).
     buffer: BytesMut,
+    start: usize,
     /// That node's writer, told when the stream is over.
     writer: mpsc::UnboundedSender<Stream>,
 }
 
 impl Incoming {
-    /// The read half of stream `link` from node `id`, whose frames `codec`
-    /// cuts; `writer` writes to its other half.
+    /// The read half of stream `link` from node `id`, whose frames may have
+    /// up to `max` bytes; `writer` writes to its other half.
     pub(crate) fn new(
         id: usize,
         link: StreamId,
         half: ReadHalf,
-        codec: LengthDelimitedCodec,
+        max: usize,
         writer: mpsc::UnboundedSender<Stream>,
     ) -> Self {
         Incoming {
             id,
             link,
             half,
-            codec,
+            max,
             buffer: BytesMut::new(),
+            start: 0,
             writer,
         }
     }
@@ -59,22 +63,28 @@ impl Incoming {
     /// Reads what the stream has, up to [`READ_CHUNK`] (more if a longer frame
     /// is being read).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.buffer.advance(std::mem::take(&mut self.start)); // the frames given
         if self.buffer.is_empty() && self.buffer.capacity() > KEEP_CAPACITY {
             self.buffer = BytesMut::new(); // once large frames are through, give it back
         }
-        self.buffer.reserve(READ_CHUNK);
+        // Room for a chunk, or for the rest of a longer frame begun.
+        let announced = self.buffer.first_chunk::<LENGTH>().map(|prefix| {
+            let len = u32::from_be_bytes(*prefix) as usize;
+            (LENGTH + len).saturating_sub(self.buffer.len())
+        });
+        self.buffer.reserve(announced.unwrap_or(0).max(READ_CHUNK));
         self.half.poll_read_buf(cx, &mut self.buffer)
     }
 }
 
 /// What the inbox has for the receiver.
 #[derive(Debug)]
-pub(crate) enum Event {
-    /// The body of a frame from node `from`, on stream `link`.
+pub(crate) enum Event<T> {
+    /// A frame from node `from`, on stream `link`, as the receiver decoded it.
     Frame {
         from: usize,
         link: StreamId,
-        body: BytesMut,
+        body: T,
     },
     /// That stream was closed by the other end (EOF).
     Ended { id: usize, link: StreamId },
@@ -118,10 +128,15 @@ impl Inbox {
         self.streams.len()
     }
 
-    /// The next frame, or the end of a stream; `None` once no stream is left
-    /// and no more will come. Cancel safe: nothing is taken from a stream but
-    /// what is returned.
-    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+    /// The next frame, given to `decode` where it was read, or the end of a
+    /// stream; `None` once no stream is left and no more will come. Cancel
+    /// safe: nothing is taken from a stream but what is returned.
+    #[inline]
+    pub(crate) fn poll_next<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        decode: &mut impl FnMut(&[u8]) -> T,
+    ) -> Poll<Option<Event<T>>> {
         // Streams in a row that had nothing, since the last read or the last
         // new stream: once every stream is among them, there is nothing to read.
         let mut idle = 0;
@@ -140,13 +155,15 @@ impl Inbox {
                     Poll::Pending // take_arrivals registered the waker
                 };
             };
-            match stream.codec.decode(&mut stream.buffer) {
-                Ok(Some(body)) => {
+            match frame_len(&stream.buffer[stream.start..], stream.max) {
+                Ok(Some(len)) => {
+                    let at = stream.start + LENGTH;
+                    stream.start = at + len;
                     return Poll::Ready(Some(Event::Frame {
                         from: stream.id,
                         link: stream.link,
-                        body,
-                    }))
+                        body: decode(&stream.buffer[at..at + len]),
+                    }));
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -197,7 +214,7 @@ impl Inbox {
     }
 
     /// Drops the stream whose turn it is, and says why.
-    fn remove_turn(&mut self, error: Option<String>) -> Event {
+    fn remove_turn<T>(&mut self, error: Option<String>) -> Event<T> {
         let (id, link) = self.remove(self.turn, error.is_some());
         match error {
             Some(error) => Event::Failed { id, link, error },
@@ -251,20 +268,17 @@ mod tests {
         let add = move |id| {
             let (near, far) = UnixStream::pair().unwrap();
             let (writer, writer_rx) = mpsc::unbounded_channel();
-            let codec = LengthDelimitedCodec::builder()
-                .max_frame_length(16)
-                .new_codec();
             let (read, _write) = super::super::halves::split(near).unwrap();
             arrive
-                .send(Incoming::new(id, link(1), read, codec, writer))
+                .send(Incoming::new(id, link(1), read, 16, writer))
                 .unwrap();
             (far, writer_rx)
         };
         (Inbox::new(arrivals), add)
     }
 
-    async fn next(inbox: &mut Inbox) -> Option<Event> {
-        poll_fn(|cx| inbox.poll_next(cx)).await
+    async fn next(inbox: &mut Inbox) -> Option<Event<Vec<u8>>> {
+        poll_fn(|cx| inbox.poll_next(cx, &mut |body| body.to_vec())).await
     }
 
     fn frame(body: &[u8]) -> Vec<u8> {

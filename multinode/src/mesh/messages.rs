@@ -293,7 +293,12 @@ impl<M> Drop for Receiver<M> {
             return; // the runtime is going: so is the process
         };
         let mut inbox = std::mem::replace(&mut self.inbox, Inbox::closed());
-        let discard = async move { while poll_fn(|cx| inbox.poll_next(cx)).await.is_some() {} };
+        let discard = async move {
+            while poll_fn(|cx| inbox.poll_next(cx, &mut |_| ()))
+                .await
+                .is_some()
+            {}
+        };
         runtime.spawn(discard.instrument(self.span.clone()));
     }
 }
@@ -374,18 +379,20 @@ impl<M: DeserializeOwned> Receiver<M> {
     }
 
     /// The next message from a node of this machine; `None` once none will come.
+    #[inline]
     fn poll_local(&mut self, cx: &mut Context<'_>) -> Poll<Option<(NodeId, M)>> {
         loop {
-            let Some(event) = std::task::ready!(self.inbox.poll_next(cx)) else {
+            let mut decode = |body: &[u8]| (body.len(), postcard::from_bytes::<M>(body));
+            let Some(event) = std::task::ready!(self.inbox.poll_next(cx, &mut decode)) else {
                 return Poll::Ready(None);
             };
             match event {
-                Event::Frame { from, link, body } => match postcard::from_bytes::<M>(&body) {
-                    Ok(message) => {
-                        self.tally.received(body.len());
+                Event::Frame { from, link, body } => match body {
+                    (len, Ok(message)) => {
+                        self.tally.received(len);
                         return Poll::Ready(Some((NodeId::local(from), message)));
                     }
-                    Err(error) => {
+                    (_, Err(error)) => {
                         self.inbox.close(from, link);
                         self.closed(from, link, &format!("a malformed message ({error})"));
                     }
@@ -473,7 +480,7 @@ where
                         };
                         let writer = router.link(id);
                         let _ = writer.send(Stream::Up(link, write));
-                        let incoming = Incoming::new(id, link, read, options.codec(), writer);
+                        let incoming = Incoming::new(id, link, read, options.max_frame_len, writer);
                         let _ = arrive.send(incoming); // Err: the receiver was dropped
                     }
                     Item::Gone(id) => router.gone(id),

@@ -55,6 +55,7 @@ impl Router {
         }
     }
 
+    #[inline]
     pub fn links(&self) -> RwLockReadGuard<'_, Links> {
         self.links.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -114,6 +115,7 @@ impl Router {
     }
 
     /// [`Outbox::try_send_with`] on node `to`'s queue.
+    #[inline]
     pub fn try_send_with(
         &self,
         to: &NodeId,
@@ -122,6 +124,7 @@ impl Router {
         self.with_outbox(to, |outbox| outbox.try_send_with(write))
     }
 
+    #[inline]
     pub fn with_outbox<T>(
         &self,
         to: &NodeId,

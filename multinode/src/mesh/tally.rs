@@ -34,6 +34,7 @@ impl Tally {
         }
     }
 
+    #[inline]
     fn line(&self) -> Option<&crate::shm::board::MeshLine> {
         self.board
             .as_ref()
@@ -41,6 +42,7 @@ impl Tally {
     }
 
     /// `result` of sending a message of `bytes` to one node, counted.
+    #[inline]
     pub(crate) fn sent(
         &self,
         result: Result<(), SendError>,
@@ -61,6 +63,7 @@ impl Tally {
     }
 
     /// A message of `bytes` received.
+    #[inline]
     pub(crate) fn received(&self, bytes: usize) {
         if let Some(line) = self.line() {
             line.received.fetch_add(1, Relaxed);

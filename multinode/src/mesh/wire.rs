@@ -1,11 +1,13 @@
 //! The message layer's wire format: each message is one frame of tokio-util's
 //! length-delimited codec (a 4-byte big-endian length, then the message's
 //! postcard encoding), with a maximum size. The local streams carry these
-//! frames; so would any other route between nodes.
+//! frames; so would any other route between nodes. Frames are written and cut
+//! here, in place in the streams' buffers (the tests check that tokio-util's
+//! codec reads them alike): cutting them with that codec split each one off
+//! its buffer, a reference count and two pointer moves a message.
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use tokio_util::codec::LengthDelimitedCodec;
 
 use super::send_error::SendError;
 
@@ -84,8 +86,9 @@ impl Options {
         self
     }
 
-    pub(super) fn codec(&self) -> LengthDelimitedCodec {
-        LengthDelimitedCodec::builder()
+    #[cfg(test)]
+    pub(super) fn codec(&self) -> tokio_util::codec::LengthDelimitedCodec {
+        tokio_util::codec::LengthDelimitedCodec::builder()
             .max_frame_length(self.max_frame_len)
             .new_codec()
     }
@@ -103,13 +106,13 @@ pub(super) fn write_frame<M: Serialize>(
 ) -> Result<(), SendError> {
     let start = buffer.len();
     buffer.put_u32(0); // the length, written below
-    let mut body = Bounded {
+    let body = Bounded {
         buffer: &mut *buffer,
         room: max,
         len: 0,
     };
-    postcard::to_io(message, &mut body).map_err(|e| SendError::Encode(e.to_string()))?;
-    let len = body.len;
+    let len = postcard::serialize_with_flavor(message, body)
+        .map_err(|e| SendError::Encode(e.to_string()))?;
     if len > max {
         return Err(SendError::TooLarge { len, max });
     }
@@ -118,24 +121,62 @@ pub(super) fn write_frame<M: Serialize>(
     Ok(())
 }
 
-/// Appends to a buffer up to `room` bytes, and counts every byte written.
+/// The frame at the front of `bytes`, as [`write_frame`] writes it: the length
+/// of its body (which follows the [`LENGTH`] bytes of its prefix) once all of it
+/// is there, `None` while more must be read, or the error if it announces more
+/// than `max` bytes.
+#[inline]
+pub(super) fn frame_len(bytes: &[u8], max: usize) -> Result<Option<usize>, FrameTooLarge> {
+    let Some(prefix) = bytes.first_chunk::<LENGTH>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > max {
+        return Err(FrameTooLarge { len, max });
+    }
+    Ok((bytes.len() - LENGTH >= len).then_some(len))
+}
+
+/// A frame announcing more than the largest one allowed.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("a frame of {len} bytes, over max_frame_len ({max})")]
+pub(super) struct FrameTooLarge {
+    pub len: usize,
+    pub max: usize,
+}
+
+/// postcard's output straight into the frame's buffer (not through
+/// `std::io::Write`, which costs a call and a loop for each byte of a length or
+/// a tag): appends up to `room` bytes, and counts every byte written.
 struct Bounded<'a> {
     buffer: &'a mut BytesMut,
     room: usize,
     len: usize,
 }
 
-impl std::io::Write for Bounded<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+impl postcard::ser_flavors::Flavor for Bounded<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.len < self.room {
+            self.buffer.put_u8(byte);
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
         if self.len + bytes.len() <= self.room {
             self.buffer.extend_from_slice(bytes);
         }
         self.len += bytes.len();
-        Ok(bytes.len())
+        Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
     }
 }
 
@@ -143,6 +184,34 @@ impl std::io::Write for Bounded<'_> {
 mod tests {
     use super::*;
     use tokio_util::codec::Decoder;
+
+    #[test]
+    fn frames_are_cut_as_the_codec_cuts_them() {
+        let mut buffer = BytesMut::new();
+        for text in ["", "one", "a longer message"] {
+            write_frame(&text, 64, &mut buffer).unwrap();
+        }
+        let mut codec = Options::new().max_frame_len(64).codec();
+        let mut by_codec = buffer.clone();
+        let mut at = 0;
+        while let Some(len) = frame_len(&buffer[at..], 64).unwrap() {
+            let body = codec.decode(&mut by_codec).unwrap().unwrap();
+            assert_eq!(&buffer[at + LENGTH..at + LENGTH + len], &body[..]);
+            at += LENGTH + len;
+        }
+        assert_eq!(at, buffer.len());
+        let mut long = BytesMut::new();
+        write_frame(&"a longer message", 64, &mut long).unwrap();
+        assert_eq!(frame_len(&long, 64), Ok(Some(long.len() - LENGTH)));
+        assert_eq!(frame_len(&long[..long.len() - 1], 64), Ok(None));
+        assert_eq!(frame_len(&long[..3], 64), Ok(None));
+        let huge = u32::MAX.to_be_bytes();
+        let error = frame_len(&huge, 64).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a frame of 4294967295 bytes, over max_frame_len (64)"
+        );
+    }
 
     #[test]
     fn an_oversized_length_prefix_allocates_nothing() {
