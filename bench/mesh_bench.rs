@@ -64,10 +64,14 @@ enum Bench {
 }
 
 fn main() {
-    if std::env::var_os(BARE_RECEIVER).is_some() {
+    if let Some(kind) = std::env::var_os(BARE_RECEIVER) {
         // One of the floor's receiver processes: its socket is standard input.
         let socket = std::io::stdin().as_fd().try_clone_to_owned().unwrap();
-        for latency in time_arrivals(socket.into()) {
+        let latencies = match kind.to_str() {
+            Some("tokio") => time_arrivals_in_a_runtime(socket.into()),
+            _ => time_arrivals(socket.into()),
+        };
+        for latency in latencies {
             println!("{latency}");
         }
         return;
@@ -273,12 +277,25 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
     // latencies until asked after the last: an answer to each broadcast would
     // take a core from the receivers still waiting for one (on 2 cores, one
     // of 3 always is), and broadcasts (a chat message, an invalidation) have none.
+    // The floors' broadcasts take turns with the mesh's, so that each figure
+    // and its floor see the machine alike (on this VM, whether the idle core
+    // is halted moves a run's every latency by 2 to 5 times).
     let pings = if quick { 300 } else { 2000 };
+    let kinds = [
+        Receivers::Threads,
+        Receivers::Processes,
+        Receivers::Runtimes,
+    ];
+    let mut floors = kinds.map(Floor::start);
     for _ in 0..pings {
         tx.broadcast(&Bench::Ping { sent_ns: now_ns() })
             .await
             .unwrap();
         tokio::time::sleep(IDLE).await;
+        for floor in &mut floors {
+            floor.ping();
+            tokio::time::sleep(IDLE).await;
+        }
     }
     tx.broadcast(&Bench::Report).await.unwrap();
     let mut reports = std::collections::BTreeMap::<usize, Vec<u64>>::new();
@@ -307,9 +324,13 @@ async fn measure(tx: Sender<Bench>, mut rx: Receiver<Bench>) {
         tokio::time::sleep(IDLE).await;
     }
     print_latency("round trip to 3 nodes", trips);
-    for (what, processes) in [("threads", false), ("processes", true)] {
-        let floor = tokio::task::spawn_blocking(move || bare_broadcast(pings, processes));
-        print_latency(&format!("bare broadcast to 3 {what}"), floor.await.unwrap());
+    let names = ["threads", "processes", "tokio processes"];
+    for (floor, what) in floors.into_iter().zip(names) {
+        let latencies = tokio::task::spawn_blocking(move || floor.finish());
+        print_latency(
+            &format!("bare broadcast to 3 {what}"),
+            latencies.await.unwrap(),
+        );
     }
 }
 
@@ -374,44 +395,70 @@ fn worst_of(reports: &[Vec<u64>]) -> Vec<u64> {
 /// bare socketpairs to 3 threads, or 3 processes (as the nodes are), sleeping in
 /// a blocking `read` (no runtime, no framing, no encoding), each timing the
 /// arrivals and reporting the latencies at the end.
-fn bare_broadcast(pings: usize, processes: bool) -> Vec<u64> {
-    use std::io::{Read, Write};
-    let mut ends = Vec::new();
-    let mut receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>> = Vec::new();
-    for _ in 0..3 {
-        let (here, there) = std::os::unix::net::UnixStream::pair().unwrap();
-        if processes {
-            let child = std::process::Command::new(std::env::current_exe().unwrap())
-                .env(BARE_RECEIVER, "1")
-                .stdin(std::os::fd::OwnedFd::from(there))
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            receivers.push(Box::new(move || {
-                let out = child.wait_with_output().unwrap();
-                let text = String::from_utf8(out.stdout).unwrap();
-                text.lines().map(|l| l.parse().unwrap()).collect()
-            }));
-        } else {
-            let thread = std::thread::spawn(move || time_arrivals(there));
-            receivers.push(Box::new(move || thread.join().unwrap()));
+///
+/// The third floor is the one under any async receiver: 3 processes, each
+/// reading with a current_thread tokio runtime (what a node's is) instead of
+/// a blocking `read`.
+struct Floor {
+    ends: Vec<std::os::unix::net::UnixStream>,
+    receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Receivers {
+    Threads,
+    Processes,
+    Runtimes,
+}
+
+impl Floor {
+    fn start(kind: Receivers) -> Floor {
+        use std::io::Read;
+        let mut ends = Vec::new();
+        let mut receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>> = Vec::new();
+        for _ in 0..3 {
+            let (here, there) = std::os::unix::net::UnixStream::pair().unwrap();
+            if kind != Receivers::Threads {
+                let runtime = kind == Receivers::Runtimes;
+                let child = std::process::Command::new(std::env::current_exe().unwrap())
+                    .env(BARE_RECEIVER, if runtime { "tokio" } else { "1" })
+                    .stdin(std::os::fd::OwnedFd::from(there))
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                receivers.push(Box::new(move || {
+                    let out = child.wait_with_output().unwrap();
+                    let text = String::from_utf8(out.stdout).unwrap();
+                    text.lines().map(|l| l.parse().unwrap()).collect()
+                }));
+            } else {
+                let thread = std::thread::spawn(move || time_arrivals(there));
+                receivers.push(Box::new(move || thread.join().unwrap()));
+            }
+            ends.push(here);
         }
-        ends.push(here);
-    }
-    // The same start as the nodes': every receiver is up and waiting.
-    for end in &mut ends {
-        end.read_exact(&mut [0]).unwrap();
-    }
-    for _ in 0..pings {
-        let sent = now_ns().to_le_bytes();
+        // The same start as the nodes': every receiver is up and waiting.
         for end in &mut ends {
+            end.read_exact(&mut [0]).unwrap();
+        }
+        Floor { ends, receivers }
+    }
+
+    /// One broadcast: 8 bytes to each (a socket buffer's room is never short).
+    fn ping(&mut self) {
+        use std::io::Write;
+        let sent = now_ns().to_le_bytes();
+        for end in &mut self.ends {
             end.write_all(&sent).unwrap();
         }
-        std::thread::sleep(IDLE);
     }
-    drop(ends);
-    let reports: Vec<_> = receivers.into_iter().map(|r| r()).collect();
-    worst_of(&reports)
+
+    /// Per broadcast, the latency of the last receiver to have it.
+    fn finish(self) -> Vec<u64> {
+        drop(self.ends);
+        let reports: Vec<_> = self.receivers.into_iter().map(|r| r()).collect();
+        worst_of(&reports)
+    }
 }
 
 /// A bare receiver: says it is ready (one byte), reads the send times (8 bytes
@@ -425,6 +472,26 @@ fn time_arrivals(mut socket: std::os::unix::net::UnixStream) -> Vec<u64> {
         latencies.push(now_ns() - u64::from_le_bytes(sent));
     }
     latencies
+}
+
+/// The same on a current_thread tokio runtime.
+fn time_arrivals_in_a_runtime(socket: std::os::unix::net::UnixStream) -> Vec<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let mut socket = tokio::net::UnixStream::from_std(socket).unwrap();
+        socket.write_all(b"r").await.unwrap();
+        let mut latencies = Vec::new();
+        let mut sent = [0; 8];
+        while socket.read_exact(&mut sent).await.is_ok() {
+            latencies.push(now_ns() - u64::from_le_bytes(sent));
+        }
+        latencies
+    })
 }
 
 /// Prints messages/s and MB/s (payload bytes) for each round's time.

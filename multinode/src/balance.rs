@@ -269,6 +269,7 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    #[inline]
     pub(crate) fn request(&self) {
         self.shm.table().request(self.slot);
     }

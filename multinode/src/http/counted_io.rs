@@ -39,6 +39,7 @@ impl CountedIo {
         }
     }
 
+    #[inline]
     fn wrote(&self, written: &Poll<io::Result<usize>>) {
         match written {
             Poll::Ready(Ok(n)) => self.sending.wrote(Some(*n)),
@@ -49,6 +50,7 @@ impl CountedIo {
 }
 
 impl AsyncRead for CountedIo {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -59,6 +61,7 @@ impl AsyncRead for CountedIo {
 }
 
 impl AsyncWrite for CountedIo {
+    #[inline]
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -69,6 +72,7 @@ impl AsyncWrite for CountedIo {
         written
     }
 
+    #[inline]
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -79,14 +83,17 @@ impl AsyncWrite for CountedIo {
         written
     }
 
+    #[inline]
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
 
+    #[inline]
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    #[inline]
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }

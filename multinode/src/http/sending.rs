@@ -22,6 +22,7 @@ pub(super) struct Sending {
 
 impl Sending {
     /// A write gave `taken` (`None`: the socket is full).
+    #[inline]
     pub fn wrote(&self, taken: Option<usize>) {
         match taken {
             Some(n) if n > 0 => {
@@ -35,12 +36,14 @@ impl Sending {
 
     /// A response body moves: polled (`owed` says whether the transport now
     /// holds a frame of it to send, or waits for the body).
+    #[inline]
     pub fn polled(&self, was_owed: bool, owed: bool) {
         self.progress.fetch_add(1, Relaxed);
         self.owe(was_owed, owed);
     }
 
     /// A response body's turn passes from or to the transport.
+    #[inline]
     pub fn owe(&self, was_owed: bool, owed: bool) {
         match (was_owed, owed) {
             (false, true) => drop(self.owed.fetch_add(1, Relaxed)),

@@ -171,6 +171,7 @@ impl LoadTable {
     }
 
     /// A request was served on `slot`.
+    #[inline]
     pub(crate) fn request(&self, slot: usize) {
         self.entry(slot).requests.fetch_add(1, Relaxed);
     }
