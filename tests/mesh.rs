@@ -215,3 +215,60 @@ fn a_node_that_drops_its_receiver_blocks_no_sender_and_leaks_nothing() {
         descriptors()
     );
 }
+
+/// The mesh streams `pid` holds: its Unix stream sockets whose other end is in
+/// another process (tokio's signal handling keeps both ends of one of its own).
+/// Read from `ss -xa` (iproute2), the only place that names a socket's peer.
+fn mesh_streams(pid: u32) -> usize {
+    let inodes: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let out = std::process::Command::new("ss")
+        .arg("-xa")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ss -xa failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|fields| fields.len() >= 8 && fields[0] == "u_str")
+        .filter(|fields| inodes.contains(fields[5]) && !inodes.contains(fields[7]))
+        .count()
+}
+
+#[test]
+fn only_a_program_that_takes_the_mesh_opens_its_streams() {
+    // Every node of mesh_probe takes the message layer: one stream to each other.
+    let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "4")]);
+    program.ready();
+    program.wait_for("got hello", 12, WAIT);
+    let mut pids = program.workers();
+    pids.insert(program.pid());
+    for pid in &pids {
+        assert_eq!(mesh_streams(*pid), 3, "process {pid} of mesh_probe");
+    }
+    drop(program);
+    // hello's body never does: no stream at start, nor after a restart.
+    let program = Program::start("hello", &[("MULTINODE_NODES", "6")]);
+    program.ready();
+    program.wait_for("node ready", 6, WAIT);
+    let worker = *program.workers().first().unwrap();
+    kill(Pid::from_raw(worker as i32), Signal::SIGKILL).unwrap();
+    program.wait_for("node ready", 7, WAIT);
+    let mut pids = program.workers();
+    pids.insert(program.pid());
+    assert_eq!(pids.len(), 6);
+    for pid in &pids {
+        assert_eq!(mesh_streams(*pid), 0, "process {pid} of hello");
+    }
+}

@@ -101,6 +101,8 @@ pub(crate) enum ToMaster {
     /// Its stream to incarnation `generation` of node `id` was closed for a bad
     /// frame: a new one, please.
     Remesh { id: usize, generation: u64 },
+    /// Its body took the mesh: a stream to every node, please.
+    JoinMesh,
 }
 
 impl Packet for ToMaster {

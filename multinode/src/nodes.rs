@@ -236,7 +236,9 @@ impl Nodes {
 
     /// Takes the raw mesh streams: a receiver that yields a [`Peer`](crate::Peer)
     /// for every other live node, and one more each time a node is (re)started.
-    /// `None` when the peers, or the messages, were taken already.
+    /// `None` when the peers, or the messages, were taken already. The streams
+    /// are made from this call on (as for the messages and a map): a node whose
+    /// body never takes the mesh holds only those of the nodes that did.
     ///
     /// ```no_run
     /// #[multinode::main(nodes = 3)]
@@ -248,7 +250,15 @@ impl Nodes {
     /// }
     /// ```
     pub fn take_peers(&mut self) -> Option<Peers> {
-        self.peers.take().map(Peers::new)
+        self.take_mesh().map(Peers::new)
+    }
+
+    /// The mesh's streams, once: the master is asked for a stream to every
+    /// node now (a node whose body never takes the mesh has none of its own).
+    fn take_mesh(&mut self) -> Option<Arc<PeerQueue>> {
+        let queue = self.peers.take()?;
+        queue.join();
+        Some(queue)
     }
 
     /// Takes the message layer over the mesh, with the default
@@ -364,7 +374,7 @@ impl Nodes {
     where
         M: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
     {
-        let queue = self.peers.take()?;
+        let queue = self.take_mesh()?;
         let ids = std::iter::once(0).chain(self.identity.members.iter().copied());
         let cluster = self.identity.cluster.as_ref();
         Some(mesh::start_messages(

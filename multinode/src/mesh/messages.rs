@@ -26,7 +26,7 @@ use super::halves;
 use super::inbox::{Event, Inbox, Incoming};
 use super::node_id::NodeId;
 use super::outbox::Stream;
-use super::peer::{Item, PeerQueue, Remesh};
+use super::peer::{Item, MeshRequest, PeerQueue};
 use super::remote::{self, Subscription};
 use super::router::Router;
 use super::send_error::SendError;
@@ -270,7 +270,7 @@ pub struct Receiver<M> {
     /// Malformed messages from other machines are logged at most once a second.
     malformed: crate::throttle::Throttle,
     /// Where to ask for a stream closed for a bad frame to be meshed again.
-    remesh: Option<mpsc::UnboundedSender<Remesh>>,
+    remesh: Option<mpsc::UnboundedSender<MeshRequest>>,
     /// The node's span, for the errors logged from whatever task receives.
     span: tracing::Span,
     _message: PhantomData<fn() -> M>,
@@ -418,7 +418,7 @@ impl<M: DeserializeOwned> Receiver<M> {
             )
         });
         if let Some(remesh) = &self.remesh {
-            let _ = remesh.send(Remesh { id, generation });
+            let _ = remesh.send(MeshRequest::Again { id, generation });
         }
     }
 }

@@ -226,21 +226,25 @@ pub(crate) struct PeerQueue {
     items: Mutex<VecDeque<Item>>,
     notify: Notify,
     closed: AtomicBool,
-    /// Where the message layer asks for a stream to be meshed again.
-    remesh: Option<mpsc::UnboundedSender<Remesh>>,
+    /// Where this node asks the master for streams.
+    remesh: Option<mpsc::UnboundedSender<MeshRequest>>,
 }
 
-/// A request for a new stream to incarnation `generation` of node `id`: the
-/// message layer closed the last one for a bad frame, though both ends live.
+/// What a node asks of the master about its mesh streams.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Remesh {
-    pub id: usize,
-    pub generation: u64,
+pub(crate) enum MeshRequest {
+    /// Its body took the mesh (peers, messages or a map): a stream to every
+    /// node, and to every node started later. A node that never asks holds
+    /// none but those of the nodes that did.
+    Join,
+    /// A new stream to incarnation `generation` of node `id`: the message
+    /// layer closed the last one for a bad frame, though both ends live.
+    Again { id: usize, generation: u64 },
 }
 
 impl PeerQueue {
-    /// A queue whose message layer asks `remesh` for streams it had to close.
-    pub(crate) fn new(remesh: mpsc::UnboundedSender<Remesh>) -> Self {
+    /// A queue whose node asks `remesh` for its streams.
+    pub(crate) fn new(remesh: mpsc::UnboundedSender<MeshRequest>) -> Self {
         PeerQueue {
             remesh: Some(remesh),
             ..PeerQueue::default()
@@ -248,8 +252,15 @@ impl PeerQueue {
     }
 
     /// Where to ask for a stream to be meshed again, if anywhere.
-    pub(crate) fn remesh(&self) -> Option<mpsc::UnboundedSender<Remesh>> {
+    pub(crate) fn remesh(&self) -> Option<mpsc::UnboundedSender<MeshRequest>> {
         self.remesh.clone()
+    }
+
+    /// Asks the master for a stream to every node: the body takes the mesh.
+    pub(crate) fn join(&self) {
+        if let Some(remesh) = &self.remesh {
+            let _ = remesh.send(MeshRequest::Join); // Err: the master is gone
+        }
     }
 
     /// Queues `item`, replacing what is queued for the same node, unless that is a
@@ -297,11 +308,11 @@ impl PeerQueue {
 }
 
 /// Starts this node's side of the mesh, fed with the streams the master labels;
-/// it asks `remesh` for streams it had to close.
+/// it asks `remesh` for its streams, and for those it had to close.
 pub(crate) fn start(
     me: Incarnation,
     inbound: mpsc::UnboundedReceiver<Inbound>,
-    remesh: mpsc::UnboundedSender<Remesh>,
+    remesh: mpsc::UnboundedSender<MeshRequest>,
 ) -> Arc<PeerQueue> {
     let queue = Arc::new(PeerQueue::new(remesh));
     tokio::spawn(run(me, inbound, queue.clone()).in_current_span());

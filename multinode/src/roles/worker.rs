@@ -18,7 +18,7 @@ use crate::config::Builder;
 use crate::control::identity::Identity;
 use crate::control::{ControlSocket, ToMaster, ToWorker};
 use crate::listener;
-use crate::mesh::peer::{self, Inbound, Remesh};
+use crate::mesh::peer::{self, Inbound, MeshRequest};
 use crate::nodes::Nodes;
 use crate::readiness;
 use crate::shm::segment::Segment;
@@ -233,15 +233,17 @@ async fn follow_master(
     }
 }
 
-/// Passes the message layer's requests for new streams on to the master.
+/// Passes this node's requests for streams on to the master.
 async fn relay_remesh(
     control: Arc<ControlSocket>,
-    mut requests: tokio::sync::mpsc::UnboundedReceiver<Remesh>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<MeshRequest>,
 ) {
-    while let Some(Remesh { id, generation }) = requests.recv().await {
-        let _ = control
-            .send(&ToMaster::Remesh { id, generation }, None)
-            .await;
+    while let Some(request) = requests.recv().await {
+        let said = match request {
+            MeshRequest::Join => ToMaster::JoinMesh,
+            MeshRequest::Again { id, generation } => ToMaster::Remesh { id, generation },
+        };
+        let _ = control.send(&said, None).await;
     }
 }
 

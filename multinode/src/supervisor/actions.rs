@@ -39,8 +39,13 @@ impl Supervisor {
                 self.remesh(Incarnation::new(slot, generation), Incarnation::new(id, to));
                 return None;
             }
+            Report::Said(ToMaster::JoinMesh) => {
+                self.join(Incarnation::new(slot, generation));
+                return None;
+            }
             Report::Exited(status) => {
                 self.workers.remove(&Incarnation::new(slot, generation));
+                self.joined.remove(&Incarnation::new(slot, generation));
                 if let Ok(status) = &status {
                     self.record_exit(slot, status);
                 }

@@ -328,18 +328,23 @@ impl Machine {
     /// Orders the start of the booting incarnation of `slot` just put in place.
     fn spawn(&mut self, slot: Slot, out: &mut Vec<Action>) {
         let generation = self.slots[&slot].generation;
-        let mesh_with = self
-            .slots
-            .iter()
-            .filter(|(other, s)| **other != slot && s.current.is_member())
-            .flat_map(|(other, s)| s.current.processes().map(|p| (*other, p.generation)))
-            .collect();
+        let mesh_with = self.mesh_members(slot);
         out.push(Action::Spawn {
             slot,
             generation,
             members: self.members(),
             mesh_with,
         });
+    }
+
+    /// The incarnations of the member nodes but `slot`: those a node of
+    /// `slot` may mesh with (the master's node aside).
+    pub(super) fn mesh_members(&self, slot: Slot) -> Vec<(Slot, Generation)> {
+        self.slots
+            .iter()
+            .filter(|(other, s)| **other != slot && s.current.is_member())
+            .flat_map(|(other, s)| s.current.processes().map(|p| (*other, p.generation)))
+            .collect()
     }
 
     /// Starts `slot` again now, as a fresh incarnation.

@@ -1,7 +1,10 @@
 //! The mesh, as the master makes it: one socketpair per pair of live
-//! incarnations, each end sent to its node; made again, at a pace, when a
-//! node asks.
+//! incarnations of which one at least joined the mesh (its body took peers,
+//! messages or a map), each end sent to its node; made again, at a pace, when
+//! a node asks. A program that never takes the mesh (a plain HTTP server) has
+//! no stream at all, and its start does not grow with the square of the nodes.
 
+use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -18,14 +21,31 @@ use crate::mesh::peer::Inbound;
 const REMESH_PACE: Duration = Duration::from_secs(1);
 
 impl Supervisor {
-    /// Meshes incarnation `generation` of `slot` with the master's node and each
-    /// of `with`.
+    /// Meshes incarnation `generation` of `slot`, just started, with those of
+    /// the master's node and of `with` that joined the mesh.
     pub(super) fn mesh(&mut self, slot: Slot, generation: Generation, with: &[(Slot, Generation)]) {
         let with = with
             .iter()
             .map(|(slot, generation)| Incarnation::new(*slot, *generation));
-        for other in std::iter::once(Incarnation::MASTER).chain(with) {
+        let others = std::iter::once(Incarnation::MASTER).chain(with);
+        for other in at_start(others, &self.joined) {
             self.pair(Incarnation::new(slot, generation), other);
+        }
+    }
+
+    /// `node` joins the mesh: it is meshed with every live incarnation that
+    /// had not (those that had, it was meshed with already).
+    pub(super) fn join(&mut self, node: Incarnation) {
+        if !self.joined.insert(node) {
+            return;
+        }
+        let members = self.machine.mesh_members(node.slot).into_iter();
+        let members = members.map(|(slot, generation)| Incarnation::new(slot, generation));
+        let others: Vec<_> = std::iter::once(Incarnation::MASTER)
+            .chain(members)
+            .collect();
+        for other in at_join(others, &self.joined) {
+            self.pair(node, other);
         }
     }
 
@@ -102,6 +122,82 @@ impl Supervisor {
                         fd,
                     };
                     let _ = self.master_mesh.send(inbound);
+                }
+            }
+        }
+    }
+}
+
+/// Of the live incarnations `others`, those a node just started is meshed
+/// with: the ones that joined the mesh.
+fn at_start(
+    others: impl IntoIterator<Item = Incarnation>,
+    joined: &BTreeSet<Incarnation>,
+) -> Vec<Incarnation> {
+    others.into_iter().filter(|o| joined.contains(o)).collect()
+}
+
+/// Of the live incarnations `others`, those a node that just joined is meshed
+/// with: the ones that had not joined (a pair is meshed once, when the first
+/// of the two joins or, if one had, when the later of the two starts).
+fn at_join(
+    others: impl IntoIterator<Item = Incarnation>,
+    joined: &BTreeSet<Incarnation>,
+) -> Vec<Incarnation> {
+    others.into_iter().filter(|o| !joined.contains(o)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Nodes start and join in any order: every pair of which one at least
+    /// joined is meshed once, and no other pair.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Start,
+        Join(usize),
+    }
+
+    proptest! {
+        #[test]
+        fn a_pair_is_meshed_once_if_either_joined(
+            steps in proptest::collection::vec(
+                prop_oneof![Just(Step::Start), (0..6usize).prop_map(Step::Join)],
+                0..20,
+            )
+        ) {
+            let mut live: Vec<Incarnation> = Vec::new();
+            let mut joined = BTreeSet::new();
+            let mut pairs = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Start => {
+                        let new = Incarnation::new(live.len() + 1, 1);
+                        for other in at_start(live.clone(), &joined) {
+                            pairs.push((other.min(new), other.max(new)));
+                        }
+                        live.push(new);
+                    }
+                    Step::Join(pick) if !live.is_empty() => {
+                        let node = live[pick % live.len()];
+                        if joined.insert(node) {
+                            let others = live.iter().copied().filter(|o| *o != node);
+                            for other in at_join(others, &joined) {
+                                pairs.push((other.min(node), other.max(node)));
+                            }
+                        }
+                    }
+                    Step::Join(_) => {}
+                }
+            }
+            let made: BTreeSet<_> = pairs.iter().copied().collect();
+            prop_assert_eq!(made.len(), pairs.len(), "a pair meshed twice: {:?}", pairs);
+            for (i, a) in live.iter().enumerate() {
+                for b in &live[i + 1..] {
+                    let wanted = joined.contains(a) || joined.contains(b);
+                    prop_assert_eq!(made.contains(&(*a.min(b), *a.max(b))), wanted);
                 }
             }
         }

@@ -21,7 +21,7 @@ use crate::control::identity::Identity;
 use crate::control::incarnation::Incarnation;
 use crate::control::ToWorker;
 use crate::listener::Listeners;
-use crate::mesh::peer::{Inbound, Remesh};
+use crate::mesh::peer::{Inbound, MeshRequest};
 use crate::shm::segment::Segment;
 
 mod actions;
@@ -69,6 +69,8 @@ pub(crate) struct Supervisor {
     reserve: Reserve,
     /// The number of the last mesh stream made.
     links: u64,
+    /// The live incarnations that joined the mesh (their body took it).
+    joined: std::collections::BTreeSet<Incarnation>,
     /// When each pair of nodes was last meshed again, to pace a pair whose
     /// stream keeps breaking.
     remeshed: BTreeMap<(Slot, Slot), Instant>,
@@ -139,6 +141,7 @@ impl Supervisor {
             workers: BTreeMap::new(),
             events,
             links: 0,
+            joined: std::collections::BTreeSet::new(),
             remeshed: BTreeMap::new(),
             systemd: crate::notify::Systemd::default(),
             old_master: None,
@@ -185,7 +188,7 @@ impl Supervisor {
         self,
         master_ready: oneshot::Receiver<()>,
         body_done: oneshot::Receiver<i32>,
-        remesh: mpsc::UnboundedReceiver<Remesh>,
+        remesh: mpsc::UnboundedReceiver<MeshRequest>,
     ) -> i32 {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -208,7 +211,7 @@ impl Supervisor {
         mut self,
         mut master_ready: oneshot::Receiver<()>,
         mut body_done: oneshot::Receiver<i32>,
-        mut master_remesh: mpsc::UnboundedReceiver<Remesh>,
+        mut master_remesh: mpsc::UnboundedReceiver<MeshRequest>,
     ) -> i32 {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         self.events = events_tx;
@@ -268,8 +271,13 @@ impl Supervisor {
                     self.on_rescue(report);
                     None
                 }
-                Some(Remesh { id, generation }) = master_remesh.recv() => {
-                    self.remesh(Incarnation::MASTER, Incarnation::new(id, generation));
+                Some(request) = master_remesh.recv() => {
+                    match request {
+                        MeshRequest::Join => self.join(Incarnation::MASTER),
+                        MeshRequest::Again { id, generation } => {
+                            self.remesh(Incarnation::MASTER, Incarnation::new(id, generation))
+                        }
+                    }
                     None
                 }
                 ready = &mut master_ready, if ready_pending => {
