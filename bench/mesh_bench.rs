@@ -24,8 +24,8 @@
 //! (or `array`) one payload, `COUNT` messages a round, `ROUNDS` rounds, and
 //! `SIDE=mesh` the message layer alone, or `SIDE=bare` the bare socketpair
 //! alone, without starting the nodes; `SIDE=bare-postcard` the bare socketpair
-//! with each message encoded (`postcard::to_stdvec`) and decoded
-//! (`postcard::from_bytes`) as a program without the mesh would. The output
+//! with each message encoded (`postcard::to_slice`, in the write buffer) and
+//! decoded (`postcard::from_bytes`) as a program without the mesh would. The output
 //! is one CSV line per figure after a `mesh,` prefix, which `bench/run.py` reads.
 
 use std::os::fd::AsFd;
@@ -543,7 +543,8 @@ fn bare_socketpair(frame: Bytes, count: usize) -> Duration {
 }
 
 /// The bare socketpair as a program without the mesh would send these
-/// messages: each encoded into a frame of its own, and decoded on receipt.
+/// messages, with the same codec: each encoded with postcard straight into the
+/// write buffer behind its length, and decoded on receipt.
 fn bare_postcard(message: Bench, count: usize) -> Duration {
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
@@ -558,12 +559,11 @@ fn bare_postcard(message: Bench, count: usize) -> Duration {
     let writer = std::thread::spawn(move || {
         runtime().block_on(async move {
             let stream = tokio::net::UnixStream::from_std(a).unwrap();
-            let mut sink = FramedWrite::new(stream, LengthDelimitedCodec::new());
+            let mut sink = FramedWrite::new(stream, Postcard);
             for _ in 0..count {
-                let frame = Bytes::from(postcard::to_stdvec(&message).unwrap());
-                sink.feed(frame).await.unwrap();
+                sink.feed(&message).await.unwrap();
             }
-            SinkExt::<Bytes>::flush(&mut sink).await.unwrap();
+            SinkExt::<&Bench>::flush(&mut sink).await.unwrap();
         })
     });
     let reader = std::thread::spawn(move || {
@@ -580,4 +580,25 @@ fn bare_postcard(message: Bench, count: usize) -> Duration {
     writer.join().unwrap();
     reader.join().unwrap();
     started.elapsed()
+}
+
+/// The length-delimited codec's frames, each message encoded with postcard in
+/// place (`to_slice` into the buffer's room, then the length before it).
+struct Postcard;
+
+impl tokio_util::codec::Encoder<&Bench> for Postcard {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, message: &Bench, dst: &mut bytes::BytesMut) -> std::io::Result<()> {
+        use bytes::BufMut;
+        let start = dst.len();
+        dst.put_u32(0);
+        dst.resize(start + 4 + 128, 0);
+        let len = postcard::to_slice(message, &mut dst[start + 4..])
+            .map_err(std::io::Error::other)?
+            .len();
+        dst.truncate(start + 4 + len);
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(())
+    }
 }
