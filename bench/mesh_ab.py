@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Compares two builds of bench/mesh_bench.rs, alternated so that both see the
+"""Compares two builds of bench/mesh_bench/, alternated so that both see the
 same machine: `bench/mesh_ab.py OLD NEW [RUNS]` (RUNS, default 4, of each). Prints
 each run's medians, then per build the median messages/s and the median ratio to
 the bare socketpair of the same run, and NEW / OLD. With ONLY=broadcast in the

@@ -204,7 +204,7 @@ def rss_mib(command, env):
 
 
 def mesh_figures():
-    """Runs bench/mesh_bench.rs (4 nodes; it measures and exits) and reads its
+    """Runs bench/mesh_bench/ (4 nodes; it measures and exits) and reads its
     `mesh,...` lines: msgs/s per round for the mesh and a bare socketpair with the
     same framing, and broadcast latency percentiles. Writes mesh.csv."""
     env = dict(os.environ, MULTINODE_PORT="0", RUST_LOG="warn")
@@ -222,7 +222,7 @@ def mesh_figures():
             rates.setdefault(row[0], []).append(float(row[2]))
         else:
             latency[row[0], row[1]] = float(row[2])
-    lines = ["", "## Mesh (bench/mesh_bench.rs: node 1 to node 0; min / median / max msgs/s)", "",
+    lines = ["", "## Mesh (bench/mesh_bench/: node 1 to node 0; min / median / max msgs/s)", "",
              "| path | msgs/s | MB/s (median) | mesh / bare (medians) |", "| --- | --- | --- | --- |"]
     for size, payload in ((64, ""), (4096, ""), (64, " array")):
         mesh, bare = rates[f"mesh {size} B{payload}"], rates[f"bare socketpair {size} B{payload}"]

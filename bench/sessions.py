@@ -6,7 +6,7 @@
   (bench/map_bench.rs);
 - a write's time until the 3 other nodes have it, p50 and p99, against the
   mesh's broadcast to 3 nodes and the bare socketpair floor to 3 processes
-  (bench/mesh_bench.rs, ONLY=broadcast);
+  (bench/mesh_bench/, ONLY=broadcast);
 - examples/sessions under wrk (1 thread, 64 keep-alive connections, 5 s), one
   logged-in session: GET / (a read) and POST /count (a write), with 4 nodes
   and with 1, against the same app keeping its sessions in one

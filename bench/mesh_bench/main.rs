@@ -12,8 +12,9 @@
 //! - broadcast latency from node 0 to the 3 others: per broadcast, until the last
 //!   of them has it (CLOCK_MONOTONIC is one clock for every process; each
 //!   receiver keeps its latencies and reports them after the last broadcast),
-//!   p50 and p99; and the floor under it on this machine: the same over bare
-//!   socketpairs to 3 threads, and to 3 processes, sleeping in a blocking read;
+//!   p50 and p99; and the floors under it on this machine, measured by turns
+//!   with it: the same over bare socketpairs to 3 threads and to 3 processes
+//!   sleeping in a blocking read, and to 3 processes on a tokio runtime;
 //! - round trips from node 0 to the 3 others: a request broadcast, until every
 //!   answer is back, p50 and p99.
 //!
@@ -32,11 +33,17 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use multinode::mesh::{Receiver, Sender};
 use multinode::Nodes;
 use serde::{Deserialize, Serialize};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+mod bare;
+mod floor;
+mod plan;
+
+use bare::{bare_postcard, bare_socketpair};
+use floor::{time_arrivals, time_arrivals_in_a_runtime, Floor, Receivers};
+use plan::{Plan, Side};
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Bench {
@@ -80,72 +87,6 @@ fn main() {
         return bare_only();
     }
     multinode::Builder::new().port(0).nodes(4).run(body)
-}
-
-/// What to measure, from the environment (see the top of this file).
-struct Plan {
-    quick: bool,
-    only: Option<usize>,
-    rounds: usize,
-    side: Side,
-    /// (payload size, messages a round, in a fixed array)
-    phases: Vec<(usize, usize, bool)>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Side {
-    Both,
-    Mesh,
-    /// The bare socketpair alone: its frames encoded once, and not decoded.
-    Bare,
-    /// The bare socketpair alone, each message encoded and decoded.
-    BarePostcard,
-}
-
-impl Plan {
-    fn from_env() -> Plan {
-        let var = |name| std::env::var(name).ok();
-        let number = |name| var(name).map(|v: String| v.parse::<usize>().expect(name));
-        let quick = var("QUICK").as_deref() == Some("1");
-        let broadcast_only = var("ONLY").as_deref() == Some("broadcast");
-        let only: Option<usize> = var("ONLY").and_then(|s| s.parse().ok());
-        let rounds = number("ROUNDS").unwrap_or(match (quick, only) {
-            (_, Some(_)) => 10,
-            (true, None) => 1,
-            (false, None) => 3,
-        });
-        let side = match var("SIDE").as_deref() {
-            None => Side::Both,
-            Some("mesh") => Side::Mesh,
-            Some("bare") => Side::Bare,
-            Some("bare-postcard") => Side::BarePostcard,
-            Some(other) => panic!("SIDE={other}: mesh or bare"),
-        };
-        let payload = var("PAYLOAD");
-        let small = if quick { 200_000 } else { 1_000_000 };
-        let phases = [
-            (64, small, false),
-            (4096, if quick { 50_000 } else { 200_000 }, false),
-            (64, small, true),
-        ]
-        .into_iter()
-        .filter(|(size, _, _)| !broadcast_only && only.is_none_or(|o| o == *size))
-        .filter(|(_, _, array)| match payload.as_deref() {
-            None => true,
-            Some("bytes") => !array,
-            Some("array") => *array,
-            Some(other) => panic!("PAYLOAD={other}: bytes or array"),
-        })
-        .map(|(size, count, array)| (size, number("COUNT").unwrap_or(count), array))
-        .collect();
-        Plan {
-            quick,
-            only,
-            rounds,
-            side,
-            phases,
-        }
-    }
 }
 
 /// `SIDE=bare` or `bare-postcard`: the bare socketpair's rounds, with no node
@@ -391,109 +332,6 @@ fn worst_of(reports: &[Vec<u64>]) -> Vec<u64> {
         .collect()
 }
 
-/// The floor under broadcast latency on this machine: the same broadcasts over
-/// bare socketpairs to 3 threads, or 3 processes (as the nodes are), sleeping in
-/// a blocking `read` (no runtime, no framing, no encoding), each timing the
-/// arrivals and reporting the latencies at the end.
-///
-/// The third floor is the one under any async receiver: 3 processes, each
-/// reading with a current_thread tokio runtime (what a node's is) instead of
-/// a blocking `read`.
-struct Floor {
-    ends: Vec<std::os::unix::net::UnixStream>,
-    receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Receivers {
-    Threads,
-    Processes,
-    Runtimes,
-}
-
-impl Floor {
-    fn start(kind: Receivers) -> Floor {
-        use std::io::Read;
-        let mut ends = Vec::new();
-        let mut receivers: Vec<Box<dyn FnOnce() -> Vec<u64> + Send>> = Vec::new();
-        for _ in 0..3 {
-            let (here, there) = std::os::unix::net::UnixStream::pair().unwrap();
-            if kind != Receivers::Threads {
-                let runtime = kind == Receivers::Runtimes;
-                let child = std::process::Command::new(std::env::current_exe().unwrap())
-                    .env(BARE_RECEIVER, if runtime { "tokio" } else { "1" })
-                    .stdin(std::os::fd::OwnedFd::from(there))
-                    .stdout(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                receivers.push(Box::new(move || {
-                    let out = child.wait_with_output().unwrap();
-                    let text = String::from_utf8(out.stdout).unwrap();
-                    text.lines().map(|l| l.parse().unwrap()).collect()
-                }));
-            } else {
-                let thread = std::thread::spawn(move || time_arrivals(there));
-                receivers.push(Box::new(move || thread.join().unwrap()));
-            }
-            ends.push(here);
-        }
-        // The same start as the nodes': every receiver is up and waiting.
-        for end in &mut ends {
-            end.read_exact(&mut [0]).unwrap();
-        }
-        Floor { ends, receivers }
-    }
-
-    /// One broadcast: 8 bytes to each (a socket buffer's room is never short).
-    fn ping(&mut self) {
-        use std::io::Write;
-        let sent = now_ns().to_le_bytes();
-        for end in &mut self.ends {
-            end.write_all(&sent).unwrap();
-        }
-    }
-
-    /// Per broadcast, the latency of the last receiver to have it.
-    fn finish(self) -> Vec<u64> {
-        drop(self.ends);
-        let reports: Vec<_> = self.receivers.into_iter().map(|r| r()).collect();
-        worst_of(&reports)
-    }
-}
-
-/// A bare receiver: says it is ready (one byte), reads the send times (8 bytes
-/// each) until the end of the stream, and times their arrivals.
-fn time_arrivals(mut socket: std::os::unix::net::UnixStream) -> Vec<u64> {
-    use std::io::{Read, Write};
-    socket.write_all(b"r").unwrap();
-    let mut latencies = Vec::new();
-    let mut sent = [0; 8];
-    while socket.read_exact(&mut sent).is_ok() {
-        latencies.push(now_ns() - u64::from_le_bytes(sent));
-    }
-    latencies
-}
-
-/// The same on a current_thread tokio runtime.
-fn time_arrivals_in_a_runtime(socket: std::os::unix::net::UnixStream) -> Vec<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    socket.set_nonblocking(true).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let mut socket = tokio::net::UnixStream::from_std(socket).unwrap();
-        socket.write_all(b"r").await.unwrap();
-        let mut latencies = Vec::new();
-        let mut sent = [0; 8];
-        while socket.read_exact(&mut sent).await.is_ok() {
-            latencies.push(now_ns() - u64::from_le_bytes(sent));
-        }
-        latencies
-    })
-}
-
 /// Prints messages/s and MB/s (payload bytes) for each round's time.
 fn report(what: &str, count: usize, size: usize, frame: usize, times: &[Duration]) {
     for time in times {
@@ -502,105 +340,5 @@ fn report(what: &str, count: usize, size: usize, frame: usize, times: &[Duration
             "mesh,{what},msgs_per_s,{per_second:.0},MB_per_s,{:.1},frame_bytes,{frame}",
             per_second * size as f64 / 1e6
         );
-    }
-}
-
-/// The same frames over a bare socketpair: one thread writes, one reads, each on
-/// its own current_thread runtime; the time from the first write to the last read.
-fn bare_socketpair(frame: Bytes, count: usize) -> Duration {
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
-    b.set_nonblocking(true).unwrap();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let started = Instant::now();
-    let writer = std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let stream = tokio::net::UnixStream::from_std(a).unwrap();
-            let mut sink = FramedWrite::new(stream, LengthDelimitedCodec::new());
-            for _ in 0..count {
-                sink.feed(frame.clone()).await.unwrap();
-            }
-            SinkExt::<Bytes>::flush(&mut sink).await.unwrap();
-        })
-    });
-    let reader = std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let stream = tokio::net::UnixStream::from_std(b).unwrap();
-            let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
-            for _ in 0..count {
-                frames.next().await.unwrap().unwrap();
-            }
-        })
-    });
-    writer.join().unwrap();
-    reader.join().unwrap();
-    started.elapsed()
-}
-
-/// The bare socketpair as a program without the mesh would send these
-/// messages, with the same codec: each encoded with postcard straight into the
-/// write buffer behind its length, and decoded on receipt.
-/// (Written out like `bare_socketpair`: through one helper taking the two
-/// loops as closures, both floors cost 40 instructions a message more.)
-fn bare_postcard(message: Bench, count: usize) -> Duration {
-    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-    a.set_nonblocking(true).unwrap();
-    b.set_nonblocking(true).unwrap();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let started = Instant::now();
-    let writer = std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let stream = tokio::net::UnixStream::from_std(a).unwrap();
-            let mut sink = FramedWrite::new(stream, Postcard);
-            for _ in 0..count {
-                sink.feed(&message).await.unwrap();
-            }
-            SinkExt::<&Bench>::flush(&mut sink).await.unwrap();
-        })
-    });
-    let reader = std::thread::spawn(move || {
-        runtime().block_on(async move {
-            let stream = tokio::net::UnixStream::from_std(b).unwrap();
-            let mut frames = FramedRead::new(stream, LengthDelimitedCodec::new());
-            for _ in 0..count {
-                let frame = frames.next().await.unwrap().unwrap();
-                let message: Bench = postcard::from_bytes(&frame).unwrap();
-                std::hint::black_box(message);
-            }
-        })
-    });
-    writer.join().unwrap();
-    reader.join().unwrap();
-    started.elapsed()
-}
-
-/// The length-delimited codec's frames, each message encoded with postcard in
-/// place (`to_slice` into the buffer's room, then the length before it).
-struct Postcard;
-
-impl tokio_util::codec::Encoder<&Bench> for Postcard {
-    type Error = std::io::Error;
-
-    fn encode(&mut self, message: &Bench, dst: &mut bytes::BytesMut) -> std::io::Result<()> {
-        use bytes::BufMut;
-        let start = dst.len();
-        dst.put_u32(0);
-        dst.resize(start + 4 + 128, 0);
-        let len = postcard::to_slice(message, &mut dst[start + 4..])
-            .map_err(std::io::Error::other)?
-            .len();
-        dst.truncate(start + 4 + len);
-        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
-        Ok(())
     }
 }
