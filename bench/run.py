@@ -231,12 +231,12 @@ def mesh_figures():
             ratio = statistics.median(mesh) / statistics.median(bare) if values is mesh else 1
             lines.append(f"| {name} | {spread(values)} | {statistics.median(values) * size / 1e6:.0f} | "
                          f"{ratio:.2f} |")
-    for what, label in (("broadcast to 3 nodes", "Broadcast from node 0 to 3 nodes"),
+    for what, label in (("broadcast to 3 nodes", "Broadcast from node 0 to 3 nodes, until the last has it"),
                         ("bare broadcast to 3 threads", "The same over bare socketpairs to 3 threads in a blocking read (the floor)"),
                         ("bare broadcast to 3 processes", "The same to 3 processes in a blocking read (the floor for processes)"),
                         ("bare broadcast to 3 tokio processes", "The same to 3 processes, each reading on a current_thread tokio runtime (the floor for async receivers)"),
-                        ("round trip to 3 nodes", "A request from node 0 to 3 nodes, each answering")):
-        lines.append(f"\n{label}, until the last has it (or its answer): p50 {latency[what, 'p50_us']:.1f} µs, "
+                        ("round trip to 3 nodes", "A request from node 0 to 3 nodes, until the last answer is back")):
+        lines.append(f"\n{label}: p50 {latency[what, 'p50_us']:.1f} µs, "
                      f"p99 {latency[what, 'p99_us']:.1f} µs")
     floor = "bare broadcast to 3 processes"
     lines.append("\nBroadcast / the floor for processes, measured by turns in one run: "

@@ -36,7 +36,7 @@ impl Plan {
             Some("mesh") => Side::Mesh,
             Some("bare") => Side::Bare,
             Some("bare-postcard") => Side::BarePostcard,
-            Some(other) => panic!("SIDE={other}: mesh or bare"),
+            Some(other) => panic!("SIDE={other}: mesh, bare or bare-postcard"),
         };
         let payload = var("PAYLOAD");
         let small = if quick { 200_000 } else { 1_000_000 };
