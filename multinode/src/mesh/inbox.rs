@@ -11,13 +11,12 @@
 
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
 use tokio::sync::mpsc;
 
 use super::halves::ReadHalf;
 use super::outbox::Stream;
 use super::stream_id::StreamId;
-use super::wire::{frame_len, KEEP_CAPACITY, LENGTH};
+use super::wire::Frames;
 
 /// How much one read takes from a stream at most (frames may be longer). Small
 /// enough that the frames are still in the L1 cache when they are decoded
@@ -29,12 +28,8 @@ pub(crate) struct Incoming {
     id: usize,
     link: StreamId,
     half: ReadHalf,
-    /// The longest frame body it may announce.
-    max: usize,
-    /// What was read from it; the frames not yet given start at `start` (the
-    /// buffer moves once a read, not once a frame).
-    buffer: BytesMut,
-    start: usize,
+    /// What was read from it, cut into frames.
+    frames: Frames,
     /// That node's writer, told when the stream is over.
     writer: mpsc::UnboundedSender<Stream>,
 }
@@ -53,9 +48,7 @@ impl Incoming {
             id,
             link,
             half,
-            max,
-            buffer: BytesMut::new(),
-            start: 0,
+            frames: Frames::new(max),
             writer,
         }
     }
@@ -63,17 +56,8 @@ impl Incoming {
     /// Reads what the stream has, up to [`READ_CHUNK`] (more if a longer frame
     /// is being read).
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.buffer.advance(std::mem::take(&mut self.start)); // the frames given
-        if self.buffer.is_empty() && self.buffer.capacity() > KEEP_CAPACITY {
-            self.buffer = BytesMut::new(); // once large frames are through, give it back
-        }
-        // Room for a chunk, or for the rest of a longer frame begun.
-        let announced = self.buffer.first_chunk::<LENGTH>().map(|prefix| {
-            let len = u32::from_be_bytes(*prefix) as usize;
-            (LENGTH + len).saturating_sub(self.buffer.len())
-        });
-        self.buffer.reserve(announced.unwrap_or(0).max(READ_CHUNK));
-        self.half.poll_read_buf(cx, &mut self.buffer)
+        self.half
+            .poll_read_buf(cx, self.frames.for_reading(READ_CHUNK))
     }
 }
 
@@ -155,14 +139,13 @@ impl Inbox {
                     Poll::Pending // take_arrivals registered the waker
                 };
             };
-            match frame_len(&stream.buffer[stream.start..], stream.max) {
-                Ok(Some(len)) => {
-                    let at = stream.start + LENGTH;
-                    stream.start = at + len;
+            let (from, link) = (stream.id, stream.link);
+            match stream.frames.next() {
+                Ok(Some(body)) => {
                     return Poll::Ready(Some(Event::Frame {
-                        from: stream.id,
-                        link: stream.link,
-                        body: decode(&stream.buffer[at..at + len]),
+                        from,
+                        link,
+                        body: decode(body),
                     }));
                 }
                 Ok(None) => {}

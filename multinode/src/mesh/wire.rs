@@ -6,7 +6,7 @@
 //! codec reads them alike): cutting them with that codec split each one off
 //! its buffer, a reference count and two pointer moves a message.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
 
 use super::send_error::SendError;
@@ -137,6 +137,57 @@ pub(super) fn frame_len(bytes: &[u8], max: usize) -> Result<Option<usize>, Frame
     Ok((bytes.len() - LENGTH >= len).then_some(len))
 }
 
+/// A stream's read buffer, and the frames cut from it in place: a frame's body
+/// is given where it lies, and the bytes of the frames given go at the next
+/// read (the buffer moves once a read, not once a frame).
+pub(super) struct Frames {
+    buffer: BytesMut,
+    /// Where the frames not yet given start.
+    start: usize,
+    /// The longest frame body the stream may announce.
+    max: usize,
+}
+
+impl Frames {
+    pub fn new(max: usize) -> Self {
+        Frames {
+            buffer: BytesMut::new(),
+            start: 0,
+            max,
+        }
+    }
+
+    /// The next frame's body, once all of it was read; the error if it
+    /// announces more than `max` bytes.
+    #[inline]
+    pub fn next(&mut self) -> Result<Option<&[u8]>, FrameTooLarge> {
+        let Some(len) = frame_len(&self.buffer[self.start..], self.max)? else {
+            return Ok(None);
+        };
+        let at = self.start + LENGTH;
+        self.start = at + len;
+        Ok(Some(&self.buffer[at..at + len]))
+    }
+
+    /// The buffer, ready for a read: without the frames given, with room for
+    /// `chunk` bytes or for the rest of a frame begun, if that is longer (never
+    /// for one over `max`, which [`next`](Self::next) refuses).
+    pub fn for_reading(&mut self, chunk: usize) -> &mut BytesMut {
+        self.buffer.advance(std::mem::take(&mut self.start));
+        if self.buffer.is_empty() && self.buffer.capacity() > KEEP_CAPACITY {
+            self.buffer = BytesMut::new(); // once large frames are through, give it back
+        }
+        let rest = match frame_len(&self.buffer, self.max) {
+            Ok(None) => self.buffer.first_chunk::<LENGTH>().map_or(0, |prefix| {
+                LENGTH + u32::from_be_bytes(*prefix) as usize - self.buffer.len()
+            }),
+            Ok(Some(_)) | Err(_) => 0,
+        };
+        self.buffer.reserve(rest.max(chunk));
+        &mut self.buffer
+    }
+}
+
 /// A frame announcing more than the largest one allowed.
 #[derive(Debug, PartialEq, thiserror::Error)]
 #[error("a frame of {len} bytes, over max_frame_len ({max})")]
@@ -215,10 +266,32 @@ mod tests {
 
     #[test]
     fn an_oversized_length_prefix_allocates_nothing() {
-        let mut codec = Options::new().max_frame_len(1024).codec();
-        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
-        assert!(codec.decode(&mut buf).is_err());
-        assert!(buf.capacity() < 1024);
+        let mut frames = Frames::new(1024);
+        frames
+            .for_reading(16)
+            .extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(frames.next().is_err());
+        assert!(frames.for_reading(16).capacity() < 1024);
+    }
+
+    #[test]
+    fn a_frame_begun_gets_room_for_its_rest_and_frames_given_go_at_the_next_read() {
+        let mut whole = BytesMut::new();
+        write_frame(&"x".repeat(1000), 4096, &mut whole).unwrap();
+        write_frame(&"next", 4096, &mut whole).unwrap();
+        let mut frames = Frames::new(4096);
+        frames.for_reading(16).extend_from_slice(&whole[..10]);
+        assert_eq!(frames.next(), Ok(None));
+        let buffer = frames.for_reading(16);
+        assert!(buffer.capacity() - buffer.len() >= LENGTH + 1002 - 10);
+        buffer.extend_from_slice(&whole[10..]);
+        assert_eq!(frames.next().unwrap().map(<[u8]>::len), Some(1002));
+        assert_eq!(frames.next().unwrap().map(<[u8]>::len), Some(5));
+        assert_eq!(frames.next(), Ok(None));
+        assert!(
+            frames.for_reading(16).is_empty(),
+            "the frames given are gone"
+        );
     }
 
     #[test]
