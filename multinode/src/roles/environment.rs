@@ -42,7 +42,27 @@ fn take_worker_variables() -> Result<Option<(usize, OwnedFd)>, String> {
         })?;
     let control = control::inherit(fd)
         .map_err(|e| format!("{ENV_CONTROL_FD}={fd}: {e}; {not_started_by_master}"))?;
+    die_with_the_master(&control)?;
     Ok(Some((slot, control)))
+}
+
+/// Arms SIGKILL for when the master (the thread that started this process)
+/// exits, then checks that it has not already: the master is the process at the
+/// other end of the control socket, which it made.
+fn die_with_the_master(control: &OwnedFd) -> Result<(), String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let master = getsockopt(control, PeerCredentials)
+        .map_err(|e| format!("{ENV_CONTROL_FD}: cannot read its peer: {e}"))?
+        .pid();
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("cannot arm the death signal: {e}"))?;
+    if nix::unistd::getppid().as_raw() != master {
+        return Err(format!(
+            "the master (pid {master}) exited before this worker started"
+        ));
+    }
+    Ok(())
 }
 
 /// What the master's environment hands it, read and cleared while the process

@@ -89,6 +89,9 @@ impl Supervisor {
                     self.workers
                         .insert(Incarnation::new(slot, generation), worker);
                     self.mesh(slot, generation, &mesh_with);
+                    // Its task greets it now: the worker goes on starting while
+                    // the next ones are started, not after all of them.
+                    tokio::task::yield_now().await;
                 }
                 Err(error) => {
                     let failure = match process::is_lack_of_resources(&error) {

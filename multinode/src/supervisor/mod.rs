@@ -3,7 +3,7 @@
 //!
 //! It runs on its own thread with its own runtime, so that a busy master body never
 //! delays it, and that thread lives as long as the master: `PR_SET_PDEATHSIG`
-//! watches the thread that forked, not the process.
+//! watches the thread that started a worker, not the process.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
@@ -25,6 +25,7 @@ use crate::mesh::peer::{Inbound, MeshRequest};
 use crate::shm::segment::Segment;
 
 mod actions;
+mod child;
 #[cfg(feature = "tls")]
 pub(crate) mod https;
 mod journal;

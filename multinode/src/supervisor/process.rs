@@ -6,13 +6,13 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::child::{Child, Spawn};
 use super::slot::{Generation, Slot};
 use crate::control::incarnation::Incarnation;
 use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
@@ -112,38 +112,19 @@ pub(crate) fn spawn(
     events: mpsc::UnboundedSender<Event>,
 ) -> io::Result<Worker> {
     let (ours, theirs) = control::pair()?;
-    let theirs_raw = theirs.as_raw_fd();
-    let master = nix::unistd::getpid();
-    let mut command = Command::new(exe);
-    command
-        .args(args)
-        .env(ENV_WORKER, slot.to_string())
-        .env(ENV_CONTROL_FD, theirs_raw.to_string())
-        .stdin(Stdio::null());
-    let masters_only = super::signals::masters_only();
-    // SAFETY: runs in the child between fork and exec, and calls only
-    // async-signal-safe functions (fcntl, prctl, getppid, pthread_sigmask),
-    // allocating nothing.
-    unsafe {
-        command.pre_exec(move || {
-            // Blocked until the worker has made them harmless (signals::leave_to_the_master).
-            use nix::sys::signal::{pthread_sigmask, SigmaskHow};
-            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&masters_only), None)?;
-            use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-            let fd = std::os::fd::BorrowedFd::borrow_raw(theirs_raw);
-            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-            #[cfg(target_os = "linux")]
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
-            if nix::unistd::getppid() != master {
-                // The master died before the death signal was armed.
-                return Err(io::Error::from_raw_os_error(nix::libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn()?;
+    let child = Child::spawn(Spawn {
+        exe,
+        args,
+        env: &[
+            (ENV_WORKER, slot.to_string()),
+            (ENV_CONTROL_FD, theirs.as_raw_fd().to_string()),
+        ],
+        keep: theirs.as_raw_fd(),
+        // Until the worker has made them harmless (signals::leave_to_the_master).
+        blocked: super::signals::masters_only(),
+    })?;
     drop(theirs);
-    let pid = child.id().unwrap_or_default();
+    let pid = child.id();
     let control = ControlSocket::new(ours)?;
     let (orders, orders_rx) = mpsc::unbounded_channel();
     tokio::spawn(watch(
@@ -213,7 +194,7 @@ async fn watch(
                     }
                 }
                 Order::Kill => {
-                    let _ = child.start_kill();
+                    let _ = child.kill();
                 }
             },
         }

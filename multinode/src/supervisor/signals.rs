@@ -10,7 +10,7 @@ use super::machine::Command;
 
 /// The signals that are the master's alone: a worker that gets one too (`pkill
 /// NAME`, `kill -SIG -PGID`, `systemctl kill`) does nothing with it. A worker
-/// starts with them blocked (the master blocks them between fork and exec),
+/// starts with them blocked (the master starts it so),
 /// sets a handler that does nothing, then unblocks them: none can kill or stop
 /// it at any point, and a child process a body starts gets the defaults back.
 pub(crate) const MASTERS_ONLY: [Number; 6] = [

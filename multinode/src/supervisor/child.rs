@@ -1,0 +1,210 @@
+//! A worker's process as the master holds it: started with `posix_spawn`, waited
+//! for and signalled through its pidfd.
+//!
+//! `posix_spawn` (a `vfork`), not `fork`: the master starts its workers one after
+//! the other, and with `fork` each start copied the master's page tables, which
+//! grow with the number of workers. No code of ours runs in the child before its
+//! exec: the descriptor it keeps and its signal mask are attributes of the spawn,
+//! and the worker arms its death signal itself (`roles::environment`).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+
+use nix::libc;
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+
+/// What a child is started with beyond the master's own environment.
+pub(crate) struct Spawn<'a> {
+    pub exe: &'a Path,
+    pub args: &'a [OsString],
+    /// Variables added to (or replacing those of) the master's environment.
+    pub env: &'a [(&'a str, String)],
+    /// The one descriptor (close-on-exec in the master) the child inherits, at
+    /// the same number.
+    pub keep: RawFd,
+    /// Blocked from the start of the child's program until it unblocks them.
+    pub blocked: SigSet,
+}
+
+/// A started child that nobody else reaps: its pid stays its own until [`wait`]
+/// returns, so signalling it by pid is safe until then.
+///
+/// [`wait`]: Child::wait
+pub(crate) struct Child {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+}
+
+impl Child {
+    pub fn spawn(spawn: Spawn<'_>) -> io::Result<Child> {
+        let mut actions = PosixSpawnFileActions::init()?;
+        let null = std::fs::File::open("/dev/null")?;
+        actions.add_dup2(null.as_raw_fd(), 0)?;
+        // dup2 onto itself clears close-on-exec (POSIX 2024; glibc, musl).
+        actions.add_dup2(spawn.keep, spawn.keep)?;
+        let mut attr = PosixSpawnAttr::init()?;
+        attr.set_sigmask(&spawn.blocked)?;
+        // The master ignores SIGPIPE (Rust's runtime does); std gives children the
+        // default back, and so do we.
+        let mut default = SigSet::empty();
+        default.add(Signal::SIGPIPE);
+        attr.set_sigdefault(&default)?;
+        attr.set_flags(
+            PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+        )?;
+        let args = std::iter::once(spawn.exe.as_os_str())
+            .chain(spawn.args.iter().map(OsString::as_os_str))
+            .map(c_string)
+            .collect::<io::Result<Vec<_>>>()?;
+        let pid = posix_spawn(spawn.exe, &actions, &attr, &args, &environment(spawn.env)?)?;
+        drop(null);
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if raw < 0 {
+            let error = io::Error::last_os_error();
+            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(error);
+        }
+        // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        Ok(Child {
+            pid,
+            // SAFETY: an `OwnedFd` stays open, and is the same descriptor, for as
+            // long as the `AsyncFd` owns it.
+            pidfd: unsafe { AsyncFd::register(pidfd) }?,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// Sends SIGKILL (it may have exited, not yet reaped: then nothing happens).
+    pub fn kill(&self) -> io::Result<()> {
+        Ok(nix::sys::signal::kill(self.pid, Signal::SIGKILL)?)
+    }
+
+    /// Waits until it exits, and reaps it. Cancel-safe: once reaped it is not
+    /// waited for again.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            let mut ready = self.pidfd.readable().await?;
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into a local; WNOHANG never blocks.
+            match unsafe { libc::waitpid(self.pid.as_raw(), &mut status, libc::WNOHANG) } {
+                0 => ready.clear_ready(),
+                -1 => return Err(io::Error::last_os_error()),
+                _ => return Ok(ExitStatus::from_raw(status)),
+            }
+        }
+    }
+}
+
+/// The master's environment with `added`, for the child.
+fn environment(added: &[(&str, String)]) -> io::Result<Vec<CString>> {
+    let replaced = |key: &OsStr| added.iter().any(|(name, _)| key == OsStr::new(name));
+    std::env::vars_os()
+        .filter(|(key, _)| !replaced(key))
+        .map(|(key, value)| [key.as_bytes(), b"=", value.as_bytes()].concat())
+        .chain(
+            added
+                .iter()
+                .map(|(key, value)| format!("{key}={value}").into_bytes()),
+        )
+        .map(|bytes| CString::new(bytes).map_err(io::Error::other))
+        .collect()
+}
+
+fn c_string(text: &OsStr) -> io::Result<CString> {
+    CString::new(text.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{text:?} holds a NUL byte"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    fn sh(script: &str) -> Vec<OsString> {
+        vec!["-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn a_child_keeps_one_descriptor_starts_with_the_mask_and_reads_null() {
+        let (keep, other) = UnixStream::pair().unwrap(); // both close-on-exec
+        let out = std::env::temp_dir().join(format!("multinode-child-{}", std::process::id()));
+        // cp, not sh: a shell may set its own mask.
+        let script = format!(
+            "test -e /proc/self/fd/$KEEP || exit 3; \
+             test -e /proc/self/fd/{other} && exit 4; \
+             read line && exit 5; \
+             exec cp /proc/self/status {out}",
+            other = other.as_raw_fd(),
+            out = out.display(),
+        );
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGUSR1);
+        let mut child = Child::spawn(Spawn {
+            exe: Path::new("/bin/sh"),
+            args: &sh(&script),
+            env: &[("KEEP", keep.as_raw_fd().to_string())],
+            keep: keep.as_raw_fd(),
+            blocked,
+        })
+        .unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let status = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        // SIGUSR1 is 10: bit 9.
+        assert!(status.contains("SigBlk:\t0000000000000200"), "{status}");
+    }
+
+    #[tokio::test]
+    async fn kill_ends_a_child_and_wait_says_by_what() {
+        let (keep, _) = UnixStream::pair().unwrap();
+        let mut child = Child::spawn(Spawn {
+            exe: Path::new("/bin/sleep"),
+            args: &["10".into()],
+            env: &[],
+            keep: keep.as_raw_fd(),
+            blocked: SigSet::empty(),
+        })
+        .unwrap();
+        child.kill().unwrap();
+        assert_eq!(child.wait().await.unwrap().signal(), Some(9));
+    }
+
+    #[test]
+    fn a_program_that_does_not_exist_is_an_error_naming_nothing_started() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let (keep, _) = UnixStream::pair().unwrap();
+        let error = Child::spawn(Spawn {
+            exe: Path::new("/nonexistent/multinode"),
+            args: &[],
+            env: &[],
+            keep: keep.as_raw_fd(),
+            blocked: SigSet::empty(),
+        })
+        .err()
+        .unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+}
