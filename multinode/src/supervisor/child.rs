@@ -40,7 +40,16 @@ pub(crate) struct Spawn<'a> {
 /// [`wait`]: Child::wait
 pub(crate) struct Child {
     pid: Pid,
-    pidfd: AsyncFd<OwnedFd>,
+    exit: Exit,
+}
+
+/// What tells that a child may have exited.
+enum Exit {
+    /// Its pidfd, readable once it has.
+    Pidfd(AsyncFd<OwnedFd>),
+    /// Every SIGCHLD, where there is no pidfd: Linux before 5.3, a seccomp
+    /// filter that forbids it, valgrind.
+    Sigchld(tokio::signal::unix::Signal),
 }
 
 impl Child {
@@ -66,22 +75,14 @@ impl Child {
             .collect::<io::Result<Vec<_>>>()?;
         let pid = posix_spawn(spawn.exe, &actions, &attr, &args, &environment(spawn.env)?)?;
         drop(null);
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-        if raw < 0 {
-            let error = io::Error::last_os_error();
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            return Err(error);
+        match pidfd(pid).or_else(|_| sigchld().map(Exit::Sigchld)) {
+            Ok(exit) => Ok(Child { pid, exit }),
+            Err(error) => {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                Err(error)
+            }
         }
-        // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-        Ok(Child {
-            pid,
-            // SAFETY: an `OwnedFd` stays open, and is the same descriptor, for as
-            // long as the `AsyncFd` owns it.
-            pidfd: unsafe { AsyncFd::register(pidfd) }?,
-        })
     }
 
     pub fn id(&self) -> u32 {
@@ -93,19 +94,57 @@ impl Child {
         Ok(nix::sys::signal::kill(self.pid, Signal::SIGKILL)?)
     }
 
-    /// Waits until it exits, and reaps it. Cancel-safe: once reaped it is not
-    /// waited for again.
+    /// Waits until it exits, and reaps it. Cancel-safe: it reaps only between
+    /// two awaits.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let pid = self.pid;
         loop {
-            let mut ready = self.pidfd.readable().await?;
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into a local; WNOHANG never blocks.
-            match unsafe { libc::waitpid(self.pid.as_raw(), &mut status, libc::WNOHANG) } {
-                0 => ready.clear_ready(),
-                -1 => return Err(io::Error::last_os_error()),
-                _ => return Ok(ExitStatus::from_raw(status)),
+            match &mut self.exit {
+                Exit::Pidfd(pidfd) => {
+                    let mut ready = pidfd.readable().await?;
+                    match reap(pid)? {
+                        Some(status) => return Ok(status),
+                        None => ready.clear_ready(),
+                    }
+                }
+                Exit::Sigchld(signal) => {
+                    // Before each wait: it may have exited before the first.
+                    if let Some(status) = reap(pid)? {
+                        return Ok(status);
+                    }
+                    signal.recv().await;
+                }
             }
         }
+    }
+}
+
+fn pidfd(pid: Pid) -> io::Result<Exit> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    // SAFETY: an `OwnedFd` stays open, and is the same descriptor, for as long
+    // as the `AsyncFd` owns it.
+    Ok(Exit::Pidfd(unsafe { AsyncFd::register(pidfd) }?))
+}
+
+fn sigchld() -> io::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::child())
+}
+
+/// Its exit status, once it has exited (then it is reaped).
+fn reap(pid: Pid) -> io::Result<Option<ExitStatus>> {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a local; WNOHANG never blocks.
+    match unsafe { libc::waitpid(pid.as_raw(), &mut status, libc::WNOHANG) } {
+        0 => Ok(None),
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(Some(ExitStatus::from_raw(status))),
     }
 }
 
@@ -186,6 +225,28 @@ mod tests {
         .unwrap();
         child.kill().unwrap();
         assert_eq!(child.wait().await.unwrap().signal(), Some(9));
+    }
+
+    #[tokio::test]
+    async fn without_a_pidfd_sigchld_tells_of_the_exit() {
+        let (keep, _) = UnixStream::pair().unwrap();
+        let spawn = |script: &str| {
+            let mut child = Child::spawn(Spawn {
+                exe: Path::new("/bin/sh"),
+                args: &sh(script),
+                env: &[],
+                keep: keep.as_raw_fd(),
+                blocked: SigSet::empty(),
+            })
+            .unwrap();
+            child.exit = Exit::Sigchld(sigchld().unwrap());
+            child
+        };
+        let mut quick = spawn("exit 3");
+        let mut slow = spawn("sleep 10");
+        assert_eq!(quick.wait().await.unwrap().code(), Some(3));
+        slow.kill().unwrap();
+        assert_eq!(slow.wait().await.unwrap().signal(), Some(9));
     }
 
     #[test]
