@@ -54,7 +54,6 @@ fn die_with_the_master(control: &OwnedFd) -> Result<(), String> {
     let master = getsockopt(control, PeerCredentials)
         .map_err(|e| format!("{ENV_CONTROL_FD}: cannot read its peer: {e}"))?
         .pid();
-    #[cfg(target_os = "linux")]
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| format!("cannot arm the death signal: {e}"))?;
     if nix::unistd::getppid().as_raw() != master {

@@ -1,5 +1,5 @@
-//! A worker's process as the master holds it: started with `posix_spawn`, waited
-//! for and signalled through its pidfd.
+//! A worker's process as the master holds it: started with `posix_spawn`, and
+//! waited for through its pidfd (or SIGCHLD where there is none).
 //!
 //! `posix_spawn` (a `vfork`), not `fork`: the master starts its workers one after
 //! the other, and with `fork` each start copied the master's page tables, which
