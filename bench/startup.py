@@ -5,11 +5,11 @@ then, once ready and idle, each worker's resident and private memory and open
 descriptors (medians), and the master's. ROUNDS starts of each, alternating;
 medians. Also the CPU time the workers (together) and the master had used
 when it said so (`/proc/PID/task/*/schedstat`): on a machine with few cores the
-start is bounded by their sum divided by the core count. Prints a Markdown
+start takes at least their sum divided by the core count. Prints a Markdown
 table.
 
 python3 bench/startup.py  (ROUNDS=3, NODES="16 64 256" by default;
-                           HELLO=path: another build of hello, built by nobody)
+                           HELLO=path: another build of hello, which it then does not build)
 """
 import os
 import re
