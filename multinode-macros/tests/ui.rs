@@ -1,5 +1,7 @@
 //! The attribute's good and bad forms, compiled by trybuild against `.stderr`
-//! snapshots (`TRYBUILD=overwrite cargo test --test ui` rewrites them).
+//! snapshots (`TRYBUILD=overwrite cargo test -p multinode-macros --test ui` rewrites
+//! them). They live in this crate so that trybuild builds the cases against the
+//! runtime crate alone, not against the examples' dev-dependencies.
 
 #[test]
 fn attribute_forms() {
