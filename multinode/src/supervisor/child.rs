@@ -112,7 +112,13 @@ impl Child {
                     if let Some(status) = reap(pid)? {
                         return Ok(status);
                     }
-                    signal.recv().await;
+                    // None: the runtime's signal driver is gone; waiting
+                    // again would spin.
+                    if signal.recv().await.is_none() {
+                        return Err(io::Error::other(
+                            "the runtime's signal driver has shut down",
+                        ));
+                    }
                 }
             }
         }
