@@ -10,7 +10,10 @@ kernel's share of a request (the same system calls for both) is not in it.
 
 Each server runs under `valgrind --tool=callgrind` with instrumentation off; 16
 keep-alive connections send 800 requests to warm it up, instrumentation is turned
-on, 4000 more requests are sent, and the count is dumped."""
+on, 4000 more requests are sent, and the count is dumped. Also a worker (node 1 of
+2, both under callgrind, the sticky balance and a client address that it sends
+to node 1): only its count, over the requests its /metrics line says it served
+meanwhile."""
 
 import glob
 import os
@@ -27,11 +30,12 @@ WARM_UP, MEASURED, CONNECTIONS = 800, 4000, 16
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def load(port, total):
-    """`total` requests over CONNECTIONS keep-alive connections, each answer read whole."""
+def load(port, total, source="127.0.0.1"):
+    """`total` requests over CONNECTIONS keep-alive connections from the address
+    `source`, each answer read whole."""
 
     def one_connection(count):
-        with socket.create_connection(("127.0.0.1", port)) as s:
+        with socket.create_connection(("127.0.0.1", port), source_address=(source, 0)) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             buf = b""
             for _ in range(count):
@@ -55,32 +59,72 @@ def load(port, total):
         t.join()
 
 
-def instructions_per_request(name, command, env):
+def wait_for(name, server, log, pattern):
+    """The first match of `pattern` in the server's log, within a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        log.seek(0)
+        found = re.search(pattern, log.read())
+        if found:
+            return found
+        if time.monotonic() > deadline or server.poll() is not None:
+            log.seek(0)
+            sys.exit(f"{name} did not start:\n{log.read()}")
+        time.sleep(0.1)
+
+
+def of_worker(admin, metric):
+    """Node 1's line of `metric`, from the admin listener's /metrics."""
+    with socket.create_connection(("127.0.0.1", admin)) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        text = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+    return int(re.search(rf'^{metric}\{{node="1"\}} (\d+)', text, re.M).group(1))
+
+
+def worker_source(port):
+    """A loopback address that the sticky balance sends to node 1: then the
+    worker gets all the connections, as the one node does in the n=1 run."""
+    for last in range(2, 255):
+        source = f"127.0.0.{last}"
+        with socket.create_connection(("127.0.0.1", port), source_address=(source, 0)) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b"".join(iter(lambda: s.recv(65536), b""))
+        if b"hello from node 1 " in answer:
+            return source
+    sys.exit("no loopback address reached node 1")
+
+
+def instructions_per_request(name, command, env, worker=False):
+    """Per request of the server, or with `worker` of its node 1 (a worker
+    process, the master's child): its count over what /metrics says it served."""
     out = tempfile.mkdtemp(prefix=f"callgrind-{name}-")
     log = open(os.path.join(out, "log"), "w+")
+    trace = ["--trace-children=yes"] if worker else []
     server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p", command],
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", *trace,
+         f"--callgrind-out-file={out}/cg.%p", command],
         env=dict(os.environ, **env), stdout=log, stderr=log, start_new_session=True)
     try:
-        port = None
-        deadline = time.monotonic() + 60
-        while port is None:
-            if time.monotonic() > deadline or server.poll() is not None:
-                log.seek(0)
-                sys.exit(f"{name} did not start:\n{log.read()}")
-            log.seek(0)
-            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read())
-            port = found and int(found.group(1))
-            time.sleep(0.1)
-        load(port, WARM_UP)
-        subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True, capture_output=True)
-        load(port, MEASURED)
-        subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True, capture_output=True)
-        dumps = glob.glob(f"{out}/cg.{server.pid}.1")
+        port = int(wait_for(name, server, log, r"listening on http://127\.0\.0\.1:(\d+)").group(1))
+        pid = server.pid
+        if worker:
+            wait_for(name, server, log, r"all 2 nodes ready")
+            pid = int(wait_for(name, server, log, r"node started node=1 generation=1 pid=(\d+)").group(1))
+            admin = int(wait_for(name, server, log, r"admin on http://127\.0\.0\.1:(\d+)").group(1))
+        source = worker_source(port) if worker else "127.0.0.1"
+        load(port, WARM_UP, source)
+        before = of_worker(admin, "multinode_node_requests_total") if worker else 0
+        subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+        load(port, MEASURED, source)
+        subprocess.run(["callgrind_control", "--dump", str(pid)], check=True, capture_output=True)
+        served = of_worker(admin, "multinode_node_requests_total") - before if worker else MEASURED
+        if served != MEASURED:
+            sys.exit(f"{name}: node 1 served {served} of the {MEASURED} requests")
+        dumps = glob.glob(f"{out}/cg.{pid}.1")
         if not dumps:
             sys.exit(f"{name}: callgrind wrote no dump in {out}")
         total = int(re.search(r"^(?:summary|totals): (\d+)", open(dumps[0]).read(), re.M).group(1))
-        return total / MEASURED
+        return total / served
     finally:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
@@ -95,10 +139,18 @@ def main():
     admin = instructions_per_request(
         "hello-admin", hello,
         {"MULTINODE_PORT": "0", "MULTINODE_NODES": "1", "MULTINODE_ADMIN": "127.0.0.1:0"})
+    # A worker: a process of one thread, where the master has a second (its
+    # supervisor), which sends glibc's system calls through their slow path.
+    worker = instructions_per_request(
+        "hello-worker", hello,
+        {"MULTINODE_PORT": "0", "MULTINODE_NODES": "2", "MULTINODE_ADMIN": "127.0.0.1:0",
+         "MULTINODE_BALANCE": "sticky"},
+        worker=True)
     bare = instructions_per_request("bare", f"{examples}/bare_hyper", {"PORT": "0"})
     print(f"instructions per request: multinode n=1 {multinode:.0f}, with the admin listener "
-          f"{admin:.0f} ({admin / multinode:.4f}), bare hyper {bare:.0f}, "
-          f"bare / multinode = {bare / multinode:.3f}")
+          f"{admin:.0f} ({admin / multinode:.4f}), a worker of n=2 {worker:.0f}, "
+          f"bare hyper {bare:.0f}, bare / multinode = {bare / multinode:.3f}, "
+          f"bare / worker = {bare / worker:.3f}")
 
 
 if __name__ == "__main__":
