@@ -81,14 +81,13 @@ impl Supervisor {
                 slot,
                 generation,
                 members,
-                mesh_with,
             } => match self.spawn(slot, generation, members) {
                 Ok(worker) => {
                     info!(node = slot, generation, pid = worker.pid, "node started");
                     self.journal_started(slot, generation, worker.pid);
                     self.workers
                         .insert(Incarnation::new(slot, generation), worker);
-                    self.mesh(slot, generation, &mesh_with);
+                    self.mesh(slot, generation);
                     // Its task greets it now: the worker goes on starting while
                     // the next ones are started, not after all of them.
                     tokio::task::yield_now().await;

@@ -4,13 +4,14 @@
 //! Every slot is a [`Current`] plus the incarnations it is draining; the server is
 //! in one [`Phase`]. Time is an input (`now`), so a model test can drive it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use super::notice::Notice;
 use super::slot::{Current, Generation, Process, Slot, SlotState};
+use super::slots::Slots;
 
 mod commands;
 mod events;
@@ -102,7 +103,7 @@ pub(crate) enum Master {
 #[derive(Debug)]
 pub(crate) struct Machine {
     pub(crate) settings: Settings,
-    pub(crate) slots: BTreeMap<Slot, SlotState>,
+    pub(crate) slots: Slots,
     pub(crate) phase: Phase,
     pub(crate) master: Master,
     /// When the watchdog next looks (while it is on and nothing stops).
@@ -136,7 +137,7 @@ impl Machine {
     pub(crate) fn new(settings: Settings) -> Self {
         Machine {
             settings,
-            slots: BTreeMap::new(),
+            slots: Slots::default(),
             phase: Phase::Running,
             master: Master::Booting,
             next_watchdog: None,
@@ -236,27 +237,17 @@ impl Machine {
     }
 
     /// When [`Input::Tick`] is next due, if ever.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         if let Phase::Stopping { deadline, .. } = self.phase {
             return Some(deadline);
         }
         if matches!(self.phase, Phase::Done) {
             return None;
         }
-        let processes = self
-            .slots
-            .values()
-            .flat_map(|s| s.processes())
-            .filter_map(Process::due);
-        let backoffs = self.slots.values().filter_map(|s| match s.current {
-            Current::BackingOff { until } => Some(until),
-            _ => None,
-        });
         let upgrade = self.upgrade_deadline();
-        processes
-            .chain(backoffs)
-            .chain(self.next_watchdog)
-            .chain(upgrade)
+        [self.slots.next_due(), self.next_watchdog, upgrade]
+            .into_iter()
+            .flatten()
             .min()
     }
 
@@ -274,13 +265,10 @@ impl Machine {
         self.slots.get(&slot)?.current.serving()
     }
 
-    /// The slots that serve or will again, the master's node aside.
     /// How many nodes serve as the server is configured now: the master's
     /// own if it serves, and every worker slot not scaled down (SIGTTOU).
-    pub(crate) fn nodes(&self) -> usize {
-        let workers = self.slots.values();
-        let removed = |s: &&SlotState| matches!(s.current, Current::Removed);
-        workers.filter(|s| !removed(s)).count() + usize::from(self.settings.master_serves)
+    pub(crate) fn nodes(&mut self) -> usize {
+        self.slots.not_removed() + usize::from(self.settings.master_serves)
     }
 
     /// What the whole server is doing, in a word, for a status line.
@@ -304,15 +292,17 @@ impl Machine {
 
     fn start_all(&mut self, now: Instant, out: &mut Vec<Action>) {
         for slot in self.settings.workers.clone() {
-            self.slots.insert(slot, SlotState::new());
+            self.slots.get_or_new(slot);
         }
         // Every slot is a member before the first starts: each learns them all.
         for slot in self.settings.workers.clone() {
             let process = self.new_process(slot, now);
             self.slots.get_mut(&slot).expect("inserted").current = Current::Booting(process);
         }
+        // Listed once, not once a slot: a start is linear in the slots.
+        let members = self.members();
         for slot in self.settings.workers.clone() {
-            self.spawn(slot, out);
+            self.spawn_with(slot, members.clone(), out);
         }
         self.next_watchdog = self.heartbeat_every().map(|every| now + every);
     }
@@ -320,21 +310,32 @@ impl Machine {
     /// The next incarnation of `slot`, booting; the caller puts it in place and
     /// then calls [`Self::spawn`].
     fn new_process(&mut self, slot: Slot, now: Instant) -> Process {
-        let state = self.slots.entry(slot).or_insert_with(SlotState::new);
+        let state = self.slots.get_or_new(slot);
         state.generation += 1;
         Process::booting(state.generation, now, READY_TIMEOUT)
     }
 
     /// Orders the start of the booting incarnation of `slot` just put in place.
     fn spawn(&mut self, slot: Slot, out: &mut Vec<Action>) {
+        let members = self.members();
+        self.spawn_with(slot, members, out);
+    }
+
+    fn spawn_with(&mut self, slot: Slot, members: Vec<Slot>, out: &mut Vec<Action>) {
         let generation = self.slots[&slot].generation;
-        let mesh_with = self.mesh_members(slot);
         out.push(Action::Spawn {
             slot,
             generation,
-            members: self.members(),
-            mesh_with,
+            members,
         });
+    }
+
+    /// Whether incarnation `generation` of `slot` is the current one of a
+    /// member slot: one that a node just started is meshed with, if it joined.
+    pub(crate) fn is_current_member(&self, slot: Slot, generation: Generation) -> bool {
+        self.slots.get(&slot).is_some_and(|s| {
+            s.current.is_member() && s.current.processes().any(|p| p.generation == generation)
+        })
     }
 
     /// The incarnations of the member nodes but `slot`: those a node of
@@ -395,12 +396,18 @@ impl Machine {
 
     /// Logs, and tells the service manager, once at start that every node is ready.
     pub(super) fn all_ready(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.all_ready_logged || self.master != Master::Serving {
+            return;
+        }
+        // From the last: the slots start in order, so the one still booting is
+        // found at once while they start, rather than after those that serve.
         let workers_ready = self
             .slots
             .values()
+            .rev()
             .filter(|s| s.current.is_member())
             .all(|s| matches!(s.current, Current::Serving(_)));
-        if !self.all_ready_logged && self.master == Master::Serving && workers_ready {
+        if workers_ready {
             self.all_ready_logged = true;
             info!(
                 elapsed_ms = (now - self.settings.started).as_secs_f64() * 1000.0,

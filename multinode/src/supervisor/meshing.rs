@@ -21,13 +21,18 @@ use crate::mesh::peer::Inbound;
 const REMESH_PACE: Duration = Duration::from_secs(1);
 
 impl Supervisor {
-    /// Meshes incarnation `generation` of `slot`, just started, with those of
-    /// the master's node and of `with` that joined the mesh.
-    pub(super) fn mesh(&mut self, slot: Slot, generation: Generation, with: &[(Slot, Generation)]) {
-        let with = with
-            .iter()
-            .map(|(slot, generation)| Incarnation::new(*slot, *generation));
-        let others = std::iter::once(Incarnation::MASTER).chain(with);
+    /// Meshes incarnation `generation` of `slot`, just started, with the
+    /// master's node and the current incarnations of the other member slots,
+    /// those of them that joined the mesh. Found from the few that joined, not
+    /// from every slot: a start of N nodes that never take the mesh stays
+    /// linear in N.
+    pub(super) fn mesh(&mut self, slot: Slot, generation: Generation) {
+        let with = self.joined.iter().filter(|other| {
+            other.slot != slot && self.machine.is_current_member(other.slot, other.generation)
+        });
+        let others: Vec<_> = std::iter::once(Incarnation::MASTER)
+            .chain(with.copied())
+            .collect();
         for other in at_start(others, &self.joined) {
             self.pair(Incarnation::new(slot, generation), other);
         }

@@ -42,6 +42,7 @@ mod rescue;
 mod rescuing;
 pub(crate) mod signals;
 mod slot;
+mod slots;
 mod status;
 
 use machine::{Command, Input, Machine, Settings};
@@ -64,6 +65,8 @@ pub(crate) struct Supervisor {
     rescue: Option<Rescue>,
     exe: PathBuf,
     args: Vec<OsString>,
+    /// The workers': the master's, read before its body runs.
+    environment: child::Environment,
     machine: Machine,
     workers: BTreeMap<Incarnation, Worker>,
     events: mpsc::UnboundedSender<Event>,
@@ -138,6 +141,7 @@ impl Supervisor {
             rescue: None,
             exe,
             args: std::env::args_os().skip(1).collect(),
+            environment: child::Environment::of_this_process(),
             machine: Machine::new(settings),
             workers: BTreeMap::new(),
             events,
@@ -242,6 +246,8 @@ impl Supervisor {
         #[cfg(not(feature = "tls"))]
         let mut rotation: Option<tokio::time::Interval> = None;
         let (mut ready_pending, mut body_pending) = (true, true);
+        // Then written again only when a slot changes (`publish_status`).
+        self.shm.table().set_nodes(self.machine.nodes());
         let mut inputs = VecDeque::from([Input::Start]);
         loop {
             while let Some(input) = inputs.pop_front() {
@@ -446,8 +452,7 @@ impl Supervisor {
             (ToWorker::Segment, Some(shm)),
         ];
         process::spawn(
-            &self.exe,
-            &self.args,
+            (&self.exe, &self.args, &self.environment),
             Incarnation::new(slot, generation),
             greeting,
             self.events.clone(),

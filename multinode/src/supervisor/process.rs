@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::child::{Child, Spawn};
+use super::child::{Child, Environment, Spawn};
 use super::slot::{Generation, Slot};
 use crate::control::incarnation::Incarnation;
 use crate::control::{self, ControlSocket, ToMaster, ToWorker, ENV_CONTROL_FD, ENV_WORKER};
@@ -105,8 +105,7 @@ impl Reserve {
 /// Starts incarnation `generation` of worker `slot` from `exe`, and the task that
 /// greets it with `greeting` and watches it.
 pub(crate) fn spawn(
-    exe: &PathBuf,
-    args: &[OsString],
+    (exe, args, base): (&PathBuf, &[OsString], &Environment),
     Incarnation { slot, generation }: Incarnation,
     greeting: Vec<(ToWorker, Option<OwnedFd>)>,
     events: mpsc::UnboundedSender<Event>,
@@ -115,6 +114,7 @@ pub(crate) fn spawn(
     let child = Child::spawn(Spawn {
         exe,
         args,
+        base,
         env: &[
             (ENV_WORKER, slot.to_string()),
             (ENV_CONTROL_FD, theirs.as_raw_fd().to_string()),

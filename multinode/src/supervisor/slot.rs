@@ -148,6 +148,19 @@ impl SlotState {
     pub fn has_processes(&self) -> bool {
         self.processes().next().is_some()
     }
+
+    /// When the state machine must next look at the slot, if ever: the
+    /// earliest deadline of its processes, or the end of its backoff.
+    pub fn due(&self) -> Option<Instant> {
+        let backoff = match self.current {
+            Current::BackingOff { until } => Some(until),
+            _ => None,
+        };
+        self.processes()
+            .filter_map(Process::due)
+            .chain(backoff)
+            .min()
+    }
 }
 
 /// The delay before restarting a worker after `crashes` quick exits in a row.

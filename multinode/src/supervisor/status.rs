@@ -11,11 +11,15 @@ use crate::control::incarnation::Incarnation;
 use crate::shm::board::{self, LastExit};
 
 impl Supervisor {
-    /// Writes where every slot stands on the board.
-    pub(super) fn publish_status(&self) {
-        self.shm.table().set_nodes(self.machine.nodes());
+    /// Writes where every slot that changed stands on the board.
+    pub(super) fn publish_status(&mut self) {
+        let changed = self.machine.slots.take_changed();
+        if !changed.is_empty() {
+            self.shm.table().set_nodes(self.machine.nodes());
+        }
         let board = self.shm.board();
-        for (slot, state) in &self.machine.slots {
+        for slot in &changed {
+            let state = &self.machine.slots[slot];
             let (shown, generation) = shown(state);
             let line = board.process(*slot);
             line.set_state(shown);

@@ -40,6 +40,10 @@ impl Machine {
             return; // one node replaced at a time: the reload goes on after it
         }
         loop {
+            // Not on every event: the members are counted only while reloading.
+            if !matches!(self.phase, Phase::Reloading { .. }) {
+                return;
+            }
             let members = self.members();
             let Phase::Reloading {
                 queue,

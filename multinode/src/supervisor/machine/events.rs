@@ -96,12 +96,11 @@ pub(crate) enum Input {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Action {
     /// Start incarnation `generation` of `slot`, telling it the member slots, and
-    /// mesh it with each of `mesh_with` (the master's node is always meshed).
+    /// mesh it with the nodes that joined the mesh.
     Spawn {
         slot: Slot,
         generation: Generation,
         members: Vec<Slot>,
-        mesh_with: Vec<(Slot, Generation)>,
     },
     /// The slot serves from a new incarnation: mark it live in the load table.
     Serving {

@@ -77,11 +77,17 @@ impl Machine {
             }
             self.recycles.now = Recycling::Idle;
         }
+        if self.recycles.queue.is_empty()
+            || !matches!(self.phase, Phase::Running)
+            || self.upgrade != Upgrade::Idle
+        {
+            return;
+        }
         let quiet = self
             .slots
             .values()
             .all(|s| !matches!(s.current, Current::Replacing { .. }) && s.draining.is_empty());
-        if !matches!(self.phase, Phase::Running) || self.upgrade != Upgrade::Idle || !quiet {
+        if !quiet {
             return;
         }
         while let Some((slot, generation, why)) = self.recycles.queue.pop_front() {

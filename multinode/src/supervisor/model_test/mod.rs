@@ -46,7 +46,7 @@ fn run(ops: Vec<Op>, restart: bool, drained: bool) -> Result<(), TestCaseError> 
                 world.machine.phase
             );
             // Every member slot serves again (none left empty for good).
-            for (slot, state) in &world.machine.slots {
+            for (slot, state) in world.machine.slots.iter() {
                 if state.current.is_member() {
                     prop_assert!(
                         matches!(state.current, Current::Serving(_)),

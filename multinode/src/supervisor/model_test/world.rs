@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::op::Op;
 use crate::supervisor::machine::{Action, Input, Machine, Phase, Settings, SpawnFailure, Upgrade};
 use crate::supervisor::recycler::{Verdict, Why};
-use crate::supervisor::slot::{Current, Deadline, Generation, Slot};
+use crate::supervisor::slot::{Current, Deadline, Generation, Slot, SlotState};
 
 /// A new master, as the world has it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -258,7 +258,7 @@ impl World {
     }
 
     /// The invariants that hold after every step.
-    fn check(&self) {
+    fn check(&mut self) {
         if self.exit.is_some() {
             return;
         }
@@ -273,7 +273,7 @@ impl World {
             tracked, live,
             "every live process is tracked, and only those"
         );
-        for (slot, state) in &self.machine.slots {
+        for (slot, state) in self.machine.slots.iter() {
             for process in &state.draining {
                 assert!(
                     matches!(process.deadline, Deadline::KillAt(_) | Deadline::Killed),
@@ -289,11 +289,15 @@ impl World {
             if let Current::Replacing { old, new } = &state.current {
                 assert!(old.generation < new.generation);
             }
-            let has_due = state.processes().any(|p| p.due().is_some())
-                || matches!(state.current, Current::BackingOff { .. });
-            if has_due {
+        }
+        // The next deadline, kept up to date from the slots that changed, is
+        // the earliest of every slot's.
+        let due = self.machine.slots.values().filter_map(SlotState::due).min();
+        if let Phase::Running | Phase::Reloading { .. } = self.machine.phase {
+            if let Some(due) = due {
+                let next = self.machine.next_deadline();
                 assert!(
-                    self.machine.next_deadline().is_some(),
+                    next.is_some_and(|next| next <= due),
                     "a deadline nobody waits for"
                 );
             }
