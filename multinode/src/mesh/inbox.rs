@@ -8,9 +8,16 @@
 //! The streams take turns: in its turn a stream gives the frames already read
 //! from it and at most one more read's worth, so that a busy node does not
 //! starve the others. New streams join at the end of a round.
+//!
+//! Each stream, and the arrivals, is polled with a waker of its own, which
+//! raises its flag before it wakes the receiver: a wake-up polls what was
+//! woken, not every stream again (at N nodes, N - 1 of them).
 
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
 
 use super::halves::ReadHalf;
@@ -23,6 +30,57 @@ use super::wire::Frames;
 /// (`bench/README.md`, "Mesh figures", has what it gave).
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The receiving task, as the streams' wakers see it.
+#[derive(Default)]
+struct Task {
+    waker: AtomicWaker,
+    /// Some flag was raised since the receiver last decided to wait.
+    any: AtomicBool,
+}
+
+/// What wakes the receiver for one stream, or for the arrivals: the flag says
+/// that it was woken since it was last polled.
+struct Flag {
+    woken: AtomicBool,
+    task: Arc<Task>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.any.store(true, Ordering::Release);
+        self.task.waker.wake();
+    }
+}
+
+/// A flag, raised (so that what it is for is polled first), and its waker.
+struct Flagged {
+    flag: Arc<Flag>,
+    waker: Waker,
+}
+
+impl Flagged {
+    fn new(task: &Arc<Task>) -> Self {
+        let flag = Arc::new(Flag {
+            woken: AtomicBool::new(true),
+            task: task.clone(),
+        });
+        Flagged {
+            waker: Waker::from(flag.clone()),
+            flag,
+        }
+    }
+
+    /// Whether it was woken since the last call; then it is polled now.
+    fn take(&self) -> bool {
+        self.flag.woken.swap(false, Ordering::AcqRel)
+    }
+}
+
 /// The stream from one incarnation of another node, as the inbox reads it.
 pub(crate) struct Incoming {
     id: usize,
@@ -32,6 +90,8 @@ pub(crate) struct Incoming {
     frames: Frames,
     /// That node's writer, told when the stream is over.
     writer: mpsc::UnboundedSender<Stream>,
+    /// Its waker, once it is in the inbox.
+    flagged: Option<Flagged>,
 }
 
 impl Incoming {
@@ -50,14 +110,26 @@ impl Incoming {
             half,
             frames: Frames::new(max),
             writer,
+            flagged: None,
         }
     }
 
     /// Reads what the stream has, up to [`READ_CHUNK`] (more if a longer frame
-    /// is being read).
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.half
-            .poll_read_buf(cx, self.frames.for_reading(READ_CHUNK))
+    /// is being read), if it was woken since it last had nothing.
+    fn poll_read(&mut self) -> Poll<std::io::Result<usize>> {
+        let flagged = self.flagged.as_ref().expect("in the inbox");
+        if !flagged.take() {
+            return Poll::Pending;
+        }
+        let mut cx = Context::from_waker(&flagged.waker);
+        let read = self
+            .half
+            .poll_read_buf(&mut cx, self.frames.for_reading(READ_CHUNK));
+        if read.is_ready() {
+            // It may have more: polled again in its next turn.
+            flagged.flag.woken.store(true, Ordering::Relaxed);
+        }
+        read
     }
 }
 
@@ -81,8 +153,11 @@ pub(crate) enum Event<T> {
 }
 
 pub(crate) struct Inbox {
+    /// The task that reads, woken by the streams' and the arrivals' wakers.
+    task: Arc<Task>,
     /// New streams, as they pass their handshake.
     arrivals: mpsc::UnboundedReceiver<Incoming>,
+    arrivals_flag: Flagged,
     /// No more streams will come (the master is gone).
     ended: bool,
     streams: Vec<Incoming>,
@@ -93,7 +168,10 @@ pub(crate) struct Inbox {
 
 impl Inbox {
     pub(crate) fn new(arrivals: mpsc::UnboundedReceiver<Incoming>) -> Self {
+        let task = Arc::new(Task::default());
         Inbox {
+            arrivals_flag: Flagged::new(&task),
+            task,
             arrivals,
             ended: false,
             streams: Vec::new(),
@@ -124,20 +202,23 @@ impl Inbox {
         // Streams in a row that had nothing, since the last read or the last
         // new stream: once every stream is among them, there is nothing to read.
         let mut idle = 0;
+        let mut looked_again = false;
         loop {
             if self.turn >= self.streams.len() {
                 // A round is over: new streams join.
                 self.turn = 0;
-                if self.take_arrivals(cx) {
+                if self.take_arrivals() {
                     idle = 0;
                 }
             }
             let Some(stream) = self.streams.get_mut(self.turn) else {
-                return if self.ended {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Pending // take_arrivals registered the waker
-                };
+                if self.ended {
+                    return Poll::Ready(None);
+                }
+                match self.wait(cx, &mut looked_again) {
+                    true => return Poll::Pending, // the arrivals' waker wakes this task
+                    false => continue,
+                }
             };
             let (from, link) = (stream.id, stream.link);
             match stream.frames.next() {
@@ -155,7 +236,7 @@ impl Inbox {
                 }
             }
             if !self.read_in_turn {
-                match stream.poll_read(cx) {
+                match stream.poll_read() {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Some(self.remove_turn(None))),
                     Poll::Ready(Ok(_)) => {
                         self.read_in_turn = true;
@@ -174,7 +255,7 @@ impl Inbox {
             self.read_in_turn = false;
             if idle >= self.streams.len() {
                 // Nothing anywhere: wait for a stream, or for a new one.
-                if !self.take_arrivals(cx) {
+                if !self.take_arrivals() && self.wait(cx, &mut looked_again) {
                     return Poll::Pending;
                 }
                 idle = 0;
@@ -182,13 +263,39 @@ impl Inbox {
         }
     }
 
-    /// Adds the streams that arrived, if any (true); registers the waker for
-    /// the next one.
-    fn take_arrivals(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether to wait: nothing was woken since every flag was last looked
+    /// at; else the streams are looked at again, once a call, and then the
+    /// task yields: a waker called while the task polls (tokio defers those
+    /// of a spent task budget today) cannot keep it looping. A wake from then
+    /// on wakes this task.
+    fn wait(&self, cx: &mut Context<'_>, looked_again: &mut bool) -> bool {
+        // Registered before `any` is read: a flag raised before that is seen
+        // here, and one raised after wakes the task it names.
+        self.task.waker.register(cx.waker());
+        if !self.task.any.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        if std::mem::replace(looked_again, true) {
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        false
+    }
+
+    /// Adds the streams that arrived, if any (true); the arrivals' waker
+    /// wakes this task for the next one.
+    fn take_arrivals(&mut self) -> bool {
+        if !self.arrivals_flag.take() {
+            return false;
+        }
         let before = self.streams.len();
+        let mut cx = Context::from_waker(&self.arrivals_flag.waker);
         while !self.ended {
-            match self.arrivals.poll_recv(cx) {
-                Poll::Ready(Some(stream)) => self.streams.push(stream),
+            match self.arrivals.poll_recv(&mut cx) {
+                Poll::Ready(Some(mut stream)) => {
+                    stream.flagged = Some(Flagged::new(&self.task));
+                    self.streams.push(stream);
+                }
                 Poll::Ready(None) => self.ended = true,
                 Poll::Pending => break,
             }
@@ -332,6 +439,31 @@ mod tests {
             matches!(got.await, Ok(Ok(Some(Event::Frame { from: 3, .. })))),
             "node 3's frame is read"
         );
+    }
+
+    /// Each wake-up reads the streams that were woken: frames sent one at a
+    /// time to streams in a scattered order, each while the inbox waits, all
+    /// arrive.
+    #[tokio::test]
+    async fn frames_to_any_of_many_streams_each_wake_the_inbox() {
+        let (mut inbox, add) = inbox();
+        let mut streams: Vec<_> = (1..=32).map(&add).collect();
+        let order = (0..200).map(|k| (k * 7 + k / 32) % 32);
+        for (sent, at) in order.enumerate() {
+            let receiving = next(&mut inbox);
+            tokio::pin!(receiving);
+            if sent > 0 {
+                // The inbox waits before the frame is sent.
+                let waited = futures_util::poll!(receiving.as_mut());
+                assert!(waited.is_pending(), "frame {sent}: nothing to read yet");
+            }
+            streams[at].0.write_all(&frame(b"x")).await.unwrap();
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), receiving);
+            match got.await {
+                Ok(Some(Event::Frame { from, .. })) => assert_eq!(from, at + 1),
+                other => panic!("frame {sent} to node {}: {other:?}", at + 1),
+            }
+        }
     }
 
     #[tokio::test]
