@@ -272,3 +272,41 @@ fn only_a_program_that_takes_the_mesh_opens_its_streams() {
         assert_eq!(mesh_streams(*pid), 0, "process {pid} of hello");
     }
 }
+
+/// Context switches of every thread of `pid` so far: each wake-up is one.
+fn switches(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("status")).unwrap())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .map(|line| {
+                    line.split_whitespace()
+                        .last()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_node_that_took_the_mesh_is_not_woken() {
+    let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "2")]);
+    program.ready();
+    program.wait_for("got hello", 2, WAIT);
+    let worker = *common::children(program.pid()).first().unwrap();
+    // Once its start is over; then a second and a half of nothing to do, in
+    // which the count of what waits in its queues (four times a second
+    // before) woke it six times.
+    let quiet = poll(WAIT, || {
+        let before = switches(worker);
+        std::thread::sleep(Duration::from_millis(1500));
+        (switches(worker) <= before + 2).then_some(())
+    });
+    assert!(quiet.is_some(), "node 1 keeps being woken while idle");
+}

@@ -320,16 +320,22 @@ where
 }
 
 /// Puts how many messages wait in this node's queues on the board, four
-/// times a second, while the message layer lives.
+/// times a second while some do; while none do, it waits for one to be
+/// queued, so that an idle node is not woken.
 async fn count_queued(router: std::sync::Weak<Router>) {
-    let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
-        every.tick().await;
         let Some(router) = router.upgrade() else {
             return;
         };
         let queued = router.outboxes().iter().map(|o| o.frames()).sum();
         router.tally.queued(queued);
+        let backlog = router.backlog.clone();
+        drop(router);
+        match queued {
+            // A frame queued since the count left a permit: no wait then.
+            0 => backlog.notified().await,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
     }
 }
 

@@ -42,6 +42,9 @@ pub(crate) struct Outbox {
     queued: Notify,
     /// Wakes the senders waiting for room.
     room: Notify,
+    /// Told when a frame is queued where none was: the count of what waits is
+    /// sampled only while something does (`messages::count_queued`).
+    backlog: Arc<Notify>,
 }
 
 struct State {
@@ -69,7 +72,7 @@ enum Taken {
 }
 
 impl Outbox {
-    pub(crate) fn new(id: usize, capacity: usize) -> Self {
+    pub(crate) fn new(id: usize, capacity: usize, backlog: Arc<Notify>) -> Self {
         Outbox {
             id,
             state: Mutex::new(State {
@@ -82,6 +85,7 @@ impl Outbox {
             capacity,
             queued: Notify::new(),
             room: Notify::new(),
+            backlog,
         }
     }
 
@@ -153,6 +157,7 @@ impl Outbox {
         drop(state);
         if first {
             self.queued.notify_one();
+            self.backlog.notify_one();
         }
         Ok(())
     }

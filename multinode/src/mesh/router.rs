@@ -23,6 +23,15 @@ pub(super) struct Router {
     links: RwLock<Links>,
     /// The counters on the status board.
     pub tally: super::tally::Tally,
+    /// Told when a queue that was empty is not.
+    pub backlog: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Router {
+    /// Ends the task that counts what waits in the queues.
+    fn drop(&mut self) {
+        self.backlog.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -52,6 +61,7 @@ impl Router {
             remote,
             links: RwLock::new(Links::default()),
             tally,
+            backlog: Arc::default(),
         }
     }
 
@@ -163,7 +173,7 @@ impl Router {
         let mut links = self.links_mut();
         links.gone.remove(&id);
         let link = links.live.entry(id).or_insert_with(|| {
-            let outbox = Arc::new(Outbox::new(id, self.options.queue));
+            let outbox = Arc::new(Outbox::new(id, self.options.queue, self.backlog.clone()));
             let (streams, streams_rx) = mpsc::unbounded_channel();
             // The node's span goes with the task's few log lines, not around
             // each of its polls: entering a span costs more than some polls.

@@ -2,7 +2,7 @@ use super::*;
 
 #[tokio::test]
 async fn bounded_in_frames_and_refused_once_gone() {
-    let outbox = Outbox::new(3, 2);
+    let outbox = Outbox::new(3, 2, Default::default());
     let put = |bytes: &'static [u8]| {
         move |buffer: &mut BytesMut| {
             buffer.extend_from_slice(bytes);
@@ -34,7 +34,7 @@ async fn bounded_in_frames_and_refused_once_gone() {
 
 #[test]
 fn a_panicking_encoder_leaves_the_queue_intact() {
-    let outbox = Outbox::new(1, 8);
+    let outbox = Outbox::new(1, 8, Default::default());
     outbox
         .try_send_with(|buffer| {
             buffer.extend_from_slice(b"whole");
@@ -55,7 +55,7 @@ fn a_panicking_encoder_leaves_the_queue_intact() {
 
 #[test]
 fn buffers_grown_by_a_burst_are_given_back_once_it_is_through() {
-    let outbox = Outbox::new(1, 8);
+    let outbox = Outbox::new(1, 8, Default::default());
     let big = |buffer: &mut BytesMut| {
         buffer.extend_from_slice(&vec![1u8; 2 * KEEP_CAPACITY]);
         Ok(())
@@ -79,7 +79,7 @@ fn buffers_grown_by_a_burst_are_given_back_once_it_is_through() {
 
 #[tokio::test]
 async fn a_full_queue_makes_send_wait_for_the_writer() {
-    let outbox = Arc::new(Outbox::new(1, 1));
+    let outbox = Arc::new(Outbox::new(1, 1, Default::default()));
     let put = |buffer: &mut BytesMut| {
         buffer.extend_from_slice(b"x");
         Ok(())
@@ -114,7 +114,7 @@ fn with_writer() -> (
     impl Fn(u64) -> tokio::net::UnixStream,
     mpsc::UnboundedSender<Stream>,
 ) {
-    let outbox = Arc::new(Outbox::new(1, 64));
+    let outbox = Arc::new(Outbox::new(1, 64, Default::default()));
     let (streams, streams_rx) = mpsc::unbounded_channel();
     let span = tracing::Span::none();
     tokio::spawn(write_to(1, outbox.clone(), streams_rx, span));
