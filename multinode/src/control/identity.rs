@@ -70,8 +70,8 @@ impl Identity {
 }
 
 /// A list of slots in order, sent as its runs of consecutive slots: each of N
-/// workers is told every member, and one by one that took the master a
-/// fifth of a start's instructions at 256 nodes.
+/// workers is told every member, in one run rather than N entries when none
+/// is missing, so that a start does not grow with the square of N.
 mod runs {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

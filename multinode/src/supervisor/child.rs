@@ -22,9 +22,8 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
 /// The master's environment, read once, as its arguments are: every worker,
-/// the first and one restarted later alike, starts with it (and reading and
-/// copying it at every start took a tenth of a start's instructions in the
-/// master).
+/// the first and one restarted later alike, starts with it, and no start
+/// reads and copies it again.
 pub(crate) struct Environment(Vec<CString>);
 
 impl Environment {
