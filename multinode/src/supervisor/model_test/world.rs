@@ -291,16 +291,14 @@ impl World {
             }
         }
         // The next deadline, kept up to date from the slots that changed, is
-        // the earliest of every slot's.
-        let due = self.machine.slots.values().filter_map(SlotState::due).min();
-        if let Phase::Running | Phase::Reloading { .. } = self.machine.phase {
-            if let Some(due) = due {
-                let next = self.machine.next_deadline();
-                assert!(
-                    next.is_some_and(|next| next <= due),
-                    "a deadline nobody waits for"
-                );
-            }
+        // no later than any slot's (while stopping, it is the stop's).
+        if let Some(due) = self.machine.slots.values().filter_map(SlotState::due).min() {
+            let stopping = matches!(self.machine.phase, Phase::Stopping { .. });
+            let next = self.machine.next_deadline();
+            assert!(
+                next.is_some_and(|next| stopping || next <= due),
+                "a deadline nobody waits for"
+            );
         }
         let replacing = self
             .machine
