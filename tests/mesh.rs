@@ -299,10 +299,9 @@ fn an_idle_node_that_took_the_mesh_is_not_woken() {
     let program = Program::start("mesh_probe", &[("MULTINODE_NODES", "2")]);
     program.ready();
     program.wait_for("got hello", 2, WAIT);
-    let worker = *common::children(program.pid()).first().unwrap();
-    // Once its start is over; then a second and a half of nothing to do, in
-    // which the count of what waits in its queues (four times a second
-    // before) woke it six times.
+    let worker = *program.workers().first().unwrap();
+    // Once its start is over, a second and a half with nothing to do (the
+    // count of what waits in its queues used to wake it four times a second).
     let quiet = poll(WAIT, || {
         let before = switches(worker);
         std::thread::sleep(Duration::from_millis(1500));
