@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::environment::MasterEnv;
 use super::main_result::MainResult;
@@ -141,21 +140,21 @@ where
         .spawn(move || supervisor.run(ready_rx, body_done_rx, remesh_rx))
         .map_err(|e| StartError::system("cannot start the supervisor thread", e))?;
     let span = tracing::info_span!("node", id = 0, generation = 1, pid = std::process::id());
-    let code = runtime.block_on(
-        async move {
-            let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
-            let nodes = Nodes::new(identity, master_listener, shm, shutdown, peers);
-            #[cfg(feature = "tls")]
-            let nodes = nodes.with_tls(master_tls);
-            // A node is ready once its body runs, listener or not, and
-            // nothing it started holds it back (a map's snapshot).
-            let readiness = nodes.readiness();
-            readiness::run(body(nodes), readiness, ready_tx)
-                .await
-                .exit_code()
-        }
-        .instrument(span),
-    );
+    // Entered on this thread, not at every poll (as in a worker).
+    let entered = span.enter();
+    let code = runtime.block_on(async move {
+        let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
+        let nodes = Nodes::new(identity, master_listener, shm, shutdown, peers);
+        #[cfg(feature = "tls")]
+        let nodes = nodes.with_tls(master_tls);
+        // A node is ready once its body runs, listener or not, and
+        // nothing it started holds it back (a map's snapshot).
+        let readiness = nodes.readiness();
+        readiness::run(body(nodes), readiness, ready_tx)
+            .await
+            .exit_code()
+    });
+    drop(entered);
     let _ = body_done_tx.send(code);
     let supervised = supervisor.join().unwrap_or(1);
     #[cfg(feature = "cluster")]

@@ -47,78 +47,78 @@ where
         generation = tracing::field::Empty,
         pid = std::process::id()
     );
+    // Entered on the thread around `block_on` rather than instrumenting its
+    // future: the same lines carry it, without entering and leaving it at every
+    // poll, and so do the tasks a current-thread runtime runs there.
+    let entered = span.enter();
     let code = runtime
-        .block_on(
-            async move {
-                let control = Arc::new(ControlSocket::new(control)?);
-                let _ = CONTROL.set(control.clone());
-                let default_hook = std::panic::take_hook();
-                std::panic::set_hook(Box::new(move |info| {
-                    report_failure(&info.to_string());
-                    default_hook(info)
-                }));
-                let (identity, listener, shm) =
-                    match tokio::time::timeout(GREETING_TIMEOUT, greeting(&control, slot)).await {
-                        Ok(greeted) => greeted?,
-                        Err(_) => {
-                            return Err(format!(
-                                "no greeting from the master in {GREETING_TIMEOUT:?}"
-                            )
-                            .into())
-                        }
-                    };
-                tracing::Span::current().record("generation", identity.generation);
-                // The certificate as it is now: a reload's replacements read the new one.
-                #[cfg(feature = "tls")]
-                let tls = identity
-                    .tls
-                    .as_ref()
-                    .map(|files| crate::tls::Tls::start(files, identity.ticket_keys.as_ref()))
-                    .transpose()?;
-                let shutdown = CancellationToken::new();
-                let (ready_tx, ready_rx) = oneshot::channel();
-                let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
-                let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
-                let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
-                let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
-                let listener = listener.map(|socket| Listening {
-                    socket,
-                    handed: identity.balance.per_slot().then_some(handed),
-                });
-                // Their lines carry the node's span too.
-                let heartbeat = identity.heartbeat;
-                let follow = follow_master(
-                    control.clone(),
-                    shutdown.clone(),
-                    ready_rx,
-                    Routes {
-                        mesh: mesh_tx,
-                        handed: handed_tx,
-                        #[cfg(feature = "tls")]
-                        tls: tls.clone(),
-                    },
-                    heartbeat,
-                );
-                tokio::spawn(follow.in_current_span());
-                tokio::spawn(relay_remesh(control.clone(), remesh_rx).in_current_span());
-                tokio::spawn(on_signals(shutdown.clone(), control).in_current_span());
-                let nodes = Nodes::new(identity, listener, shm, shutdown, peers);
-                #[cfg(feature = "tls")]
-                let nodes = nodes.with_tls(tls);
-                // A node is ready once its body runs, listener or not, and
-                // nothing it started holds it back (a map's snapshot).
-                let readiness = nodes.readiness();
-                let code = readiness::run(body(nodes), readiness, ready_tx).await;
-                Ok::<_, Box<dyn std::error::Error>>(code.exit_code())
-            }
-            .instrument(span.clone()),
-        )
+        .block_on(async move {
+            let control = Arc::new(ControlSocket::new(control)?);
+            let _ = CONTROL.set(control.clone());
+            let default_hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                report_failure(&info.to_string());
+                default_hook(info)
+            }));
+            let (identity, listener, shm) =
+                match tokio::time::timeout(GREETING_TIMEOUT, greeting(&control, slot)).await {
+                    Ok(greeted) => greeted?,
+                    Err(_) => {
+                        return Err(
+                            format!("no greeting from the master in {GREETING_TIMEOUT:?}").into(),
+                        )
+                    }
+                };
+            tracing::Span::current().record("generation", identity.generation);
+            // The certificate as it is now: a reload's replacements read the new one.
+            #[cfg(feature = "tls")]
+            let tls = identity
+                .tls
+                .as_ref()
+                .map(|files| crate::tls::Tls::start(files, identity.ticket_keys.as_ref()))
+                .transpose()?;
+            let shutdown = CancellationToken::new();
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let (mesh_tx, mesh_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (remesh_tx, remesh_rx) = tokio::sync::mpsc::unbounded_channel();
+            let peers = peer::start(identity.incarnation(), mesh_rx, remesh_tx);
+            let (handed_tx, handed) = tokio::sync::mpsc::unbounded_channel();
+            let listener = listener.map(|socket| Listening {
+                socket,
+                handed: identity.balance.per_slot().then_some(handed),
+            });
+            // Their lines carry the node's span too.
+            let heartbeat = identity.heartbeat;
+            let follow = follow_master(
+                control.clone(),
+                shutdown.clone(),
+                ready_rx,
+                Routes {
+                    mesh: mesh_tx,
+                    handed: handed_tx,
+                    #[cfg(feature = "tls")]
+                    tls: tls.clone(),
+                },
+                heartbeat,
+            );
+            tokio::spawn(follow.in_current_span());
+            tokio::spawn(relay_remesh(control.clone(), remesh_rx).in_current_span());
+            tokio::spawn(on_signals(shutdown.clone(), control).in_current_span());
+            let nodes = Nodes::new(identity, listener, shm, shutdown, peers);
+            #[cfg(feature = "tls")]
+            let nodes = nodes.with_tls(tls);
+            // A node is ready once its body runs, listener or not, and
+            // nothing it started holds it back (a map's snapshot).
+            let readiness = nodes.readiness();
+            let code = readiness::run(body(nodes), readiness, ready_tx).await;
+            Ok::<_, Box<dyn std::error::Error>>(code.exit_code())
+        })
         .unwrap_or_else(|error| {
-            let _entered = span.enter();
             tracing::error!("cannot start: {error}");
             report_failure(&format!("cannot start: {error}"));
             1
         });
+    drop(entered);
     Ok(code)
 }
 
