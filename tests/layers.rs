@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("activation", 1),
     ("limits", 1),
     ("throttle", 1),
+    ("woken", 1),
     ("tls", 1),
     ("nodes", 1),
     ("map", 1),

@@ -61,6 +61,7 @@ mod throttle;
 #[cfg(feature = "tls")]
 mod tls;
 mod upgrade;
+mod woken;
 
 /// Turns `async fn main(nodes: Nodes)` into a multi-process server.
 ///

@@ -213,7 +213,8 @@ impl Nodes {
     /// # }
     /// ```
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.shutdown.clone().cancelled_owned()
+        // Cheap to poll again and again, as a `select!` in a loop does.
+        crate::woken::Woken::new(self.shutdown.clone().cancelled_owned())
     }
 
     /// The token behind [`shutdown`](Self::shutdown), for `http::serve`'s tasks.

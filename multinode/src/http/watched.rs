@@ -4,14 +4,14 @@
 //! A connection's task wakes a few times per request. `tokio::select!` over the
 //! connection and the watcher would poll both at every wake-up; polling the stop's
 //! `cancelled()` alone takes the token's lock, on every request's way
-//! (`bench/instructions.sh` counts it). [`Watched`] polls the watcher with a waker of its
-//! own, and again only once that waker has fired.
+//! (`bench/instructions.sh` counts it). [`Watched`] polls the watcher as
+//! [`Woken`] does: again only once it woke the task.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
+
+use crate::woken::Woken;
 
 pin_project_lite::pin_project! {
     /// Resolves to `Ok(output)` when `connection` ends, or to `Err(output)` when
@@ -20,27 +20,15 @@ pin_project_lite::pin_project! {
         #[pin]
         connection: C,
         #[pin]
-        watcher: W,
-        signal: Arc<Signal>,
-        watcher_waker: Waker,
-        // The task's waker that `signal` holds, to compare without its lock.
-        task: Option<Waker>,
+        watcher: Woken<W>,
     }
 }
 
 impl<C, W> Watched<C, W> {
     pub(super) fn new(connection: C, watcher: W) -> Self {
-        let signal = Arc::new(Signal {
-            // So that the first poll polls the watcher, which gives it its waker.
-            fired: AtomicBool::new(true),
-            task: Mutex::new(None),
-        });
         Watched {
             connection,
-            watcher,
-            watcher_waker: Waker::from(signal.clone()),
-            signal,
-            task: None,
+            watcher: Woken::new(watcher),
         }
     }
 }
@@ -50,45 +38,10 @@ impl<C: Future, W: Future> Future for Watched<C, W> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if !this.task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-            *this.task = Some(cx.waker().clone());
-            *this.signal.lock() = Some(cx.waker().clone());
-        }
         if let Poll::Ready(output) = this.connection.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        if this.signal.fired.swap(false, Ordering::AcqRel) {
-            let mut watcher_cx = Context::from_waker(this.watcher_waker);
-            if let Poll::Ready(output) = this.watcher.poll(&mut watcher_cx) {
-                return Poll::Ready(Err(output));
-            }
-        }
-        Poll::Pending
-    }
-}
-
-/// The watcher's waker: notes that it fired and wakes the task.
-struct Signal {
-    fired: AtomicBool,
-    task: Mutex<Option<Waker>>,
-}
-
-impl Signal {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
-        self.task.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Wake for Signal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        if let Some(task) = self.lock().as_ref() {
-            task.wake_by_ref();
-        }
+        this.watcher.poll(cx).map(Err)
     }
 }
 
@@ -96,7 +49,8 @@ impl Wake for Signal {
 mod tests {
     use super::*;
     use std::future::poll_fn;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
 
