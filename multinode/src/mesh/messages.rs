@@ -158,7 +158,7 @@ impl<M: Serialize> Sender<M> {
         // waited for, after.
         let full = self
             .router
-            .offer_each(|outbox| match outbox.try_send_with(copy) {
+            .offer_each(|outbox| match outbox.try_send_quietly(copy) {
                 Err(SendError::Full(_)) => false,
                 sent => {
                     let _ = tally.sent(sent, frame.len()); // Err: gone meanwhile

@@ -15,6 +15,7 @@
 //! rest of a burst still goes out in the writer's few large writes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
@@ -45,6 +46,9 @@ pub(crate) struct Outbox {
     /// Told when a frame is queued where none was: the count of what waits is
     /// sampled only while something does (`messages::count_queued`).
     backlog: Arc<Notify>,
+    /// A sender wrote directly and left the writer's wake (to give the stream
+    /// again) to [`wake_writer`](Self::wake_writer).
+    wake_pending: AtomicBool,
 }
 
 struct State {
@@ -86,6 +90,7 @@ impl Outbox {
             queued: Notify::new(),
             room: Notify::new(),
             backlog,
+            wake_pending: AtomicBool::new(false),
         }
     }
 
@@ -122,6 +127,19 @@ impl Outbox {
         &self,
         write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
     ) -> Result<(), SendError> {
+        let sent = self.try_send_quietly(write);
+        self.wake_writer();
+        sent
+    }
+
+    /// [`try_send_with`](Self::try_send_with), except that a frame written
+    /// directly leaves the writer's wake to [`wake_writer`](Self::wake_writer):
+    /// a broadcast makes its direct writes back to back, and wakes the writers
+    /// after the last.
+    pub(crate) fn try_send_quietly(
+        &self,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), SendError>,
+    ) -> Result<(), SendError> {
         let mut state = self.state();
         if state.gone {
             return Err(SendError::Gone(self.id.into()));
@@ -144,7 +162,8 @@ impl Outbox {
                 Ok(all) if all == appended.buffer.len() => {
                     drop(appended); // on its way: nothing to queue
                     drop(state);
-                    self.queued.notify_one(); // the writer gives `direct` again
+                    // The writer gives `direct` again once woken.
+                    self.wake_pending.store(true, Ordering::Release);
                     return Ok(());
                 }
                 Ok(part) => *written = Some((generation, part)),
@@ -160,6 +179,15 @@ impl Outbox {
             self.backlog.notify_one();
         }
         Ok(())
+    }
+
+    /// Wakes the writer if a sender wrote directly since it was last woken.
+    pub(crate) fn wake_writer(&self) {
+        if self.wake_pending.load(Ordering::Acquire)
+            && self.wake_pending.swap(false, Ordering::AcqRel)
+        {
+            self.queued.notify_one();
+        }
     }
 
     /// How many frames wait in the queue.

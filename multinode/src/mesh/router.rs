@@ -152,12 +152,18 @@ impl Router {
     }
 
     /// Offers something to every node's queue in one look at the links:
-    /// `offer` says whether the queue took it. The queues that did not, to
-    /// wait for (no allocation when all took it).
+    /// `offer` says whether the queue took it (by
+    /// [`Outbox::try_send_quietly`]); then the writers that a direct write
+    /// leaves to wake are woken, after every queue had its offer. The queues
+    /// that did not take it, to wait for (no allocation when all took it).
     pub fn offer_each(&self, mut offer: impl FnMut(&Outbox) -> bool) -> Vec<Arc<Outbox>> {
         let links = self.links();
         let refused = links.live.values().filter(|link| !offer(&link.outbox));
-        refused.map(|link| link.outbox.clone()).collect()
+        let refused = refused.map(|link| link.outbox.clone()).collect();
+        for link in links.live.values() {
+            link.outbox.wake_writer();
+        }
+        refused
     }
 
     pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
@@ -191,5 +197,52 @@ impl Router {
             link.outbox.close();
         }
         links.gone.insert(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::outbox::tests::link;
+    use std::io::Read;
+
+    #[tokio::test]
+    async fn an_offer_to_each_leaves_every_writer_woken_for_the_next_direct_write() {
+        let router = Router::new(
+            0,
+            Options::default(),
+            None,
+            super::super::tally::Tally::new(None, 0),
+        );
+        let mut far_ends = Vec::new();
+        for id in [1, 2] {
+            let (near, far) = tokio::net::UnixStream::pair().unwrap();
+            let (_read, write) = super::super::halves::split(near).unwrap();
+            router.link(id).send(Stream::Up(link(1), write)).unwrap();
+            far_ends.push(far.into_std().unwrap());
+        }
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await; // the writers run, and are idle again
+            }
+        };
+        settle().await;
+        let mut got = [0u8; 8];
+        for round in 0..3 {
+            let refused = router.offer_each(|outbox| {
+                outbox
+                    .try_send_quietly(|buffer| {
+                        buffer.extend_from_slice(b"hi");
+                        Ok(())
+                    })
+                    .is_ok()
+            });
+            assert!(refused.is_empty());
+            for far in &mut far_ends {
+                // No await since the offer: written by the sender itself.
+                assert_eq!(far.read(&mut got).unwrap(), 2, "round {round}");
+            }
+            settle().await;
+        }
     }
 }

@@ -165,6 +165,24 @@ async fn the_first_frame_of_a_burst_is_written_at_once_the_rest_by_the_writer() 
     }
 }
 
+#[tokio::test]
+async fn a_quiet_direct_write_gets_the_stream_back_only_once_its_writer_is_woken() {
+    use std::io::Read;
+    let (outbox, up, _streams) = with_writer();
+    let mut far = up(1).into_std().unwrap();
+    settle().await;
+    let mut got = [0u8; 16];
+    outbox.try_send_quietly(bytes(b"one")).unwrap();
+    assert_eq!(far.read(&mut got).unwrap(), 3, "written at once");
+    settle().await;
+    assert!(outbox.state().direct.is_none(), "the writer was not woken");
+    outbox.wake_writer();
+    settle().await;
+    assert!(outbox.state().direct.is_some(), "the writer gave it again");
+    outbox.try_send_quietly(bytes(b"two")).unwrap();
+    assert_eq!(far.read(&mut got).unwrap(), 3, "the next is direct too");
+}
+
 /// Reads `len` bytes from `far`, or fails after 10 s.
 async fn read(far: &mut tokio::net::UnixStream, len: usize) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
