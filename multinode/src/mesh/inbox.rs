@@ -203,6 +203,10 @@ impl Inbox {
         // new stream: once every stream is among them, there is nothing to read.
         let mut idle = 0;
         let mut looked_again = false;
+        // What woke the task is seen by the look at every stream below, which
+        // comes before any wait: only a flag raised from here on is news to
+        // `wait`, which would otherwise look at every stream a second time.
+        self.task.any.swap(false, Ordering::AcqRel);
         loop {
             if self.turn >= self.streams.len() {
                 // A round is over: new streams join.
