@@ -45,6 +45,7 @@ pub(crate) mod peer;
 mod remote;
 mod router;
 mod send_error;
+mod signal;
 #[cfg(feature = "cluster")]
 mod strangers;
 mod stream_id;

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Notify};
 
 use super::halves::WriteHalf;
 use super::send_error::SendError;
+use super::signal::Signal;
 use super::stream_id::StreamId;
 use super::wire::KEEP_CAPACITY;
 
@@ -39,8 +40,9 @@ pub(crate) struct Outbox {
     id: usize,
     state: Mutex<State>,
     capacity: usize,
-    /// Wakes the writer: frames were queued, or the node is gone.
-    queued: Notify,
+    /// Wakes the writer: frames were queued, a sender wrote directly, or the
+    /// node is gone.
+    queued: Signal,
     /// Wakes the senders waiting for room.
     room: Notify,
     /// Told when a frame is queued where none was: the count of what waits is
@@ -87,7 +89,7 @@ impl Outbox {
                 written: None,
             }),
             capacity,
-            queued: Notify::new(),
+            queued: Signal::default(),
             room: Notify::new(),
             backlog,
             wake_pending: AtomicBool::new(false),
@@ -175,7 +177,7 @@ impl Outbox {
         let first = *frames == 1;
         drop(state);
         if first {
-            self.queued.notify_one();
+            self.queued.raise();
             self.backlog.notify_one();
         }
         Ok(())
@@ -186,7 +188,7 @@ impl Outbox {
         if self.wake_pending.load(Ordering::Acquire)
             && self.wake_pending.swap(false, Ordering::AcqRel)
         {
-            self.queued.notify_one();
+            self.queued.raise();
         }
     }
 
@@ -202,7 +204,7 @@ impl Outbox {
         state.direct = None;
         drop(state);
         self.room.notify_waiters();
-        self.queued.notify_one();
+        self.queued.raise();
     }
 
     /// Swaps everything queued into `chunk`, whose old content was written and
@@ -315,7 +317,7 @@ pub(crate) async fn write_to(
                     }
                     None => return,
                 },
-                _ = outbox.queued.notified(), if !unsent => {
+                () = outbox.queued.wait(), if !unsent => {
                     if outbox.is_gone() {
                         return;
                     }
