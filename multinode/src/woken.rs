@@ -65,7 +65,7 @@ impl<F: Future> Future for Woken<F> {
 /// one can have several copies: a task blocked on by a runtime (tokio's
 /// `block_on`) clones its waker with another copy than the one it polls with,
 /// and `will_wake` is false every time.
-pub(crate) fn same_task(a: &Waker, b: &Waker) -> bool {
+fn same_task(a: &Waker, b: &Waker) -> bool {
     a.data() == b.data() && a.vtable() == b.vtable()
 }
 

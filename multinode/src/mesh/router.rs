@@ -212,12 +212,12 @@ mod tests {
             0,
             Options::default(),
             None,
-            super::super::tally::Tally::new(None, 0),
+            crate::mesh::tally::Tally::new(None, 0),
         );
         let mut far_ends = Vec::new();
         for id in [1, 2] {
             let (near, far) = tokio::net::UnixStream::pair().unwrap();
-            let (_read, write) = super::super::halves::split(near).unwrap();
+            let (_read, write) = crate::mesh::halves::split(near).unwrap();
             router.link(id).send(Stream::Up(link(1), write)).unwrap();
             far_ends.push(far.into_std().unwrap());
         }
