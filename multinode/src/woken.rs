@@ -95,7 +95,7 @@ impl Wake for Signal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::future::poll_fn;
     use std::sync::atomic::AtomicUsize;
@@ -103,7 +103,10 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     /// `inner`, counting its polls.
-    fn counted<F: Future>(polls: Arc<AtomicUsize>, inner: F) -> impl Future<Output = F::Output> {
+    pub(crate) fn counted<F: Future>(
+        polls: Arc<AtomicUsize>,
+        inner: F,
+    ) -> impl Future<Output = F::Output> {
         let mut inner = Box::pin(inner);
         poll_fn(move |cx| {
             polls.fetch_add(1, Ordering::Relaxed);

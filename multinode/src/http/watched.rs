@@ -48,20 +48,11 @@ impl<C: Future, W: Future> Future for Watched<C, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::poll_fn;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::woken::tests::counted;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
     use tokio_util::sync::CancellationToken;
-
-    /// `inner`, counting its polls.
-    fn counted<F: Future>(polls: Arc<AtomicUsize>, inner: F) -> impl Future<Output = F::Output> {
-        let mut inner = Box::pin(inner);
-        poll_fn(move |cx| {
-            polls.fetch_add(1, Ordering::Relaxed);
-            inner.as_mut().poll(cx)
-        })
-    }
 
     #[tokio::test]
     async fn the_connection_s_output_when_it_ends_first() {
