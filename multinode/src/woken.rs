@@ -183,7 +183,7 @@ pub(crate) mod tests {
         // Polled first by one task, then awaited by another.
         let first = poll_fn(|cx| Poll::Ready(stop.as_mut().poll(cx).is_pending()));
         assert!(first.await);
-        let other = tokio::spawn(async move { stop.await });
+        let other = tokio::spawn(stop);
         tokio::task::yield_now().await;
         token.cancel();
         let ended = tokio::time::timeout(Duration::from_secs(10), other).await;
