@@ -52,7 +52,8 @@ mod tests {
         let signal = Signal::default();
         signal.raise();
         signal.raise();
-        signal.wait().await;
+        let kept = tokio::time::timeout(Duration::from_secs(10), signal.wait());
+        assert!(kept.await.is_ok(), "a raise with no one waiting is kept");
         let again = tokio::time::timeout(Duration::from_millis(50), signal.wait());
         assert!(again.await.is_err(), "two raises before a wait are one");
     }
